@@ -1,0 +1,104 @@
+"""The fused work on one block of training rows, and the running sum over a segment.
+
+Pure numpy plus one HDF5 read per block: read -> repair (clip flux, fix error) -> SNR from the
+noise-free flux -> bin index -> noise -> per-bin products. No dask here; ``graph`` maps these
+functions over the segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .blocks import Block
+from .errors import InputError
+from .io import read_rows
+from .noise import add_noise
+from .repair import RepairCounts, repair_block
+from .snr import Bins, compute_snr
+from .stats import BinStats
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """Everything a block task needs besides its rows: small, picklable, hashable into cache keys."""
+
+    bins: Bins
+    snr_method: str  # norm | median | column
+    level: float  # noise level
+    seed: int  # training noise seed
+    c: np.ndarray  # (D,) shift of the products, close to the column means
+    y0: float  # shift of the target
+    clip_flux: bool = True
+    precision: str = "float32"  # dtype of the block products; accumulation is always float64
+    noise_mode: str = "sample"  # sample: draw noise; expected: add its expectation to the statistics
+
+
+@dataclass
+class PassResult:
+    """Sums over some training rows: per-bin statistics, repair counts, and the SNR of every row."""
+
+    stats: BinStats
+    repairs: RepairCounts = field(default_factory=RepairCounts)
+    snr: list[np.ndarray] = field(default_factory=list)  # (rows,) per block, in row order
+
+    def __iadd__(self, other: "PassResult") -> "PassResult":
+        self.stats += other.stats
+        self.repairs = self.repairs + other.repairs
+        self.snr.extend(other.snr)
+        return self
+
+    @property
+    def snr_values(self) -> np.ndarray:
+        """(N,) SNR of every row summed so far, in training order."""
+        return np.concatenate(self.snr) if self.snr else np.empty(0)
+
+
+def load_block(block: Block, clip_flux: bool = True) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
+    """Read and repair one block: flux, error (rows, D) float32, and the repair counts."""
+    try:
+        flux, error = read_rows(block.path, block.start, block.stop)
+    except OSError as exc:
+        raise InputError(f"{block.path}: cannot read rows {block.start}:{block.stop}: {exc}") from None
+    try:
+        counts = repair_block(flux, error, clip_flux=clip_flux)
+    except ValueError as exc:
+        row, _, why = str(exc).partition(": ")
+        where = int(row.split()[1]) + block.start if row.startswith("row ") else block.start
+        raise InputError(f"{block.path}: row {where}: {why or exc}") from None
+    return flux, error, counts
+
+
+def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.ndarray | None,
+              spec: PassSpec) -> None:
+    """Fold one block into ``result`` in place. y, table_snr: (rows,) for the block's rows."""
+    flux, error, counts = load_block(block, spec.clip_flux)
+    snr = compute_snr(spec.snr_method, flux, error, spec.level, table_snr)
+    bin_idx = spec.bins.assign(snr)
+    if spec.noise_mode == "expected":
+        result.stats.add_block(flux, y, bin_idx, dtype=np.dtype(spec.precision))
+        result.stats.add_noise_variance(error, bin_idx, spec.level)
+    else:
+        noisy = add_noise(flux, error, spec.level, seed=spec.seed, shard=block.shard, row0=block.start, out=flux)
+        result.stats.add_block(noisy, y, bin_idx, dtype=np.dtype(spec.precision))
+    result.repairs = result.repairs + counts
+    result.snr.append(np.asarray(snr, dtype=np.float64))
+
+
+def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None, spec: PassSpec) -> PassResult:
+    """Sum a segment's blocks in order. y, table_snr: (rows of the segment,)."""
+    result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0))
+    offset = blocks[0].start
+    for block in blocks:
+        rows = slice(block.start - offset, block.stop - offset)
+        add_block(result, block, y[rows], None if table_snr is None else table_snr[rows], spec)
+    return result
+
+
+def fold(results: list[PassResult]) -> PassResult:
+    """Sum results left to right (a fixed order, so the numbers never depend on timing)."""
+    total = results[0]
+    for other in results[1:]:
+        total += other
+    return total

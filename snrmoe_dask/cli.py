@@ -1,0 +1,157 @@
+"""The ``snrmoe`` command: simulate, inspect, run, report, demo, cache.
+
+Every user error (bad file, bad config) ends as one line ``snrmoe: error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+from .errors import SnrmoeError
+
+
+def _train_spec(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"--train {text!r}: expected KxN, e.g. 5x200000")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _cmd_simulate(args) -> int:
+    from .simulate import simulate_set
+
+    paths = simulate_set(args.out_root, train=args.train, val=args.val, test=args.test, seed=args.seed,
+                         pixels=args.pixels, block_rows=args.block_rows, workers=args.workers,
+                         progress=not args.quiet)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .cluster import compute_context
+    from .io import resolve_shards
+    from .survey import format_survey, survey
+
+    paths = resolve_shards(None, args.paths)
+    with compute_context("threads", args.workers, progress=False) as compute:
+        summaries = survey(paths, compute, args.block_rows)
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        print("\n".join(format_survey(s) for s in summaries))
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .config import load_config
+    from .pipeline import print_summary, run_experiment
+
+    overrides = list(args.set or [])
+    if args.scheduler:
+        overrides.append(f"compute.scheduler={args.scheduler}")
+    cfg = load_config(args.config, overrides)
+    results = run_experiment(cfg, lang=args.lang, roadmap=args.roadmap, hub=args.hub, progress=not args.quiet)
+    print_summary(results)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .pipeline import rebuild_report
+
+    path = rebuild_report(Path(args.results_dir), lang=args.lang)
+    print(path)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .pipeline import run_demo
+
+    run_demo(data_dir=Path(args.data_dir), lang=args.lang, progress=not args.quiet)
+    return 0
+
+
+def _cmd_cache(args) -> int:
+    from .cache import clear_cache, list_cache
+
+    if args.action == "ls":
+        for line in list_cache(Path(args.dir)):
+            print(line)
+    else:
+        print(f"removed {clear_cache(Path(args.dir))} cache files")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snrmoe", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="write a simulated BOSZ/PFS-MR-like set in the real layout")
+    s.add_argument("out_root")
+    s.add_argument("--train", type=_train_spec, default=(5, 20000), metavar="KxN", help="K shards of N spectra")
+    s.add_argument("--val", type=int, default=1000)
+    s.add_argument("--test", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--pixels", type=int, default=4096)
+    s.add_argument("--block-rows", type=int, default=2048)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_simulate)
+
+    s = sub.add_parser("inspect", help="N, D, wavelength range, repairs, SNR quantiles and bin counts per shard")
+    s.add_argument("paths", nargs="+", help="shard files (globs and {a..b} ranges allowed)")
+    s.add_argument("--block-rows", type=int, default=4096)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--json", action="store_true", help="print JSON instead of text")
+    s.set_defaults(func=_cmd_inspect)
+
+    s = sub.add_parser("run", help="run an experiment config (one pass, all models, metrics, figures, report)")
+    s.add_argument("config")
+    s.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config key (YAML value)")
+    s.add_argument("--scheduler", help="threads | processes | sync | local-cluster | tcp://host:8786")
+    s.add_argument("--lang", choices=("zh", "en"), default="zh", help="report body language (header is English)")
+    s.add_argument("--roadmap", type=Path, help="update the experiment's block in this roadmap markdown file")
+    s.add_argument("--hub", type=Path, help="update the experiment's block in this hub markdown file")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("report", help="rebuild figures and report.md from results.json and predictions.csv")
+    s.add_argument("results_dir")
+    s.add_argument("--lang", choices=("zh", "en"), default="zh")
+    s.set_defaults(func=_cmd_report)
+
+    s = sub.add_parser("demo", help="simulate the demo set once, run config/demo.yaml, print the summary")
+    s.add_argument("--data-dir", default=".demo-data", help="where the demo set is simulated (reused if present)")
+    s.add_argument("--lang", choices=("zh", "en"), default="zh")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("cache", help="list or clear the per-shard statistics cache")
+    s.add_argument("action", choices=("ls", "clear"))
+    s.add_argument("--dir", default=".snrmoe-cache")
+    s.set_defaults(func=_cmd_cache)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except SnrmoeError as exc:
+        print(f"snrmoe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snrmoe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Where the graph runs: the local threaded/process schedulers or a dask.distributed cluster.
+
+``compute_context(scheduler, workers)`` yields a function that computes a dask object with a
+progress bar (dask's on the local schedulers, distributed's on a cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Callable, Iterator
+
+import dask
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+
+
+def check_scheduler(scheduler: str, key: str = "compute.scheduler") -> None:
+    """Accept threads | processes | sync | local-cluster | an address such as tcp://host:8786."""
+    if scheduler in LOCAL_SCHEDULERS or scheduler == "local-cluster" or "://" in scheduler:
+        return
+    raise ConfigError(f"{key}: expected threads, processes, sync, local-cluster or a scheduler address "
+                      f"like tcp://host:8786, got {scheduler!r}")
+
+
+@contextlib.contextmanager
+def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool = True) -> Iterator[Callable]:
+    """Yield ``compute(obj) -> result`` bound to the chosen scheduler."""
+    check_scheduler(scheduler)
+    if scheduler in LOCAL_SCHEDULERS:
+        def compute(obj):
+            bar = _local_progress() if progress else contextlib.nullcontext()
+            with bar:
+                return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
+        yield compute
+        return
+
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if scheduler == "local-cluster":
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=":0"))
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="20s"))
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(f"compute.scheduler: cannot connect to {scheduler}: {exc}") from None
+        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+
+        def compute(obj):
+            future = client.compute(obj)
+            if progress:
+                from distributed import progress as dist_progress
+                dist_progress(future)
+            return future.result()
+        yield compute
+
+
+def _local_progress():
+    from dask.diagnostics import ProgressBar
+    return ProgressBar(out=sys.stderr, minimum=1.0)

@@ -1,0 +1,471 @@
+"""Experiment configuration: the experiment card's YAML blocks as validated pydantic models.
+
+``load_config(path, overrides)`` reads a YAML file, applies ``key.path=VALUE`` overrides and
+validates. Every mistake (unknown key, wrong type, bad value, bins that do not tile [0, inf))
+becomes one ``ConfigError`` line naming the file and the dotted key, e.g.
+``config/demo.yaml: model.alpha: must be >= 0, got -1``.
+
+Every key has the card's value (``LOGG-SNR-ORACLE-01``) as its default, so a file only needs to
+say what differs from the card.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # snr imports nothing from here, but keep the import lazy so config loads alone
+    from .snr import Bins
+
+SCHEDULERS = ("threads", "processes", "local-cluster", "sync")
+_METRIC_ALIASES = {"r²": "R2", "r2": "R2", "mae": "MAE", "rmse": "RMSE"}
+_ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+_EXPERIMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ----------------------------------------------------------------------------- sections
+class ExperimentSection(_Section):
+    id: str = "LOGG-SNR-ORACLE-01"
+    date: str | None = None
+    title: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_folder_name(cls, v: str) -> str:
+        # the id names the default output folder results/<id>/
+        if not _EXPERIMENT_ID.match(v):
+            raise ValueError(f"must be a name of letters, digits, '.', '_' or '-', got {v!r}")
+        return v
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date_as_text(cls, v: Any) -> Any:
+        # YAML reads 2025-12-26 as a date; keep it as ISO text so the config stays JSON-able
+        return v.isoformat() if isinstance(v, date) else v
+
+
+class DataSection(_Section):
+    source: str = "BOSZ simulated spectra"
+    root: str = "/datascope/subaru/user/swei20/data/bosz50000/z0/mag205_225_lowT_1M"
+    train_shards: list[str] = Field(default=["train_200k_{0..4}/dataset.h5"], min_length=1)
+    val_file: str | None = None
+    test_file: str = "test_1k_0/dataset.h5"
+    feature_dim: PosInt = 4096
+    target: str = "log_g"
+
+    @field_validator("train_shards", mode="before")
+    @classmethod
+    def _one_pattern_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+class SnrSection(_Section):
+    method: Literal["norm", "median", "column"] = "norm"
+    # name -> (low, high), half-open [low, high); insertion order is the user's bin order
+    bins: dict[str, tuple[float, float]] = Field(
+        default={"H": (7.0, math.inf), "M": (4.0, 7.0), "L": (2.0, 4.0), "X": (0.0, 2.0)}
+    )
+
+    @field_validator("bins", mode="after")
+    @classmethod
+    def _bins_tile_half_line(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        from .snr import Bins
+
+        try:
+            Bins.from_mapping(v, key="snr.bins")
+        except ConfigError as exc:
+            # pydantic puts the key in front again; keep the line free of a doubled "snr.bins:"
+            raise ValueError(str(exc).removeprefix("snr.bins:").strip()) from None
+        return v
+
+
+class ModelSection(_Section):
+    type: Literal["Ridge"] = "Ridge"
+    alpha: float | Literal["auto"] | list[float] = 100000.0
+    experts: PosInt | None = None
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _alpha(cls, v: Any) -> float | str | list[float]:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        if isinstance(v, (list, tuple)):
+            if not v:
+                raise ValueError("must be a number >= 0, 'auto' or a non-empty list of numbers, got []")
+            return [_non_negative_float(a) for a in v]
+        return _non_negative_float(v)
+
+
+class PreprocessingSection(_Section):
+    scaler: Literal["StandardScaler"] = "StandardScaler"
+    clip_flux: bool = True
+    per_expert_scaler: bool = True
+
+
+class NoiseSection(_Section):
+    level: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    apply: Literal["train"] = "train"
+    seed: Seed = 42
+    test_seed: Seed = 2025
+    test: Literal["fixed", "pre_noised"] = "fixed"
+    mode: Literal["sample", "expected"] = "sample"
+
+
+class RoutingSection(_Section):
+    type: Literal["oracle"] = "oracle"
+    by: str = "snr"
+
+
+class EvaluationSection(_Section):
+    metrics: list[str] = Field(default=["R2", "MAE", "RMSE"], min_length=1)
+    per_bin: bool = True
+    comparison: Literal["Global Ridge"] = "Global Ridge"
+    threshold: float = Field(default=0.02, allow_inf_nan=False)
+    min_bin_samples: NonNegInt = 100
+    bootstrap: NonNegInt = 2000
+    deployable_gate: bool = False
+    gate_fallback: float = Field(default=0.4, ge=0, le=1)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_names(cls, v: Any) -> Any:
+        if not isinstance(v, (list, tuple)):
+            return v
+        names = []
+        for name in v:
+            canonical = _METRIC_ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
+            if canonical is None:
+                raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {name!r}")
+            names.append(canonical)
+        return names
+
+
+class OutputSection(_Section):
+    dir: str | None = None
+
+
+class ComputeSection(_Section):
+    block_rows: PosInt = 4096
+    scheduler: str = "threads"
+    workers: PosInt = 2
+    precision: Literal["float32", "float64"] = "float32"
+    cache_dir: str | None = None
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str) -> str:
+        if v not in SCHEDULERS and not _ADDRESS.match(v):
+            raise ValueError(
+                "must be 'threads', 'processes', 'local-cluster', 'sync' or a scheduler address "
+                f"such as 'tcp://host:8786', got {v!r}"
+            )
+        return v
+
+
+# ----------------------------------------------------------------------------- the whole card
+class ExperimentConfig(_Section):
+    """One experiment: the card's YAML blocks. Defaults are the card's values."""
+
+    experiment: ExperimentSection = Field(default_factory=ExperimentSection)
+    data: DataSection = Field(default_factory=DataSection)
+    snr: SnrSection = Field(default_factory=SnrSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    preprocessing: PreprocessingSection = Field(default_factory=PreprocessingSection)
+    noise: NoiseSection = Field(default_factory=NoiseSection)
+    routing: RoutingSection = Field(default_factory=RoutingSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    compute: ComputeSection = Field(default_factory=ComputeSection)
+
+    _source: str | None = PrivateAttr(default=None)  # the file it came from, for error lines
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section_is_default(cls, raw: Any) -> Any:
+        # "output:" with every key commented out reads as None; it means "all defaults"
+        if isinstance(raw, dict):
+            return {k: ({} if v is None and k in cls.model_fields else v) for k, v in raw.items()}
+        return raw
+
+    @model_validator(mode="after")
+    def _experts_match_bins(self) -> ExperimentConfig:
+        n_bins = len(self.snr.bins)
+        if self.model.experts is not None and self.model.experts != n_bins:
+            # no single field owns this rule, so the message carries its own key
+            raise ValueError(
+                f"model.experts: must equal the number of snr.bins ({n_bins}), got {self.model.experts}"
+            )
+        return self
+
+    @property
+    def output_dir(self) -> Path:
+        """``output.dir``, or ``results/<experiment id>/`` when it is not set."""
+        if self.output.dir:
+            return Path(self.output.dir)
+        return Path("results") / self.experiment.id
+
+    @property
+    def bins(self) -> Bins:
+        """The SNR bins as ``snr.Bins``, in the user's order."""
+        from .snr import Bins
+
+        return Bins.from_mapping(self.snr.bins, key="snr.bins")
+
+
+# ----------------------------------------------------------------------------- loading
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a YAML config, apply ``key.path=VALUE`` overrides (VALUE parsed as YAML), validate.
+
+    Raises ConfigError (one line naming the file and the dotted key) on any problem.
+    """
+    where = str(path)
+    raw = _read_yaml(Path(path))
+    overridden: list[tuple[str, str]] = []
+    for item in overrides:
+        dotted, value = _parse_override(where, item)
+        _set_path(where, raw, dotted, value, item)
+        overridden.append((dotted, item))
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc, overridden)}") from None
+    except ConfigError as exc:  # raised by a validator outside pydantic's error types
+        raise ConfigError(f"{where}: {exc}") from None
+    cfg._source = where
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain JSON-able data (``inf`` -> ``"inf"``), for provenance records."""
+    return _json_safe(cfg.model_dump(mode="python"))
+
+
+def check_feature_dim(cfg: ExperimentConfig, d: int) -> None:
+    """Raise ConfigError when ``data.feature_dim`` differs from the pixel count ``d`` of the shards."""
+    if cfg.data.feature_dim != int(d):
+        prefix = f"{cfg._source}: " if cfg._source else ""
+        raise ConfigError(
+            f"{prefix}data.feature_dim: config says {cfg.data.feature_dim} but the shards have {int(d)} pixels"
+        )
+
+
+# ----------------------------------------------------------------------------- helpers
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a repeated key (PyYAML would silently keep the last one)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{at}".split())
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
+    try:
+        raw = _load_yaml_text(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: file is empty, expected a mapping of sections (experiment, data, snr, ...)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _parse_override(where: str, item: str) -> tuple[str, Any]:
+    dotted, sep, text = str(item).partition("=")
+    dotted = dotted.strip()
+    if not sep or not dotted:
+        raise ConfigError(f"{where}: override {item!r}: expected KEY.PATH=VALUE, e.g. model.alpha=1e3")
+    if any(not part for part in dotted.split(".")):
+        raise ConfigError(f"{where}: override {item!r}: {dotted!r} is not a dotted key such as model.alpha")
+    try:
+        value = _load_yaml_text(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: override {item!r}: value is not valid YAML: {_yaml_problem(exc)}") from None
+    return dotted, value
+
+
+def _set_path(where: str, raw: dict[str, Any], dotted: str, value: Any, item: str) -> None:
+    """Set ``raw[a][b][c] = value`` for ``a.b.c``, refusing keys the models do not define."""
+    parts = dotted.split(".")
+    model: type[BaseModel] | None = ExperimentConfig
+    node = raw
+    for depth, part in enumerate(parts):
+        if model is not None:
+            if part not in model.model_fields:
+                prefix = ".".join(parts[:depth])
+                allowed = ", ".join(model.model_fields)
+                scope = f" in {prefix}" if prefix else ""
+                raise ConfigError(
+                    f"{where}: override {item!r}: unknown key {dotted}{scope} (expected one of: {allowed})"
+                )
+            annotation = model.model_fields[part].annotation
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if model is None and depth < len(parts) - 1 and not _is_mapping_field(parts[: depth + 1]):
+                raise ConfigError(
+                    f"{where}: override {item!r}: {'.'.join(parts[: depth + 1])} is not a section, "
+                    f"so {dotted} is not a key"
+                )
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"{where}: override {item!r}: {'.'.join(parts[: depth + 1])} is not a mapping in the file"
+            )
+        node = child
+
+
+def _is_mapping_field(parts: list[str]) -> bool:
+    model: Any = ExperimentConfig
+    for part in parts:
+        model = model.model_fields[part].annotation
+    return getattr(model, "__origin__", None) is dict
+
+
+def _non_negative_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {v!r}")
+    try:
+        x = float(v)  # numeric strings too: YAML 1.1 reads 1e5 (no dot) as the string "1e5"
+    except ValueError:
+        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {v!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"must be >= 0, got {v!r}")
+    return x
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "literal_error": "must be one of {expected}",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list of two numbers [low, high]",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping of keys",
+    "model_attributes_type": "must be a mapping of keys",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
+}
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: Any = ExperimentConfig
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return ""
+        model = fields[part].annotation
+    fields = getattr(model, "model_fields", None)
+    return f" (expected one of: {', '.join(fields)})" if fields else ""
+
+
+def _describe_one(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    key = _dotted(loc)
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key{_allowed_keys(loc[:-1])}"
+    if kind == "missing":
+        return f"{key}: is required"
+    if kind == "value_error":
+        message = str(err["msg"]).removeprefix("Value error, ")
+        return f"{key}: {message}" if key else message
+    template = _MESSAGES.get(kind)
+    message = template.format(**err.get("ctx", {})) if template else str(err["msg"])
+    return f"{key}: {message}, got {_short_repr(err.get('input'))}"
+
+
+def _describe(exc: ValidationError, overridden: list[tuple[str, str]]) -> str:
+    lines = []
+    for err in exc.errors():
+        line = _describe_one(err)
+        # a cross-field rule has no loc; its message starts with the key it is about
+        key = _dotted(tuple(err["loc"])) or line.partition(":")[0]
+        for dotted, item in overridden:
+            if key == dotted or key.startswith(dotted + ".") or key.startswith(dotted + "["):
+                line += f" (set by override {item!r})"
+                break
+        lines.append(line)
+    return "; ".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,295 @@
+"""Shard file backend: find, validate, open lazily, read row blocks, write.
+
+The only module that knows the HDF5 layout of a shard (see ``shared/mission/reference.md``):
+
+    spectrumdataset/wave          float32 (D,)
+    dataset/arrays/flux/value     float32 (N, D)
+    dataset/arrays/error/value    float32 (N, D)
+    one pandas object (any key)   N rows, columns T_eff, log_g, M_H, a_M, C_M, mag, redshift, snr
+
+Everything here is file access; the numerics live elsewhere. Like xarray's backends, the lazy
+arrays hold only a path and a key and open the file inside each read, so a graph built on
+them pickles and runs under processes and on a dask.distributed cluster.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+FLUX_KEY = "dataset/arrays/flux/value"
+ERROR_KEY = "dataset/arrays/error/value"
+WAVE_KEY = "spectrumdataset/wave"
+PARAMS_KEY = "params"
+PARAM_COLUMNS = ("T_eff", "log_g", "M_H", "a_M", "C_M", "mag", "redshift", "snr")
+
+_BRACE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
+
+
+# ----------------------------------------------------------------------------- finding files
+def expand_braces(pattern: str) -> list[str]:
+    """``train_200k_{0..4}/dataset.h5`` -> five patterns, in numeric order (nested ranges too)."""
+    m = _BRACE.search(pattern)
+    if m is None:
+        return [pattern]
+    lo, hi = int(m.group(1)), int(m.group(2))
+    step = 1 if hi >= lo else -1
+    out: list[str] = []
+    for i in range(lo, hi + step, step):
+        out.extend(expand_braces(pattern[: m.start()] + str(i) + pattern[m.end():]))
+    return out
+
+
+def resolve_shards(root: str | os.PathLike | None, patterns: str | Sequence[str]) -> list[Path]:
+    """Paths of the shards named by brace ranges and globs, relative to ``root``, in the given order.
+
+    A literal path must exist; a glob must match at least one file.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    base = Path(root) if root not in (None, "") else Path(".")
+    paths: list[Path] = []
+    for pattern in patterns:
+        for expanded in expand_braces(str(pattern)):
+            full = base / expanded
+            if glob.has_magic(expanded):
+                hits = sorted(glob.glob(str(full)))
+                if not hits:
+                    raise InputError(f"{full}: no file matches this pattern")
+                paths.extend(Path(h) for h in hits)
+            else:
+                if not full.exists():
+                    raise InputError(f"{full}: file not found")
+                paths.append(full)
+    if not paths:
+        raise InputError(f"no shard given (patterns {list(patterns)!r} under {base})")
+    return paths
+
+
+# ----------------------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class ShardInfo:
+    """What opening a shard learns without reading its arrays."""
+
+    path: Path
+    n: int  # spectra
+    d: int  # pixels
+    chunk_rows: int  # rows per HDF5 chunk (the whole array if contiguous)
+    wave: np.ndarray  # (D,) float
+    params: pd.DataFrame  # N rows
+
+
+def _h5open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file (truncated or another format): {exc}") from None
+
+
+def _datasets(f: h5py.File) -> list[str]:
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def read_params(path: str | os.PathLike) -> pd.DataFrame:
+    """The shard's single pandas table, whatever its key (as ``pandas.read_hdf(path)`` does)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pd.HDFStore(path, mode="r") as store:
+                keys = store.keys()
+                if len(keys) != 1:
+                    what = "no pandas table" if not keys else f"{len(keys)} pandas objects {keys}"
+                    raise InputError(f"{path}: expected exactly one pandas params table, found {what}")
+                df = store.get(keys[0])
+    except InputError:
+        raise
+    except Exception as exc:  # PyTables raises many types for damaged files
+        raise InputError(f"{path}: cannot read the pandas params table: {exc}".splitlines()[0]) from None
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"{path}: the pandas object {keys[0]} is a {type(df).__name__}, expected a DataFrame")
+    return df.reset_index(drop=True)
+
+
+def inspect_shard(path: str | os.PathLike, target: str = "log_g") -> ShardInfo:
+    """Validate a shard's layout and read its small parts (wave, params). Arrays are not read."""
+    path = Path(path)
+    with _h5open(path) as f:
+        missing = [k for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY) if k not in f or not isinstance(f[k], h5py.Dataset)]
+        if missing:
+            present = ", ".join(_datasets(f)) or "none"
+            raise InputError(f"{path}: missing dataset {missing[0]} (datasets present: {present})")
+        flux, error, wave = f[FLUX_KEY], f[ERROR_KEY], f[WAVE_KEY]
+        if flux.ndim != 2:
+            raise InputError(f"{path}: {FLUX_KEY} has shape {flux.shape}, expected (spectra, pixels)")
+        if error.shape != flux.shape:
+            raise InputError(f"{path}: {ERROR_KEY} has shape {error.shape} but {FLUX_KEY} has {flux.shape}")
+        n, d = flux.shape
+        if n == 0:
+            raise InputError(f"{path}: {FLUX_KEY} has 0 rows, expected at least one spectrum")
+        if wave.shape != (d,):
+            raise InputError(f"{path}: {WAVE_KEY} has shape {wave.shape}, expected ({d},) to match {d} pixels")
+        wave_values = np.asarray(wave[...], dtype=np.float64)
+        chunk_rows = flux.chunks[0] if flux.chunks else n
+    params = read_params(path)
+    if target not in params.columns:
+        raise InputError(f"{path}: params table has no column {target!r} (columns: {', '.join(map(str, params.columns))})")
+    if len(params) != n:
+        raise InputError(f"{path}: params table has {len(params)} rows but the arrays have {n} spectra")
+    return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params)
+
+
+def inspect_shards(paths: Iterable[str | os.PathLike], target: str = "log_g") -> list[ShardInfo]:
+    """Validate every shard, and that all share one pixel count and one wavelength grid."""
+    infos = [inspect_shard(p, target) for p in paths]
+    first = infos[0]
+    for other in infos[1:]:
+        if other.d != first.d:
+            raise InputError(f"{other.path}: {other.d} pixels but {first.path} has {first.d}")
+        if not np.allclose(other.wave, first.wave, rtol=0, atol=1e-3):
+            raise InputError(f"{other.path}: wavelength grid differs from that of {first.path}")
+    return infos
+
+
+# ----------------------------------------------------------------------------- reading
+def read_rows(path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw flux and error of rows ``start:stop`` as float32 arrays (stop - start, D); no repair."""
+    with h5py.File(path, "r") as f:
+        flux = f[FLUX_KEY][start:stop]
+        error = f[ERROR_KEY][start:stop]
+    return np.asarray(flux, dtype=np.float32), np.asarray(error, dtype=np.float32)
+
+
+class H5Rows:
+    """A picklable lazy 2-D HDF5 dataset for ``dask.array.from_array``: opens the file per read."""
+
+    def __init__(self, path: str | os.PathLike, key: str, shape: tuple[int, int], dtype=np.float32):
+        self.path, self.key = str(path), key
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), 2
+
+    def __getitem__(self, index) -> np.ndarray:
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f[self.key][index], dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"H5Rows({self.path!r}, {self.key!r}, shape={self.shape})"
+
+
+def aligned_block_rows(block_rows: int, chunk_rows: int) -> int:
+    """The block size rounded to a whole number of HDF5 chunks (at least one chunk)."""
+    if block_rows <= 0:
+        raise InputError(f"block_rows={block_rows}: expected a positive number of rows")
+    return max(chunk_rows, (block_rows // chunk_rows) * chunk_rows)
+
+
+def open_shards(paths: Sequence[str | os.PathLike], block_rows: int = 4096, target: str = "log_g"):
+    """Open shards lazily as one ``xarray.Dataset``; nothing of size N x D is read.
+
+    Variables: ``flux``, ``error`` (sample, pixel) as dask arrays in row blocks aligned with the
+    HDF5 chunks; every params column (sample); ``shard`` (sample) the 0-based shard position and
+    ``row`` (sample) the row inside its shard. Coordinate ``wave`` (pixel). ``attrs['files']``.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    infos = inspect_shards(paths, target)
+    flux_parts, error_parts = [], []
+    for info in infos:
+        rows = aligned_block_rows(block_rows, info.chunk_rows)
+        for key, parts in ((FLUX_KEY, flux_parts), (ERROR_KEY, error_parts)):
+            lazy = H5Rows(info.path, key, (info.n, info.d))
+            name = f"{key.split('/')[-2]}-{info.path.resolve()}-{os.path.getmtime(info.path)}-{rows}"
+            parts.append(da.from_array(lazy, chunks=(rows, info.d), name=name, lock=False, asarray=True,
+                                       meta=np.empty((0, 0), np.float32)))
+    params = pd.concat([i.params for i in infos], ignore_index=True)
+    data_vars = {
+        "flux": (("sample", "pixel"), da.concatenate(flux_parts, axis=0)),
+        "error": (("sample", "pixel"), da.concatenate(error_parts, axis=0)),
+        "shard": ("sample", np.concatenate([np.full(i.n, k, np.int32) for k, i in enumerate(infos)])),
+        "row": ("sample", np.concatenate([np.arange(i.n, dtype=np.int64) for i in infos])),
+    }
+    for col in params.columns:
+        data_vars[str(col)] = ("sample", params[col].to_numpy())
+    return xr.Dataset(
+        data_vars,
+        coords={"wave": ("pixel", infos[0].wave)},
+        attrs={"files": [str(i.path) for i in infos], "target": target},
+    )
+
+
+# ----------------------------------------------------------------------------- writing
+class ShardWriter:
+    """Write one shard in the real layout, block by block, atomically.
+
+    Data go to ``<path>.partial`` and are renamed onto ``path`` only by :meth:`close`, so a
+    crash never leaves a shard that looks complete.
+
+        with ShardWriter(path, n, wave) as w:
+            w.write(0, flux_block, error_block)   # (rows, D) each
+            ...
+            w.close(params)                       # DataFrame with N rows
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int, wave: np.ndarray, chunk_rows: int = 256):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.n, self.d = int(n), len(wave)
+        chunk = (min(chunk_rows, self.n), self.d) if self.n else None
+        self._file = h5py.File(self.partial, "w")
+        self._file.create_dataset(WAVE_KEY, data=np.asarray(wave, dtype=np.float32))
+        self._flux = self._file.create_dataset(FLUX_KEY, shape=(self.n, self.d), dtype=np.float32, chunks=chunk)
+        self._error = self._file.create_dataset(ERROR_KEY, shape=(self.n, self.d), dtype=np.float32, chunks=chunk)
+
+    def write(self, start: int, flux: np.ndarray, error: np.ndarray) -> None:
+        """Write rows ``start : start + len(flux)``."""
+        if len(flux) == 0:
+            return
+        self._flux[start : start + len(flux)] = flux
+        self._error[start : start + len(error)] = error
+
+    def close(self, params: pd.DataFrame) -> Path:
+        """Write the params table with ``DataFrame.to_hdf`` (key ``params``) and publish the file."""
+        if len(params) != self.n:
+            raise ValueError(f"params has {len(params)} rows, expected {self.n}")
+        self._file.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params.reset_index(drop=True).to_hdf(self.partial, key=PARAMS_KEY, mode="a")
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+        self.partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self.partial.exists():
+            self.abort()
+
+
+def write_shard(path: str | os.PathLike, wave: np.ndarray, flux: np.ndarray, error: np.ndarray,
+                params: pd.DataFrame, chunk_rows: int = 256) -> Path:
+    """Write a whole in-memory shard (small data, tests) in the real layout."""
+    with ShardWriter(path, len(flux), wave, chunk_rows) as w:
+        w.write(0, flux, error)
+        return w.close(params)

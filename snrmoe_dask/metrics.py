@@ -1,0 +1,39 @@
+"""Scores (scikit-learn's functions on the in-memory test set) and the card's decision gate."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+# The card's Decision Gate table (Gate-2).
+NEXT_STEP = {
+    "PASS": "Continue to MVP-2.0 (Deployable Gate)",
+    "FAIL": "Jump to Gate-4 (Whitening/Conditional)",
+    "INCONCLUSIVE": "Undecided at this test size: add test spectra (the interval straddles the threshold)",
+}
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+    """R2, MAE, RMSE of (n,) predictions; R2 is None below 2 spectra (undefined)."""
+    return {
+        "r2": float(r2_score(y_true, y_pred)) if len(y_true) >= 2 else None,
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "rmse": float(root_mean_squared_error(y_true, y_pred)),
+    }
+
+
+def decision_for(delta_r2: float, threshold: float, ci: tuple[float, float] | None = None) -> tuple[str, str]:
+    """PASS / FAIL (/ INCONCLUSIVE with an interval) and the card's next step.
+
+    Without an interval: PASS when delta_r2 >= threshold. With one: PASS when its lower bound
+    >= threshold, FAIL when its upper bound < threshold, INCONCLUSIVE otherwise.
+    """
+    if ci is None:
+        decision = "PASS" if delta_r2 >= threshold else "FAIL"
+    elif ci[0] >= threshold:
+        decision = "PASS"
+    elif ci[1] < threshold:
+        decision = "FAIL"
+    else:
+        decision = "INCONCLUSIVE"
+    return decision, NEXT_STEP[decision]

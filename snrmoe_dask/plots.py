@@ -1,0 +1,487 @@
+"""The experiment card's four figures, drawn only from ``results.json`` and ``predictions.csv``.
+
+    snr_oracle_moe_comparison.png    Global vs Oracle test R2, dR2, decision-threshold line
+    snr_oracle_moe_perbin_r2.png     per-bin Global vs expert R2, sample counts, dR2 per bin
+    snr_oracle_moe_pred_vs_true.png  true vs predicted log g, coloured by bin, both models
+    snr_oracle_moe_delta_heatmap.png bins x (Global R2, Oracle R2, dR2), threshold cells marked
+
+Figures are built on ``matplotlib.figure.Figure`` objects (no pyplot state), so drawing is
+thread-safe and independent of the interactive backend. Missing R2 (``None``/NaN, e.g. a bin
+with fewer than two test spectra) is drawn as "n/a", never as zero.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from .errors import InputError
+
+FIG_COMPARISON = "snr_oracle_moe_comparison.png"
+FIG_PERBIN = "snr_oracle_moe_perbin_r2.png"
+FIG_PRED_VS_TRUE = "snr_oracle_moe_pred_vs_true.png"
+FIG_DELTA_HEATMAP = "snr_oracle_moe_delta_heatmap.png"
+FIGURE_NAMES = (FIG_COMPARISON, FIG_PERBIN, FIG_PRED_VS_TRUE, FIG_DELTA_HEATMAP)
+
+PREDICTION_COLUMNS = ("y_true", "snr", "bin", "y_global", "y_oracle")
+MODEL_LABELS = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "Deployed MoE"}
+MODEL_COLORS = {"global": "#4C72B0", "oracle": "#DD8452", "deployed": "#55A868"}
+GAIN_COLOR, SMALL_GAIN_COLOR, LOSS_COLOR, THRESHOLD_COLOR = "#1B7837", "#555555", "#B2182B", "#C44E52"
+DECISION_COLORS = {"PASS": GAIN_COLOR, "FAIL": LOSS_COLOR, "INCONCLUSIVE": "#B35806"}
+DPI = 150
+
+
+# ----------------------------------------------------------------------------- formatting
+def as_float(value: Any) -> float:
+    """``None`` and non-finite values -> NaN; numbers -> float."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"results: value {value!r} is not a number") from None
+
+
+def format_r2(value: Any) -> str:
+    """R2 (or MAE, RMSE) with 4 decimals; missing -> 'n/a'."""
+    v = as_float(value)
+    return f"{v:.4f}" if math.isfinite(v) else "n/a"
+
+
+def format_delta(value: Any) -> str:
+    """Signed difference with 4 decimals (``+0.0500``); missing -> 'n/a'."""
+    v = as_float(value)
+    return f"{v:+.4f}" if math.isfinite(v) else "n/a"
+
+
+def format_count(value: Any) -> str:
+    """Integer count with thousands separators (``1,000,000``)."""
+    return f"{int(value):,}"
+
+
+def format_ci(ci: Any, signed: bool = True) -> str:
+    """``[+0.0312, +0.0688]`` for a two-element interval; '' when absent or not finite."""
+    lo, hi = ci_bounds(ci)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    fmt = format_delta if signed else format_r2
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def ci_bounds(ci: Any) -> tuple[float, float]:
+    """(lo, hi) of an optional ``[lo, hi]``; (NaN, NaN) when absent or malformed."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+        return math.nan, math.nan
+    return as_float(ci[0]), as_float(ci[1])
+
+
+def snr_range_label(low: Any, high: Any) -> str:
+    """'SNR≥7' (no upper edge), 'SNR<2' (lower edge 0 or none), '4≤SNR<7' otherwise."""
+    lo, hi = as_float(low), as_float(high)
+    has_lo, has_hi = math.isfinite(lo) and lo > 0, math.isfinite(hi)
+    if has_lo and has_hi:
+        return f"{lo:g}≤SNR<{hi:g}"
+    if has_lo:
+        return f"SNR≥{lo:g}"
+    if has_hi:
+        return f"SNR<{hi:g}"
+    return "all SNR"
+
+
+def bin_label(name: str, spec: Mapping[str, Any]) -> str:
+    """'H (SNR≥7)' from a bin's ``low``/``high`` edges."""
+    return f"{name} ({snr_range_label(spec.get('low'), spec.get('high'))})"
+
+
+def bin_delta(spec: Mapping[str, Any]) -> float:
+    """A bin's dR2 (expert - global): the stored value, else computed from the two R2."""
+    stored = as_float(spec.get("delta_r2"))
+    if math.isfinite(stored):
+        return stored
+    return as_float(spec["expert"].get("r2")) - as_float(spec["global"].get("r2"))
+
+
+def min_train_count(results: Mapping[str, Any]) -> int | None:
+    """The minimum training count per expert from the config (a key like ``min_train``), if any."""
+
+    def search(node: Any) -> int | None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                k = str(key).lower()
+                if (k.startswith("min") and any(w in k for w in ("train", "sample", "count", "size"))
+                        and isinstance(value, (int, float)) and not isinstance(value, bool)):
+                    return int(value)
+            for value in node.values():
+                found = search(value)
+                if found is not None:
+                    return found
+        return None
+
+    return search(results.get("config") or {})
+
+
+def no_expert_label(results: Mapping[str, Any]) -> str:
+    """'no expert (n<100)' with the configured minimum, 'no expert (n<min)' without one."""
+    m = min_train_count(results)
+    return f"no expert (n<{m:,})" if m is not None else "no expert (n<min)"
+
+
+# ----------------------------------------------------------------------------- validation
+_MODEL_KEYS = ("r2", "mae", "rmse", "n_train", "n_test")
+_BIN_KEYS = ("n_train", "n_test", "expert", "global")
+
+
+def check_results(results: Any) -> None:
+    """Raise :class:`InputError` naming the first key the figures and report need but lack."""
+    if not isinstance(results, Mapping):
+        raise InputError(f"results: expected a dict (parsed results.json), got {type(results).__name__}")
+    for key in ("decision", "threshold", "delta_r2", "models", "bins"):
+        if key not in results:
+            raise InputError(f"results: missing key {key!r}")
+    if not isinstance(results["models"], Mapping):
+        raise InputError(f"results: 'models' must be a dict of models, got {type(results['models']).__name__}")
+    for model in ("global", "oracle"):
+        entry = results["models"].get(model)
+        if not isinstance(entry, Mapping):
+            raise InputError(f"results: missing key 'models.{model}'")
+        for key in _MODEL_KEYS:
+            if key not in entry:
+                raise InputError(f"results: missing key 'models.{model}.{key}'")
+    bins = results["bins"]
+    if not isinstance(bins, Mapping) or not bins:
+        raise InputError(f"results: 'bins' must be a non-empty dict of SNR bins, got {bins!r}")
+    for name, spec in bins.items():
+        for key in _BIN_KEYS:
+            if key not in spec:
+                raise InputError(f"results: missing key 'bins.{name}.{key}'")
+    if not math.isfinite(as_float(results["threshold"])):
+        raise InputError(f"results: threshold={results['threshold']!r}, expected a finite number")
+
+
+def check_predictions(predictions: Any) -> pd.DataFrame:
+    """The predictions frame with the bin column as str; raises on missing columns."""
+    if not isinstance(predictions, pd.DataFrame):
+        raise InputError(f"predictions: expected a pandas DataFrame, got {type(predictions).__name__}")
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise InputError(f"predictions: missing column {missing[0]!r} "
+                         f"(expected columns {', '.join(PREDICTION_COLUMNS)})")
+    return predictions.assign(bin=predictions["bin"].astype(str))
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+def _save(fig: Figure, path: Path) -> Path:
+    """Write the PNG through a temporary file and ``os.replace`` so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=DPI)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _subtitle(results: Mapping[str, Any]) -> str:
+    models = results["models"]
+    return (f"{results.get('experiment', 'LOGG-SNR-ORACLE-01')}  ·  "
+            f"n_train={format_count(models['oracle']['n_train'])}, n_test={format_count(models['oracle']['n_test'])}"
+            f"  ·  decision: {results['decision']}")
+
+
+def _delta_color(delta: float, threshold: float) -> str:
+    if not math.isfinite(delta):
+        return SMALL_GAIN_COLOR
+    if delta >= threshold:
+        return GAIN_COLOR
+    return LOSS_COLOR if delta < 0 else SMALL_GAIN_COLOR
+
+
+def _text_color(rgba) -> str:
+    """Black on light cells, white on dark ones (relative luminance)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def _bin_colors(names: list[str]) -> dict[str, Any]:
+    palette = colormaps["Dark2"].colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
+# ----------------------------------------------------------------------------- figure 1
+def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
+    """Bar chart: test R2 per method, CI error bars, dR2 box and the decision-threshold line."""
+    models = results["models"]
+    keys = [k for k in ("global", "oracle", "deployed") if isinstance(models.get(k), Mapping)]
+    r2 = np.array([as_float(models[k].get("r2")) for k in keys])
+    lo_hi = np.array([ci_bounds(models[k].get("r2_ci")) for k in keys])
+    threshold = as_float(results["threshold"])
+    line = r2[0] + threshold
+
+    fig = Figure(figsize=(7.2, 5.4), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(keys))
+    ax.bar(x, np.nan_to_num(r2), width=0.55, color=[MODEL_COLORS[k] for k in keys],
+           edgecolor="black", linewidth=0.6, zorder=2)
+    has_ci = np.isfinite(lo_hi).all(axis=1) & np.isfinite(r2)
+    if has_ci.any():
+        err = np.vstack([r2 - lo_hi[:, 0], lo_hi[:, 1] - r2])[:, has_ci]
+        ax.errorbar(x[has_ci], r2[has_ci], yerr=np.clip(err, 0, None), fmt="none", ecolor="black",
+                    capsize=7, linewidth=1.2, zorder=3, label="CI")
+    if math.isfinite(line):
+        ax.axhline(line, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.5, zorder=4,
+                   label=f"decision threshold: ΔR² = {threshold:g}  (R² = {line:.4f})")
+    ax.axhline(0, color="black", linewidth=0.8)
+
+    tops = np.where(has_ci, lo_hi[:, 1], r2)  # CI caps reach above the bars
+    finite = np.concatenate([r2[np.isfinite(r2)], tops[np.isfinite(tops)], [line] if math.isfinite(line) else [], [0.0]])
+    ymax, ymin = float(np.max(finite)), float(min(0.0, np.min(finite)))
+    span = max(ymax - ymin, 0.1)
+    for xi, v in zip(x, r2):
+        # inside the bar: above it the threshold line and the CI cap would cross the number
+        inside = math.isfinite(v) and v > 0.15 * span
+        ax.text(xi, v / 2 if inside else max(np.nan_to_num(v), 0.0) + 0.015 * span, format_r2(v), ha="center",
+                va="center" if inside else "bottom", fontsize=13, fontweight="bold",
+                color="white" if inside else "black", zorder=5)
+    ax.set_ylim(ymin - (0.05 * span if ymin < 0 else 0), ymax + 0.42 * span)
+
+    ax.set_xticks(x, [f"{MODEL_LABELS[k]}\nn_train={format_count(models[k]['n_train'])}"
+                      f"\nn_test={format_count(models[k]['n_test'])}" for k in keys])
+    ax.set_xlabel("Method")
+    ax.set_ylabel("Test R²")
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.set_axisbelow(True)
+
+    delta = as_float(results["delta_r2"])
+    ci = format_ci(results.get("delta_r2_ci"))
+    verdict = "≥" if delta >= threshold else "<"
+    box = f"ΔR² (Oracle − Global) = {format_delta(delta)}"
+    if ci:
+        box += f"\nCI {ci}"
+    box += f"\n{verdict} threshold {threshold:g}  →  {results['decision']}"
+    ax.text(0.02, 0.97, box, transform=ax.transAxes, ha="left", va="top", fontsize=10,
+            color=DECISION_COLORS.get(str(results["decision"]), SMALL_GAIN_COLOR),
+            bbox=dict(boxstyle="round,pad=0.4", facecolor="white", edgecolor="0.6"))
+    ax.legend(loc="upper right", fontsize=9, framealpha=0.95)
+    ax.set_title("Oracle SNR-binned MoE vs Global Ridge: test R²", fontsize=12, fontweight="bold")
+    fig.suptitle(_subtitle(results), fontsize=9, color="0.35")
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- figure 2
+def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
+    """Grouped bars per SNR bin (+ Overall): Global vs expert R2, dR2 above each group."""
+    bins, models = results["bins"], results["models"]
+    threshold = as_float(results["threshold"])
+    names = list(bins)
+    g = np.array([as_float(bins[n]["global"].get("r2")) for n in names] + [as_float(models["global"]["r2"])])
+    o = np.array([as_float(bins[n]["expert"].get("r2")) for n in names] + [as_float(models["oracle"]["r2"])])
+    d = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])
+    skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
+    labels = [f"{bin_label(n, bins[n])}\nn_train={format_count(bins[n]['n_train'])}"
+              f"\nn_test={format_count(bins[n]['n_test'])}" for n in names]
+    labels.append(f"Overall\nn_train={format_count(models['oracle']['n_train'])}"
+                  f"\nn_test={format_count(models['oracle']['n_test'])}")
+
+    x = np.arange(len(names) + 1, dtype=float)
+    x[-1] += 0.4  # set Overall apart from the bins
+    w = 0.36
+    fig = Figure(figsize=(max(8.0, 1.9 * len(x) + 1.5), 5.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(x - w / 2, np.nan_to_num(g), w, color=MODEL_COLORS["global"], edgecolor="black", linewidth=0.6, zorder=2)
+    oracle_bars = ax.bar(x + w / 2, np.nan_to_num(o), w, color=MODEL_COLORS["oracle"], edgecolor="black",
+                         linewidth=0.6, zorder=2)
+    for bar, skip in zip(oracle_bars, skipped):
+        if skip:  # served by the global model: same height, drawn hollow
+            bar.set_facecolor("white")
+            bar.set_hatch("///")
+            bar.set_edgecolor(MODEL_COLORS["oracle"])
+    trained = ~np.array(skipped)
+    ax.hlines((g + threshold)[trained], (x + 0.03)[trained], (x + w - 0.03)[trained], colors=THRESHOLD_COLOR,
+              linestyles="--", linewidth=1.8, zorder=4)
+    ax.axhline(0, color="black", linewidth=0.8)
+
+    finite = np.concatenate([g[np.isfinite(g)], o[np.isfinite(o)], (g + threshold)[np.isfinite(g)], [0.0]])
+    ymax, ymin = float(finite.max()), float(min(0.0, finite.min()))
+    span = max(ymax - ymin, 0.1)
+    for xi, gv, ov, skip in zip(x, g, o, skipped):
+        for xb, v, dark in ((xi - w / 2, gv, True), (xi + w / 2, ov, not skip)):
+            # the value sits inside the bar's base, clear of the threshold mark near its top
+            inside = math.isfinite(v) and v > 0.12 * span
+            below = math.isfinite(v) and v < 0
+            y = 0.02 * span if inside else (v - 0.015 * span if below else max(np.nan_to_num(v), 0.0) + 0.015 * span)
+            box = None if dark or not inside else dict(boxstyle="square,pad=0.15", facecolor="white", edgecolor="none")
+            ax.text(xb, y, format_r2(v), ha="center", va="top" if below else "bottom", fontsize=8,
+                    rotation=90 if inside else 0,
+                    color="white" if inside and dark else "0.15", fontweight="bold" if inside else "normal",
+                    zorder=5, bbox=box)
+    no_expert = no_expert_label(results)
+    for xi, gv, ov, dv, skip in zip(x, g, o, d, skipped):
+        # a group without any R2 only has the small 'n/a' labels at the base to clear
+        top = float(np.nanmax([gv, ov, gv + threshold, 0.0])) if np.isfinite([gv, ov]).any() else 0.06 * span
+        text, color = (no_expert, SMALL_GAIN_COLOR) if skip else (f"ΔR² = {format_delta(dv)}",
+                                                                   _delta_color(dv, threshold))
+        ax.text(xi, top + 0.04 * span, text, ha="center", va="bottom", fontsize=9.5,
+                fontweight="bold", color=color, zorder=5,
+                bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=color, linewidth=0.8))
+    ax.axvline((x[-2] + x[-1]) / 2, color="0.6", linewidth=0.8, linestyle=":")
+    ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.16 * span)
+    ax.set_xticks(x, labels, fontsize=9)
+    ax.set_xlabel("SNR bin")
+    ax.set_ylabel("Test R²")
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.set_axisbelow(True)
+    handles: list[Any] = [Patch(facecolor=MODEL_COLORS["global"], edgecolor="black", label="Global Ridge"),
+                          Patch(facecolor=MODEL_COLORS["oracle"], edgecolor="black", label="Oracle expert")]
+    handles.append(Line2D([], [], color=THRESHOLD_COLOR, linestyle="--", linewidth=1.6,
+                          label=f"decision threshold: Global R² + {threshold:g}"))
+    if any(skipped):
+        handles.append(Patch(facecolor="white", edgecolor=MODEL_COLORS["oracle"], hatch="///",
+                             label="no expert: served by Global"))
+    fig.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=len(handles), frameon=False)
+    fig.suptitle(f"Per-SNR-bin test R²: Global Ridge vs Oracle expert\n{_subtitle(results)}", fontsize=12)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- figure 3
+def plot_pred_vs_true(results: Mapping[str, Any], predictions: pd.DataFrame, path: Path) -> Path:
+    """Two panels (Global | Oracle): predicted vs true log g, coloured by bin, identity line."""
+    bins, models = results["bins"], results["models"]
+    names = list(bins) + [b for b in pd.unique(predictions["bin"]) if b not in bins]
+    colors = _bin_colors(names)
+    counts = predictions["bin"].value_counts()
+    values = predictions[["y_true", "y_global", "y_oracle"]].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    margin = 0.04 * max(hi - lo, 1e-6)
+    lim = (lo - margin, hi + margin)
+    size = 14 if len(predictions) <= 2000 else 6
+
+    fig = Figure(figsize=(11, 5.9), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    for ax, key, column in zip(axes, ("global", "oracle"), ("y_global", "y_oracle")):
+        for name in names:
+            rows = predictions[predictions["bin"] == name]
+            # small bins on top so that a few high-SNR points are not buried under the crowd
+            ax.scatter(rows["y_true"], rows[column], s=size, alpha=0.65, color=colors[name], edgecolors="none",
+                       rasterized=True, zorder=3 + len(predictions) - len(rows))
+        ax.plot(lim, lim, color="black", linestyle="--", linewidth=1.0, zorder=2)
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("True log g [dex]")
+        m = models[key]
+        ax.set_title(f"{MODEL_LABELS[key]}:  R² = {format_r2(m.get('r2'))},  "
+                     f"RMSE = {format_r2(m.get('rmse'))}", fontsize=11, fontweight="bold")
+    axes[0].set_ylabel("Predicted log g [dex]")
+    handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=colors[name],
+                      label=f"{bin_label(name, bins[name]) if name in bins else name}: "
+                            f"n={format_count(counts.get(name, 0))}"
+                            + (", no expert" if name in bins and bins[name].get("skipped") else ""))
+               for name in names]
+    handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0, label="identity (y = x)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=9, frameon=False)
+    fig.suptitle(f"Predicted vs true log g on the test set, coloured by SNR bin\n{_subtitle(results)}",
+                 fontsize=11)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- figure 4
+def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
+    """Heatmap: rows = bins + Overall; R2 columns on a sequential scale, dR2 on a diverging one."""
+    bins, models = results["bins"], results["models"]
+    threshold = as_float(results["threshold"])
+    names = list(bins)
+    r2 = np.array([[as_float(bins[n]["global"].get("r2")), as_float(bins[n]["expert"].get("r2"))] for n in names]
+                  + [[as_float(models["global"]["r2"]), as_float(models["oracle"]["r2"])]])
+    delta = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])[:, None]
+    skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
+    row_labels = [f"{bin_label(n, bins[n])}\nn_test={format_count(bins[n]['n_test'])}" for n in names]
+    row_labels.append(f"Overall\nn_test={format_count(models['oracle']['n_test'])}")
+    n_rows = len(row_labels)
+
+    fig = Figure(figsize=(8.6, 1.0 + 0.78 * n_rows + 1.6), layout="constrained")
+    grid = fig.add_gridspec(1, 2, width_ratios=[2.0, 1.15])
+    ax_r2 = fig.add_subplot(grid[0])
+    ax_d = fig.add_subplot(grid[1], sharey=ax_r2)
+
+    finite_r2 = r2[np.isfinite(r2)]
+    r2_norm = Normalize(vmin=min(0.0, float(finite_r2.min()) if finite_r2.size else 0.0),
+                        vmax=max(1.0, float(finite_r2.max()) if finite_r2.size else 1.0))
+    r2_cmap = colormaps["viridis"].with_extremes(bad="#D9D9D9")
+    finite_d = np.abs(delta[np.isfinite(delta)])
+    d_lim = max(2.0 * threshold, float(finite_d.max()) if finite_d.size else 0.0) * 1.1 or 0.05
+    d_norm = Normalize(vmin=-d_lim, vmax=d_lim)  # symmetric limits put 0 at the colormap's centre
+    d_cmap = colormaps["RdBu"].with_extremes(bad="#D9D9D9")
+
+    im_r2 = ax_r2.imshow(np.ma.masked_invalid(r2), cmap=r2_cmap, norm=r2_norm, aspect="auto")
+    im_d = ax_d.imshow(np.ma.masked_invalid(delta), cmap=d_cmap, norm=d_norm, aspect="auto")
+
+    for i in range(n_rows):
+        for j in range(2):
+            v = r2[i, j]
+            rgba = r2_cmap(r2_norm(v)) if math.isfinite(v) else (0.85, 0.85, 0.85, 1)
+            text = format_r2(v) + ("\n(= global)" if j == 1 and skipped[i] else "")
+            ax_r2.text(j, i, text, ha="center", va="center", fontsize=10, color=_text_color(rgba))
+        dv = delta[i, 0]
+        rgba = d_cmap(d_norm(dv)) if math.isfinite(dv) else (0.85, 0.85, 0.85, 1)
+        passed = math.isfinite(dv) and dv >= threshold and not skipped[i]
+        text = "no expert" if skipped[i] else format_delta(dv) + (" ★" if passed else "")
+        ax_d.text(0, i, text, ha="center", va="center", fontsize=10.5,
+                  fontweight="bold" if passed else "normal", color=_text_color(rgba))
+        if passed:
+            ax_d.add_patch(Rectangle((-0.46, i - 0.44), 0.92, 0.88, fill=False, edgecolor="black",
+                                     linewidth=2.0, zorder=3))
+    for ax in (ax_r2, ax_d):
+        ax.axhline(n_rows - 1.5, color="white", linewidth=4)  # sets Overall apart from the bins
+        ax.tick_params(length=0)
+        ax.xaxis.tick_top()
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    ax_r2.set_xticks([0, 1], ["Global R²", "Oracle R²"], fontsize=10.5)
+    ax_r2.set_yticks(np.arange(n_rows), row_labels, fontsize=9.5)
+    ax_d.set_xticks([0], ["ΔR² (Oracle − Global)"], fontsize=10.5)
+    ax_d.tick_params(labelleft=False)
+
+    cb_r2 = fig.colorbar(im_r2, ax=ax_r2, location="bottom", shrink=0.85, pad=0.02, aspect=30)
+    cb_r2.set_label("Test R²")
+    cb_d = fig.colorbar(im_d, ax=ax_d, location="bottom", shrink=0.95, pad=0.02, aspect=18)
+    cb_d.set_label(f"ΔR²  (line: threshold {threshold:g})")
+    cb_d.ax.axvline(threshold, color="black", linewidth=1.5)
+    cb_d.ax.tick_params(labelsize=8)
+    fig.suptitle(f"ΔR² by SNR bin: Oracle MoE vs Global Ridge   (★ framed: ΔR² ≥ {threshold:g})\n"
+                 f"{_subtitle(results)}", fontsize=11)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- entry point
+def make_figures(results: Mapping[str, Any], predictions: pd.DataFrame, img_dir: str | os.PathLike) -> list[Path]:
+    """Write the card's four PNGs into ``img_dir`` (created if missing); returns their paths in figure order.
+
+    ``results``: the parsed results.json. ``predictions``: one row per test spectrum with columns
+    y_true, snr, bin, y_global, y_oracle.
+    """
+    check_results(results)
+    predictions = check_predictions(predictions)
+    img_dir = Path(img_dir)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        plot_comparison(results, img_dir / FIG_COMPARISON),
+        plot_perbin(results, img_dir / FIG_PERBIN),
+        plot_pred_vs_true(results, predictions, img_dir / FIG_PRED_VS_TRUE),
+        plot_delta_heatmap(results, img_dir / FIG_DELTA_HEATMAP),
+    ]

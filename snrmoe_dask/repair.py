@@ -1,0 +1,72 @@
+"""Repairs applied to every block on read, counted so that runs can report them.
+
+- flux < 0 -> 0 (the card's ``clip_flux``; clipping happens before noise, never after)
+- error NaN -> the nearest finite error along wavelength (NaN sits at the detector edges)
+- error <= 0 -> 1e-6 (the card's troubleshooting rule: SNR would divide by zero)
+
+Non-finite flux, or a row whose error is NaN everywhere, cannot be repaired: it raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+ERROR_FLOOR = np.float32(1e-6)
+
+
+@dataclass
+class RepairCounts:
+    """Pixels changed by :func:`repair_block`, summed over blocks with ``+``."""
+
+    flux_negative: int = 0
+    error_nan: int = 0
+    error_nonpositive: int = 0
+
+    def __add__(self, other: "RepairCounts") -> "RepairCounts":
+        return RepairCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    def to_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in asdict(self).items()}
+
+
+def _fill_nearest(row: np.ndarray, bad: np.ndarray) -> None:
+    """Replace ``row[bad]`` in place by the value at the nearest good pixel (ties go left)."""
+    good = np.flatnonzero(~bad)
+    missing = np.flatnonzero(bad)
+    right = np.searchsorted(good, missing).clip(1, len(good) - 1) if len(good) > 1 else np.zeros_like(missing)
+    left = right - 1 if len(good) > 1 else right
+    pick = np.where(np.abs(good[left] - missing) <= np.abs(good[right] - missing), good[left], good[right])
+    row[missing] = row[pick]
+
+
+def repair_block(flux: np.ndarray, error: np.ndarray, clip_flux: bool = True) -> RepairCounts:
+    """Repair a block in place. flux, error: (B, D) float32. Returns the counts of changed pixels.
+
+    Raises ValueError naming the first bad row (relative to the block) when a row cannot be repaired.
+    """
+    counts = RepairCounts()
+    if not np.isfinite(flux).all():
+        row = int(np.argwhere(~np.isfinite(flux))[0, 0])
+        raise ValueError(f"row {row}: flux contains NaN or inf, expected finite values")
+    if clip_flux:
+        negative = flux < 0
+        counts.flux_negative = int(negative.sum())
+        if counts.flux_negative:
+            flux[negative] = 0
+    nan = np.isnan(error)
+    if nan.any():
+        counts.error_nan = int(nan.sum())
+        for i in np.flatnonzero(nan.any(axis=1)):
+            if nan[i].all():
+                raise ValueError(f"row {i}: error is NaN at every pixel, cannot repair")
+            _fill_nearest(error[i], nan[i])
+    if not np.isfinite(error).all():
+        row = int(np.argwhere(~np.isfinite(error))[0, 0])
+        raise ValueError(f"row {row}: error contains inf, expected finite values")
+    nonpositive = error <= 0
+    counts.error_nonpositive = int(nonpositive.sum())
+    if counts.error_nonpositive:
+        error[nonpositive] = ERROR_FLOOR
+    return counts

@@ -1,0 +1,210 @@
+"""Shard I/O: round trip, lazy opening, pickling, cluster use, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+import pickle
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from snrmoe_dask import io
+from snrmoe_dask.cli import main
+from snrmoe_dask.errors import InputError
+from snrmoe_dask.repair import repair_block
+
+
+def test_expand_braces_keeps_numeric_order():
+    assert io.expand_braces("train_200k_{0..2}/dataset.h5") == [f"train_200k_{i}/dataset.h5" for i in range(3)]
+    assert io.expand_braces("a{8..10}b{1..2}") == ["a8b1", "a8b2", "a9b1", "a9b2", "a10b1", "a10b2"]
+
+
+def test_round_trip_lazy_identical(tmp_path, shard_factory):
+    a = shard_factory("train_0/dataset.h5", n=300, seed=1)
+    b = shard_factory("train_1/dataset.h5", n=250, seed=2)
+    paths = io.resolve_shards(tmp_path, "train_{0..1}/dataset.h5")
+    assert paths == [a, b]
+    ds = io.open_shards(paths, block_rows=100)
+    # block rows are rounded to whole HDF5 chunks (64 rows here)
+    assert ds.flux.data.chunks[0] == (64, 64, 64, 64, 44, 64, 64, 64, 58)
+    assert ds.sizes == {"sample": 550, "pixel": 32}
+    with h5py.File(b) as f:
+        flux_b, err_b = f[io.FLUX_KEY][...], f[io.ERROR_KEY][...]
+    assert np.array_equal(ds.flux.values[300:], flux_b)
+    assert np.array_equal(ds.error.values[300:], err_b)
+    assert np.array_equal(ds.shard.values, np.r_[np.zeros(300), np.ones(250)])
+    assert np.array_equal(ds.log_g.values[300:], pd.read_hdf(b)["log_g"].to_numpy())
+    clone = pickle.loads(pickle.dumps(ds))
+    assert np.array_equal(clone.flux.values, ds.flux.values)
+
+
+def test_open_reads_no_array(tmp_path, shard_factory, monkeypatch):
+    path = shard_factory(n=200)
+    calls = []
+    monkeypatch.setattr(io.H5Rows, "__getitem__", lambda self, idx: calls.append(idx))
+    io.open_shards([path])
+    assert calls == []
+
+
+def test_lazy_dataset_under_process_cluster(tmp_path, shard_factory):
+    distributed = pytest.importorskip("distributed")
+    path = shard_factory(n=400)
+    ds = io.open_shards([path], block_rows=64)
+    expected = ds.flux.values.astype(np.float64).sum(axis=0)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c, \
+            distributed.Client(c) as client:
+        got = client.compute(ds.flux.data.astype(np.float64).sum(axis=0)).result()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_writer_is_atomic(tmp_path):
+    path = tmp_path / "x" / "dataset.h5"
+    with pytest.raises(RuntimeError):
+        with io.ShardWriter(path, 10, np.arange(4.0)) as w:
+            w.write(0, np.ones((10, 4), np.float32), np.ones((10, 4), np.float32))
+            raise RuntimeError("crash")
+    assert not path.exists() and not list(path.parent.iterdir())
+
+
+def test_repairs_counted():
+    flux = np.array([[1.0, -0.5, 2.0, 1.0]], np.float32)
+    error = np.array([[np.nan, 0.2, np.nan, 0.0]], np.float32)
+    counts = repair_block(flux, error)
+    assert flux.tolist() == [[1.0, 0.0, 2.0, 1.0]]
+    # NaN takes the nearest finite pixel: pixel 0 <- pixel 1 (0.2); pixel 2 <- pixel 1 (tie goes left);
+    # then error <= 0 becomes the 1e-6 floor.
+    np.testing.assert_array_equal(error, np.array([[0.2, 0.2, 0.2, 1e-6]], np.float32))
+    assert counts.to_dict() == {"flux_negative": 1, "error_nan": 2, "error_nonpositive": 1}
+
+
+# ----------------------------------------------------------------------------- malformed input
+def _edit(path, fn):
+    with h5py.File(path, "a") as f:
+        fn(f)
+    return path
+
+
+def _bad_inputs(tmp_path, shard_factory):
+    def good(name):
+        return shard_factory(f"{name}/dataset.h5", n=100)
+
+    def truncated():
+        p = good("trunc")
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 3])
+        return p
+
+    def text():
+        p = tmp_path / "text" / "dataset.h5"
+        p.parent.mkdir()
+        p.write_text("not hdf5")
+        return p
+
+    def no_flux():
+        return _edit(good("noflux"), lambda f: f.__delitem__(io.FLUX_KEY))
+
+    def shape_mismatch():
+        def fn(f):
+            del f[io.ERROR_KEY]
+            f.create_dataset(io.ERROR_KEY, data=np.ones((100, 31), np.float32))
+        return _edit(good("shape"), fn)
+
+    def wave_len():
+        def fn(f):
+            del f[io.WAVE_KEY]
+            f.create_dataset(io.WAVE_KEY, data=np.arange(30, dtype=np.float32))
+        return _edit(good("wave"), fn)
+
+    def no_params():
+        p = tmp_path / "noparams" / "dataset.h5"
+        p.parent.mkdir()
+        with h5py.File(p, "w") as f:
+            f.create_dataset(io.WAVE_KEY, data=np.arange(4, dtype=np.float32))
+            f.create_dataset(io.FLUX_KEY, data=np.ones((3, 4), np.float32))
+            f.create_dataset(io.ERROR_KEY, data=np.ones((3, 4), np.float32))
+        return p
+
+    def no_target():
+        p = good("notarget")
+        df = pd.read_hdf(p).drop(columns=["log_g"])
+        with pd.HDFStore(p, mode="a") as store:
+            store.remove("params")
+        df.to_hdf(p, key="params", mode="a")
+        return p
+
+    def row_count():
+        p = good("rows")
+        df = pd.read_hdf(p).iloc[:90]
+        with pd.HDFStore(p, mode="a") as store:
+            store.remove("params")
+        df.to_hdf(p, key="params", mode="a")
+        return p
+
+    def zero_rows():
+        return random_empty(tmp_path / "empty" / "dataset.h5")
+
+    return {
+        "missing": (lambda: tmp_path / "nope" / "dataset.h5", "file not found"),
+        "truncated": (truncated, "not a readable HDF5 file"),
+        "not hdf5": (text, "not a readable HDF5 file"),
+        "dataset missing": (no_flux, "missing dataset dataset/arrays/flux/value (datasets present:"),
+        "shape mismatch": (shape_mismatch, "has shape (100, 31) but"),
+        "wave length": (wave_len, "expected (32,) to match 32 pixels"),
+        "params missing": (no_params, "expected exactly one pandas params table, found no pandas table"),
+        "no target": (no_target, "has no column 'log_g' (columns: T_eff"),
+        "row count": (row_count, "params table has 90 rows but the arrays have 100 spectra"),
+        "zero rows": (zero_rows, "has 0 rows"),
+    }
+
+
+def random_empty(path):
+    return io.write_shard(path, np.arange(4.0), np.ones((0, 4), np.float32), np.ones((0, 4), np.float32),
+                          pd.DataFrame({c: np.zeros(0) for c in io.PARAM_COLUMNS}))
+
+
+CASES = ["missing", "truncated", "not hdf5", "dataset missing", "shape mismatch", "wave length",
+         "params missing", "no target", "row count", "zero rows"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_shard_one_line_exit_2(case, tmp_path, shard_factory, capsys):
+    make, expected = _bad_inputs(tmp_path, shard_factory)[case]
+    path = make()
+    with pytest.raises(InputError) as exc:
+        io.inspect_shard(path)
+    assert str(path) in str(exc.value) and expected in str(exc.value)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("snrmoe: error: ") and expected in err
+    assert "Traceback" not in err
+
+
+def test_no_file_matches_pattern(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "train_*/dataset.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "no file matches this pattern" in err and err.count("\n") == 1
+
+
+def test_shards_must_share_grid(tmp_path, shard_factory):
+    a = shard_factory("a/dataset.h5", d=32)
+    b = shard_factory("b/dataset.h5", d=16)
+    with pytest.raises(InputError, match=f"{b}: 16 pixels but {a} has 32"):
+        io.inspect_shards([a, b])
+    c = shard_factory("c/dataset.h5", d=32)
+    _edit(c, lambda f: f[io.WAVE_KEY].__setitem__(slice(0, 1), 5000.0))
+    with pytest.raises(InputError, match=f"{c}: wavelength grid differs from that of {a}"):
+        io.inspect_shards([a, c])
+
+
+def test_inspect_reports_repairs_and_bins(tmp_path, shard_factory, capsys):
+    path = shard_factory(n=200)
+    _edit(path, lambda f: f[io.ERROR_KEY].__setitem__((slice(0, 3), 0), np.nan))
+    assert main(["inspect", "--json", str(path)]) == 0
+    import json
+
+    summary = json.loads(capsys.readouterr().out)[0]
+    assert summary["n"] == 200 and summary["pixels"] == 32
+    assert summary["repairs"]["error_nan"] == 3
+    assert sum(b["count"] for b in summary["bins"].values()) == 200
+    assert list(summary["bins"]) == ["H", "M", "L", "X"]

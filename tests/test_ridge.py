@@ -1,0 +1,179 @@
+"""Ridge from statistics against scikit-learn's make_pipeline(StandardScaler(), Ridge(alpha)).
+
+Relative difference of predictions: max |p_ours - p_sklearn| / (max p_sklearn - min p_sklearn),
+over every spectrum (the bin's own and all others). The spread of the predictions is a stricter
+yardstick than max |p_sklearn| (log g ~ 3 would hide errors in a small spread).
+"""
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression, Ridge
+from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from snrmoe_dask.errors import ConfigError, InputError
+from snrmoe_dask.noise import add_noise
+from snrmoe_dask.ridge import RidgeModel, heldout_r2, heldout_sse, solve_all, solve_ridge
+from snrmoe_dask.stats import BinStats
+
+NAMES = ("H", "M", "L", "X")
+CONSTANT = 5  # a pixel with no noise and one value: exercises the constant-feature rule
+
+
+def noisy_spectra(n=3000, d=120, seed=0):
+    """Noisy spectrum-like rows (positive, mean ~1, correlated pixels), log g-like target, 4 unequal bins."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, 6))
+    flux = 1.0 + latent @ (0.08 * rng.standard_normal((6, d))) + 0.01 * rng.standard_normal((n, d))
+    flux[:, CONSTANT] = 1.25
+    error = 0.02 + 0.1 * rng.random((n, d))
+    error[:, CONSTANT] = 0.0
+    y = 3.0 + latent @ (0.5 * rng.standard_normal(6)) + 0.1 * rng.standard_normal(n)
+    x = add_noise(flux.clip(0).astype(np.float32), error.astype(np.float32), 1.0, seed=seed, shard=0)
+    bins = rng.choice(4, size=n, p=[0.07, 0.23, 0.3, 0.4])
+    return x, y, bins
+
+
+@pytest.fixture(scope="module")
+def data():
+    return noisy_spectra()
+
+
+def accumulate(x, y, bins, dtype, c=None, y0=None, block=700):
+    c = x[:block].mean(axis=0, dtype=np.float64) if c is None else c
+    stats = BinStats.zeros(NAMES, c, float(y.mean()) if y0 is None else y0)
+    for i in range(0, len(x), block):
+        stats.add_block(x[i:i + block], y[i:i + block], bins[i:i + block], dtype=dtype)
+    return stats
+
+
+@pytest.fixture(scope="module")
+def stats(data):
+    x, y, bins = data
+    return {dtype: accumulate(x, y, bins, dtype) for dtype in (np.float64, np.float32)}
+
+
+def sklearn_fit(x, y, alpha):
+    return make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x.astype(np.float64), y)
+
+
+def rel_diff(ours, ref):
+    return np.abs(ours - ref).max() / np.ptp(ref)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1e3, 1e5])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-6), (np.float32, 1e-4)])
+def test_matches_sklearn_pipeline_global_and_every_bin(data, stats, alpha, dtype, tol):
+    x, y, bins = data
+    st = stats[dtype]
+    cases = [("global", st.total(), 0, np.ones(len(y), bool))]
+    cases += [(name, st, name, bins == k) for k, name in enumerate(NAMES)]
+    for label, source, which, rows in cases:
+        ours = solve_ridge(source, alpha, which)
+        ref = sklearn_fit(x[rows], y[rows], alpha)
+        assert rel_diff(ours.predict(x), ref.predict(x.astype(np.float64))) <= tol, label
+        assert ours.n_train == rows.sum()
+        np.testing.assert_allclose(ours.scaler_mean, ref[0].mean_, rtol=1e-6)
+        assert ours.scaler_scale[CONSTANT] == ref[0].scale_[CONSTANT] == 1.0
+
+
+def test_float64_coefficients_match_sklearn(data, stats):
+    x, y, bins = data
+    ours = solve_ridge(stats[np.float64], 10.0, "M")
+    ref = sklearn_fit(x[bins == 1], y[bins == 1], 10.0)
+    coef = ref[-1].coef_ / ref[0].scale_
+    assert np.abs(ours.coef - coef).max() <= 1e-6 * np.abs(coef).max()
+
+
+def test_constant_feature_with_an_offset_shift(data):
+    """A shift c that misses a constant column's value still marks it constant, as sklearn does."""
+    x, y, bins = data
+    c = x[:700].mean(axis=0, dtype=np.float64)
+    c[CONSTANT] += 0.01
+    st = accumulate(x, y, bins, np.float64, c=c)
+    ours = solve_ridge(st.total(), 1e3)
+    ref = sklearn_fit(x, y, 1e3)
+    assert ours.scaler_scale[CONSTANT] == 1.0
+    assert rel_diff(ours.predict(x), ref.predict(x.astype(np.float64))) <= 1e-6
+
+
+def test_heldout_sse_and_r2_from_statistics(data):
+    x, y, bins = data
+    train = accumulate(x[:2000], y[:2000], bins[:2000], np.float64)
+    model = solve_ridge(train, 100.0, "L")
+    other = accumulate(x[2000:], y[2000:], bins[2000:], np.float64, c=x[2000:2100].mean(0, dtype=np.float64),
+                       y0=2.5)
+    for k, name in enumerate(NAMES):
+        rows = np.flatnonzero(bins[2000:] == k) + 2000
+        pred = x[rows].astype(np.float64) @ model.coef + model.intercept
+        direct = np.sum((y[rows] - pred) ** 2)
+        assert heldout_sse(model, other, name) == pytest.approx(direct, rel=1e-9)
+        assert heldout_r2(model, other, name) == pytest.approx(r2_score(y[rows], pred), rel=1e-9)
+    total_pred = x[2000:].astype(np.float64) @ model.coef + model.intercept
+    assert heldout_r2(model, other.total()) == pytest.approx(r2_score(y[2000:], total_pred), rel=1e-9)
+
+
+def test_solve_all_skips_small_bins_and_takes_per_bin_alpha(data, stats):
+    st = stats[np.float64]
+    small = int(st.n.min())
+    models = solve_all(st, 1e3, min_samples=small + 1)
+    assert list(models) == list(NAMES)
+    assert models[NAMES[int(np.argmin(st.n))]] is None
+    assert sum(m is None for m in models.values()) == 1
+    alphas = {"H": 1.0, "M": 10.0, "L": 100.0, "X": 1e4}
+    for name, model in solve_all(st, alphas).items():
+        assert model.alpha == alphas[name]
+        np.testing.assert_array_equal(model.coef, solve_ridge(st, alphas[name], name).coef)
+    with pytest.raises(ConfigError, match="missing \\['X'\\]"):
+        solve_all(st, {"H": 1.0, "M": 1.0, "L": 1.0})
+    with pytest.raises(ConfigError, match="model.alpha"):
+        solve_all(st, -1.0)
+
+
+def test_empty_bin_cannot_be_solved(data):
+    x, y, bins = data
+    st = accumulate(x, y, np.where(bins == 0, 1, bins), np.float64)
+    with pytest.raises(InputError, match="bin 'H' has no training spectra"):
+        solve_ridge(st, 1.0, "H")
+    assert solve_all(st, 1.0)["H"] is None
+
+
+def test_singular_system_falls_back_to_least_squares(data, caplog):
+    """alpha = 0 with a constant feature: A is singular, as in sklearn's own fallback."""
+    x, y, _ = data
+    x, y = x[:, :20], y
+    st = BinStats.zeros(["all"], x[:500].mean(axis=0, dtype=np.float64), float(y.mean()))
+    st.add_block(x, y, np.zeros(len(y), int), dtype=np.float64)
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.ridge"):
+        ours = solve_ridge(st, 0.0)
+    assert "not positive definite" in caplog.text
+    ref = LinearRegression().fit(x.astype(np.float64), y)
+    assert rel_diff(ours.predict(x), ref.predict(x.astype(np.float64))) <= 1e-6
+
+
+def test_predict_validates_like_sklearn(data, stats):
+    model = solve_ridge(stats[np.float64], 1.0, 0)
+    with pytest.raises(InputError, match="X has 5 features, but RidgeModel is expecting 120 features"):
+        model.predict(np.ones((3, 5)))
+    with pytest.raises(InputError, match="2-D"):
+        model.predict(np.ones(120))
+    bad = np.ones((4, 120))
+    bad[2, 0] = np.nan
+    with pytest.raises(InputError, match="1 of 4 spectra"):
+        model.predict(bad)
+
+
+def test_model_save_load_round_trip(tmp_path, stats):
+    model = solve_ridge(stats[np.float32], 1e5, "X")
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        model.save(f.create_group("experts/X"))
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        assert sorted(f["experts/X"]) == ["coef", "intercept", "scaler_mean", "scaler_scale"]
+        loaded = RidgeModel.load(f["experts/X"])
+    for name in ("coef", "scaler_mean", "scaler_scale"):
+        assert np.array_equal(getattr(loaded, name), getattr(model, name))
+    assert (loaded.intercept, loaded.alpha, loaded.n_train) == (model.intercept, model.alpha, model.n_train)

@@ -1,0 +1,209 @@
+"""Per-bin sufficient statistics: definitions against plain numpy, exact sums, files."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from snrmoe_dask.errors import ConfigError, InputError
+from snrmoe_dask.stats import BinStats
+
+NAMES = ("H", "M", "L", "X")
+FIELDS = ("n", "s", "S", "t", "u", "q")
+
+
+def spectra_like(n=2000, d=48, seed=0):
+    """Positive spectra ~1 with correlated pixels, a target, and 4 unequal bins."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, 4))
+    x = 1.0 + latent @ (0.1 * rng.standard_normal((4, d))) + 0.02 * rng.standard_normal((n, d))
+    y = 3.0 + latent @ np.array([1.0, -0.5, 0.3, 0.0])
+    bins = rng.choice(4, size=n, p=[0.1, 0.2, 0.3, 0.4])
+    return x.astype(np.float32), y, bins
+
+
+@pytest.fixture(scope="module")
+def data():
+    return spectra_like()
+
+
+def fresh(x, y):
+    return BinStats.zeros(NAMES, x[:256].mean(axis=0, dtype=np.float64), float(y.mean()))
+
+
+def accumulate(x, y, bins, block, dtype=np.float64, stats=None):
+    stats = stats or fresh(x, y)
+    for i in range(0, len(x), block):
+        stats.add_block(x[i:i + block], y[i:i + block], bins[i:i + block], dtype=dtype)
+    return stats
+
+
+def assert_stats_close(a, b, rtol):
+    """Each field within rtol of its natural size (sums of deviations can cancel to ~0)."""
+    diag = np.einsum("kii->ki", b.S)
+    scale = {"n": b.n.max(), "S": diag.max(), "q": b.q.max(),
+             "s": np.sqrt(b.n[:, None] * diag).max(), "t": np.sqrt(b.n * b.q).max(),
+             "u": np.sqrt(diag * b.q[:, None]).max()}
+    for f in FIELDS:
+        assert np.abs(getattr(a, f) - getattr(b, f)).max() <= rtol * scale[f], f
+
+
+def test_definitions_against_numpy(data):
+    x, y, bins = data
+    stats = accumulate(x, y, bins, block=len(x))
+    for k in range(4):
+        d = x[bins == k].astype(np.float64) - stats.c
+        e = y[bins == k] - stats.y0
+        assert stats.n[k] == len(e)
+        np.testing.assert_allclose(stats.s[k], d.sum(0), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(stats.S[k], d.T @ d, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(stats.t[k], e.sum(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(stats.u[k], d.T @ e, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(stats.q[k], e @ e, rtol=1e-10)
+        assert np.array_equal(stats.S[k], stats.S[k].T)
+
+
+def test_wide_spectra_gram_panels():
+    """D above the Gram's column panel (and not a multiple of it or of the mirror tile)."""
+    x, y, bins = spectra_like(n=60, d=1100, seed=3)
+    stats = accumulate(x, y, bins % 2, block=60, dtype=np.float32)
+    for k in range(2):
+        d = x[bins % 2 == k].astype(np.float64) - stats.c
+        np.testing.assert_allclose(stats.S[k], d.T @ d, rtol=0, atol=1e-5 * np.abs(d.T @ d).max())
+        assert np.array_equal(stats.S[k], stats.S[k].T)
+
+
+def test_blocks_equal_one_block(data):
+    x, y, bins = data
+    one = accumulate(x, y, bins, block=len(x))
+    for block in (1000, 333, 17):
+        assert_stats_close(accumulate(x, y, bins, block), one, rtol=1e-12)
+
+
+def test_float32_path_close_to_float64(data):
+    x, y, bins = data
+    assert_stats_close(accumulate(x, y, bins, 500, dtype=np.float32), accumulate(x, y, bins, 500), rtol=1e-5)
+
+
+def test_sorted_and_unsorted_bins_agree(data):
+    x, y, bins = data
+    order = np.argsort(bins, kind="stable")
+    unsorted = accumulate(x, y, bins, len(x))
+    in_order = accumulate(x[order], y[order], bins[order], len(x), stats=BinStats.zeros(NAMES, unsorted.c, unsorted.y0))
+    assert_stats_close(in_order, unsorted, rtol=1e-12)
+
+
+def test_add_is_exact_sum_and_iadd_in_place(data):
+    x, y, bins = data
+    a = accumulate(x[:1200], y[:1200], bins[:1200], 400, stats=fresh(x, y))
+    b = accumulate(x[1200:], y[1200:], bins[1200:], 400, stats=fresh(x, y))
+    total = a + b
+    for f in FIELDS:
+        assert np.array_equal(getattr(total, f), getattr(a, f) + getattr(b, f))
+    before = a.S
+    a += b
+    assert a.S is before
+    for f in FIELDS:
+        assert np.array_equal(getattr(a, f), getattr(total, f))
+
+
+def test_total_equals_one_bin_accumulation(data):
+    x, y, bins = data
+    per_bin = accumulate(x, y, bins, 700)
+    single = BinStats.zeros(["global"], per_bin.c, per_bin.y0)
+    accumulate(x, y, np.zeros_like(bins), 700, stats=single)
+    total = per_bin.total()
+    assert total.names == ("global",) and total.n_bins == 1
+    assert_stats_close(total, single, rtol=1e-12)
+
+
+def test_merge_and_select(data):
+    x, y, bins = data
+    stats = accumulate(x, y, bins, 1000)
+    merged = stats.merge({"HM": ["H", "M"], "L": ["L"], "X": ["X"]})
+    assert merged.names == ("HM", "L", "X")
+    for f in FIELDS:
+        arr = getattr(stats, f)
+        assert np.array_equal(getattr(merged, f), np.stack([arr[0] + arr[1], arr[2], arr[3]]))
+    relabelled = BinStats.zeros(["HM", "L", "X"], stats.c, stats.y0)
+    accumulate(x, y, np.array([0, 0, 1, 2])[bins], 1000, stats=relabelled)
+    assert_stats_close(merged, relabelled, rtol=1e-12)
+    picked = stats.select(["X", "H"])
+    assert picked.names == ("X", "H")
+    for f in FIELDS:
+        assert np.array_equal(getattr(picked, f), getattr(stats, f)[[3, 0]])
+    with pytest.raises(ConfigError, match="'H' is in both"):
+        stats.merge({"A": ["H"], "B": ["H", "M"]})
+    with pytest.raises(ConfigError, match="unknown bin 'Q'"):
+        stats.select(["Q"])
+
+
+def test_shift_is_float32_exact(data):
+    x, y, _ = data
+    stats = BinStats.zeros(NAMES, np.full(x.shape[1], 0.1), 0.0)
+    assert np.array_equal(stats.c, stats.c.astype(np.float32).astype(np.float64))
+    assert stats.d == x.shape[1] and stats.n_bins == 4
+
+
+def test_noise_variance_adds_to_diagonal(data):
+    x, y, bins = data
+    err = np.abs(x) * 0.1
+    stats = fresh(x, y)
+    stats.add_noise_variance(err, bins, 2.0)
+    for k in range(4):
+        expected = 4.0 * (err[bins == k].astype(np.float64) ** 2).sum(0)
+        np.testing.assert_allclose(np.diag(stats.S[k]), expected, rtol=1e-12)
+        assert np.count_nonzero(stats.S[k] - np.diag(np.diag(stats.S[k]))) == 0
+
+
+def test_save_load_round_trip(tmp_path, data):
+    x, y, bins = data
+    stats = accumulate(x, y, bins, 1000, dtype=np.float32)
+    path = tmp_path / "stats.h5"
+    stats.save(path)
+    stats.save(path)  # overwrite atomically
+    assert os.listdir(tmp_path) == ["stats.h5"]
+    with h5py.File(tmp_path / "group.h5", "w") as f:
+        stats.save(f.create_group("shard0"))
+    for loaded in (BinStats.load(path), BinStats.load(h5py.File(tmp_path / "group.h5", "r")["shard0"])):
+        assert loaded.names == stats.names and loaded.y0 == stats.y0
+        for f in ("c",) + FIELDS:
+            assert np.array_equal(getattr(loaded, f), getattr(stats, f)) and getattr(loaded, f).dtype == getattr(stats, f).dtype
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["c"] = np.zeros(3)
+    with pytest.raises(InputError, match="not a BinStats"):
+        BinStats.load(tmp_path / "other.h5")
+    with pytest.raises(InputError, match="cannot read"):
+        BinStats.load(tmp_path / "missing.h5")
+
+
+def test_bad_input_leaves_stats_unchanged(data):
+    x, y, bins = data
+    stats = accumulate(x[:100], y[:100], bins[:100], 100)
+    before = stats.copy()
+    bad = x[:50].copy()
+    bad[7, 3] = np.nan
+    with pytest.raises(InputError, match="NaN or inf"):
+        stats.add_block(bad, y[:50], bins[:50])
+    with pytest.raises(InputError, match="bin_idx must lie"):
+        stats.add_block(x[:50], y[:50], bins[:50] + 4)
+    with pytest.raises(InputError, match=r"expected \(B, 48\)"):
+        stats.add_block(x[:50, :10], y[:50], bins[:50])
+    with pytest.raises(ConfigError, match="compute.precision"):
+        stats.add_block(x[:50], y[:50], bins[:50], dtype=np.float16)
+    for f in FIELDS:
+        assert np.array_equal(getattr(stats, f), getattr(before, f))
+
+
+def test_incompatible_sums_refused(data):
+    x, y, _ = data
+    a = fresh(x, y)
+    with pytest.raises(InputError, match="bins"):
+        a + BinStats.zeros(["A", "B", "C", "D"], a.c, a.y0)
+    with pytest.raises(InputError, match="shifts"):
+        a + BinStats.zeros(NAMES, a.c + 1, a.y0)
+    with pytest.raises(InputError, match="shifts"):
+        a + BinStats.zeros(NAMES, a.c, a.y0 + 1)
+    with pytest.raises(InputError, match="pixels"):
+        a + BinStats.zeros(NAMES, a.c[:5], a.y0)
