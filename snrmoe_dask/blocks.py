@@ -30,16 +30,16 @@ def plan_segments(shard_paths: list[str], shard_rows: list[int], block_rows: int
                   segment_rows: int) -> list[list[Block]]:
     """Segments (lists of consecutive blocks) covering every row of every shard, in order.
 
-    Block edges fall on multiples of ``block_rows`` inside a segment and always on segment
-    edges, which are at multiples of ``segment_rows`` (rounded up to whole blocks) in each shard.
+    Block edges fall on multiples of ``block_rows``. Each shard's blocks are dealt into
+    ceil(blocks / (segment_rows // block_rows)) segments of nearly equal length, so that the
+    segments of a run keep the workers equally busy to the end.
     """
     if block_rows <= 0 or segment_rows <= 0:
         raise ValueError(f"block_rows={block_rows} and segment_rows={segment_rows} must be positive")
-    segment_rows = max(segment_rows, block_rows)
+    per_segment = max(1, segment_rows // block_rows)
     segments: list[list[Block]] = []
     for shard, (path, n) in enumerate(zip(shard_paths, shard_rows)):
-        for seg_start in range(0, n, segment_rows):
-            seg_stop = min(n, seg_start + segment_rows)
-            segments.append([Block(str(path), shard, s, min(seg_stop, s + block_rows))
-                             for s in range(seg_start, seg_stop, block_rows)])
+        blocks = [Block(str(path), shard, s, min(n, s + block_rows)) for s in range(0, n, block_rows)]
+        count = -(-len(blocks) // per_segment)
+        segments.extend(blocks[j * len(blocks) // count:(j + 1) * len(blocks) // count] for j in range(count))
     return segments

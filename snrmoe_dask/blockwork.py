@@ -72,16 +72,19 @@ def load_block(block: Block, clip_flux: bool = True) -> tuple[np.ndarray, np.nda
 
 def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.ndarray | None,
               spec: PassSpec) -> None:
-    """Fold one block into ``result`` in place. y, table_snr: (rows,) for the block's rows."""
+    """Fold one block into ``result`` in place. y, table_snr: (rows,) for the block's rows.
+
+    Only the upper triangle of the Gram sums is updated: :func:`segment_pass` mirrors once at the end.
+    """
     flux, error, counts = load_block(block, spec.clip_flux)
     snr = compute_snr(spec.snr_method, flux, error, spec.level, table_snr)
     bin_idx = spec.bins.assign(snr)
     if spec.noise_mode == "expected":
-        result.stats.add_block(flux, y, bin_idx, dtype=np.dtype(spec.precision))
+        result.stats.add_block(flux, y, bin_idx, dtype=np.dtype(spec.precision), mirror=False)
         result.stats.add_noise_variance(error, bin_idx, spec.level)
     else:
         noisy = add_noise(flux, error, spec.level, seed=spec.seed, shard=block.shard, row0=block.start, out=flux)
-        result.stats.add_block(noisy, y, bin_idx, dtype=np.dtype(spec.precision))
+        result.stats.add_block(noisy, y, bin_idx, dtype=np.dtype(spec.precision), mirror=False)
     result.repairs = result.repairs + counts
     result.snr.append(np.asarray(snr, dtype=np.float64))
 
@@ -93,6 +96,7 @@ def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | Non
     for block in blocks:
         rows = slice(block.start - offset, block.stop - offset)
         add_block(result, block, y[rows], None if table_snr is None else table_snr[rows], spec)
+    result.stats.mirror()
     return result
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Callable, Iterator
 
 import dask
+from threadpoolctl import threadpool_limits
 
 from .errors import ConfigError
 
@@ -33,9 +35,11 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
     """Yield ``compute(obj) -> result`` bound to the chosen scheduler."""
     check_scheduler(scheduler)
     if scheduler in LOCAL_SCHEDULERS:
+        blas = blas_threads(1 if scheduler == "sync" else workers)
+
         def compute(obj):
             bar = _local_progress() if progress else contextlib.nullcontext()
-            with bar:
+            with bar, threadpool_limits(blas), _environ(OPENBLAS_NUM_THREADS=blas, OMP_NUM_THREADS=blas):
                 return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
         yield compute
         return
@@ -61,6 +65,30 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                 dist_progress(future)
             return future.result()
         yield compute
+
+
+def blas_threads(workers: int) -> int:
+    """BLAS threads per worker so that workers x BLAS threads fill the cores without oversubscribing.
+
+    Each task is a chain of GEMMs between numpy work that BLAS does not thread (noise, reads), so
+    one BLAS thread per worker with one worker per core keeps every core busy all the time.
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@contextlib.contextmanager
+def _environ(**values: int) -> Iterator[None]:
+    """Set environment variables for child processes spawned inside the block (processes scheduler)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _local_progress():

@@ -35,6 +35,7 @@ from .snr import compute_snr
 log = logging.getLogger(__name__)
 
 SEGMENT_ROWS = 65536
+SHIFT_ROWS = 1024  # rows whose mean is the shift c; fixed, so c does not depend on the block size
 PACKAGES = ("snrmoe-dask", "numpy", "dask", "distributed", "xarray", "h5py", "pandas", "tables", "scikit-learn",
             "scipy", "matplotlib", "pydantic")
 
@@ -59,10 +60,9 @@ class Timer:
         return self.timings
 
 
-def _shift(info: ShardInfo, block_rows: int, clip_flux: bool) -> np.ndarray:
-    """(D,) the mean repaired noise-free flux of the first block: the fixed shift c of DESIGN.md."""
-    rows = min(info.n, aligned_block_rows(block_rows, info.chunk_rows))
-    flux, _, _ = load_block(Block(str(info.path), 0, 0, rows), clip_flux)
+def _shift(info: ShardInfo, clip_flux: bool) -> np.ndarray:
+    """(D,) the mean repaired noise-free flux of the first rows: the fixed shift c of DESIGN.md."""
+    flux, _, _ = load_block(Block(str(info.path), 0, 0, min(info.n, SHIFT_ROWS)), clip_flux)
     return flux.mean(axis=0, dtype=np.float64)
 
 
@@ -71,7 +71,7 @@ def training_pass(cfg: ExperimentConfig, infos: list[ShardInfo], compute: Callab
     target = cfg.data.target
     spec = PassSpec(
         bins=cfg.bins, snr_method=cfg.snr.method, level=cfg.noise.level, seed=cfg.noise.seed,
-        c=_shift(infos[0], cfg.compute.block_rows, cfg.preprocessing.clip_flux),
+        c=_shift(infos[0], cfg.preprocessing.clip_flux),
         y0=float(np.mean(np.concatenate([i.params[target].to_numpy(np.float64) for i in infos]))),
         clip_flux=cfg.preprocessing.clip_flux, precision=cfg.compute.precision, noise_mode=cfg.noise.mode,
     )

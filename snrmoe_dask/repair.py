@@ -47,26 +47,28 @@ def repair_block(flux: np.ndarray, error: np.ndarray, clip_flux: bool = True) ->
     Raises ValueError naming the first bad row (relative to the block) when a row cannot be repaired.
     """
     counts = RepairCounts()
-    if not np.isfinite(flux).all():
+    # min/max are cheap reductions that propagate NaN and expose inf; the full masks are only
+    # built when a repair or an error is actually needed.
+    lo, hi = flux.min(initial=np.inf), flux.max(initial=-np.inf)
+    if not (np.isfinite(lo) and np.isfinite(hi)) and flux.size:
         row = int(np.argwhere(~np.isfinite(flux))[0, 0])
         raise ValueError(f"row {row}: flux contains NaN or inf, expected finite values")
-    if clip_flux:
-        negative = flux < 0
-        counts.flux_negative = int(negative.sum())
-        if counts.flux_negative:
-            flux[negative] = 0
-    nan = np.isnan(error)
-    if nan.any():
+    if clip_flux and lo < 0:
+        counts.flux_negative = int(np.count_nonzero(flux < 0))
+        np.maximum(flux, 0, out=flux)
+    if np.isnan(error.min(initial=np.inf)):
+        nan = np.isnan(error)
         counts.error_nan = int(nan.sum())
         for i in np.flatnonzero(nan.any(axis=1)):
             if nan[i].all():
                 raise ValueError(f"row {i}: error is NaN at every pixel, cannot repair")
             _fill_nearest(error[i], nan[i])
-    if not np.isfinite(error).all():
+    lo, hi = error.min(initial=np.inf), error.max(initial=-np.inf)
+    if np.isinf(hi) or np.isinf(lo):
         row = int(np.argwhere(~np.isfinite(error))[0, 0])
         raise ValueError(f"row {row}: error contains inf, expected finite values")
-    nonpositive = error <= 0
-    counts.error_nonpositive = int(nonpositive.sum())
-    if counts.error_nonpositive:
+    if lo <= 0:
+        nonpositive = error <= 0
+        counts.error_nonpositive = int(nonpositive.sum())
         error[nonpositive] = ERROR_FLOOR
     return counts

@@ -54,21 +54,24 @@ def _mirror_upper(g: np.ndarray) -> None:
             np.copyto(g[j:j1, i:i1], g[i:i1, j:j1].T)
 
 
-def _gram(xb: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out (D, D) = xb.T @ xb for xb (rows, D), computing only the upper panels.
+def _add_gram_upper(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray) -> None:
+    """acc (D, D) float64 += xb.T @ xb for xb (rows, D), on the panels on and above the diagonal only.
 
-    numpy's ``xb.T @ xb`` does call BLAS syrk (half the flops) but then fills the lower
-    triangle with a slow strided loop; scipy's syrk wrapper holds the GIL. Products of column
-    panels on and above the diagonal are plain GIL-free numpy matmuls into views of ``out``
-    (about 55 % of the gemm flops at D = 4096), and ``_mirror_upper`` fills the rest in cache.
+    numpy's ``xb.T @ xb`` does call BLAS syrk (half the flops) but then fills the lower triangle
+    with a slow strided loop, and a full D x D product would be added to the float64 sum on every
+    block. Here each upper column panel is a GIL-free numpy matmul into a small buffer that stays
+    in cache and is added straight into ``acc`` (about 55 % of the gemm flops and of the memory
+    traffic at D = 4096). The lower triangle of ``acc`` is left stale: see :meth:`BinStats.mirror`.
     """
     d = xb.shape[1]
     for i in range(0, d, _GRAM_PANEL):
         left = xb[:, i:i + _GRAM_PANEL].T
         for j in range(i, d, _GRAM_PANEL):
-            np.matmul(left, xb[:, j:j + _GRAM_PANEL], out=out[i:i + _GRAM_PANEL, j:j + _GRAM_PANEL])
-    _mirror_upper(out)
-    return out
+            right = xb[:, j:j + _GRAM_PANEL]
+            panel = buf[:left.shape[0], :right.shape[1]]
+            np.matmul(left, right, out=panel)
+            target = acc[i:i + _GRAM_PANEL, j:j + _GRAM_PANEL]
+            np.add(target, panel, out=target)
 
 
 def _float32_exact(c: np.ndarray) -> np.ndarray:
@@ -160,12 +163,16 @@ class BinStats:
                              f"got {bin_idx.min()}..{bin_idx.max()}")
         return x, bin_idx.astype(np.intp, copy=False)
 
-    def add_block(self, x: np.ndarray, y: np.ndarray, bin_idx: np.ndarray, dtype=np.float32) -> None:
+    def add_block(self, x: np.ndarray, y: np.ndarray, bin_idx: np.ndarray, dtype=np.float32,
+                  mirror: bool = True) -> None:
         """Add the rows of x (B, D) (noisy flux), y (B,) and their bins bin_idx (B,) in place.
 
         The products (x - c) and (x - c)^T (x - c) are computed in ``dtype`` (float32 or float64)
         and added to the float64 sums. Rows are sorted by bin into one (B, D) copy so that each
-        bin's Gram is a few BLAS calls on contiguous rows (see ``_gram``).
+        bin's Gram is a few BLAS calls on contiguous rows (see ``_add_gram_upper``).
+
+        With ``mirror=False`` only the upper triangle of S is updated; call :meth:`mirror` once
+        after the last block (the running sum over a segment does this, to add each product once).
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
@@ -200,7 +207,7 @@ class BinStats:
         sums = [xs[a:b].T @ ones_e[a:b] if b > a else None for a, b in zip(starts, stops)]
         if not all(r is None or np.isfinite(r).all() for r in sums):
             raise InputError("BinStats: x holds NaN or inf values; repair the flux before the products")
-        gram = np.empty((self.d, self.d), dtype=dtype)
+        buf = np.empty((_GRAM_PANEL, _GRAM_PANEL), dtype=dtype)
         for k, (a, b) in enumerate(zip(starts, stops)):
             if b == a:
                 continue
@@ -209,7 +216,14 @@ class BinStats:
             self.q[k] += e[a:b] @ e[a:b]
             self.s[k] += sums[k][:, 0]
             self.u[k] += sums[k][:, 1]
-            np.add(self.S[k], _gram(xs[a:b], gram), out=self.S[k])
+            _add_gram_upper(xs[a:b], self.S[k], buf)
+        if mirror:
+            self.mirror()
+
+    def mirror(self) -> None:
+        """Copy the upper triangle of every S_k onto its lower triangle, in place."""
+        for k in range(self.n_bins):
+            _mirror_upper(self.S[k])
 
     def add_noise_variance(self, error: np.ndarray, bin_idx: np.ndarray, level: float) -> None:
         """Add the expected effect of noise ``z * error * level`` on the sums, in place.

@@ -74,6 +74,19 @@ def test_wide_spectra_gram_panels():
         assert np.array_equal(stats.S[k], stats.S[k].T)
 
 
+def test_upper_only_accumulation_then_one_mirror_is_identical():
+    """The running sum adds only upper Gram panels and mirrors once: same bits as mirroring each block."""
+    x, y, bins = spectra_like(n=300, d=1100, seed=4)
+    each = accumulate(x, y, bins, block=70, dtype=np.float32)
+    once = fresh(x, y)
+    for i in range(0, len(x), 70):
+        once.add_block(x[i:i + 70], y[i:i + 70], bins[i:i + 70], dtype=np.float32, mirror=False)
+    assert not np.array_equal(once.S, each.S)
+    once.mirror()
+    for f in FIELDS:
+        assert np.array_equal(getattr(once, f), getattr(each, f)), f
+
+
 def test_blocks_equal_one_block(data):
     x, y, bins = data
     one = accumulate(x, y, bins, block=len(x))

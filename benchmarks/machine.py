@@ -1,0 +1,75 @@
+"""What this machine can do, measured in the same run as a benchmark: the bound of every benchmark.
+
+    bound_s = 2 N D^2 / gemm_rate + N D / (rng_rate * cores)
+
+gemm_rate: a plain float32 ``X.T @ X`` on one block (rows x D), counted as 2 rows D^2 flops, with
+all cores; rng_rate: numpy's single-thread float32 ``standard_normal`` (draws per second).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import psutil
+from threadpoolctl import threadpool_limits
+
+
+def best_time(fn, repeat: int = 3) -> float:
+    """The fastest of ``repeat`` calls of fn(), in seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_rate(rows: int, d: int) -> float:
+    """flop/s of float32 X.T @ X on an X of (rows, d), all cores, counted as 2 rows d^2."""
+    x = np.random.default_rng(0).standard_normal((rows, d), dtype=np.float32)
+    return 2.0 * rows * d * d / best_time(lambda: x.T @ x)
+
+
+def rng_rate(count: int = 1 << 24) -> float:
+    """float32 standard normal draws per second, one thread."""
+    rng = np.random.default_rng(0)
+    out = np.empty(count, dtype=np.float32)
+    with threadpool_limits(1):
+        return count / best_time(lambda: rng.standard_normal(out=out, dtype=np.float32))
+
+
+def bound_s(n: int, d: int, gemm: float, rng: float, cores: int | None = None) -> float:
+    """Seconds this machine needs at least for the products and the noise of n spectra of d pixels."""
+    cores = cores or os.cpu_count() or 1
+    return 2.0 * n * d * d / gemm + n * d / (rng * cores)
+
+
+class PeakRSS:
+    """Peak resident memory of this process (bytes) while the ``with`` block runs, sampled every 20 ms."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval, self.peak = interval, 0
+        self._proc, self._stop = psutil.Process(), threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            rss = self._proc.memory_info().rss
+            for child in self._proc.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
