@@ -27,7 +27,7 @@ from snrmoe_dask.cluster import compute_context
 from snrmoe_dask.config import load_config
 from snrmoe_dask.io import inspect_shards, read_rows
 from snrmoe_dask.noise import add_noise
-from snrmoe_dask.pipeline import training_pass
+from snrmoe_dask.training import pass_spec, run_pass
 from snrmoe_dask.repair import repair_block
 from snrmoe_dask.ridge import solve_all, solve_ridge
 from snrmoe_dask.simulate import count_label, simulate_set
@@ -60,7 +60,7 @@ def our_pass(path: Path, block_rows: int, workers: int) -> tuple[float, float, f
     gc.collect()
     with PeakRSS() as rss, compute_context("threads", workers, progress=False) as compute:
         start = time.perf_counter()
-        train = training_pass(cfg, infos, compute)
+        train = run_pass(cfg, pass_spec(cfg, infos), infos, compute)
         pass_s = time.perf_counter() - start
     start = time.perf_counter()
     solve_ridge(train.stats.total(), cfg.model.alpha)

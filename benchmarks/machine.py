@@ -73,3 +73,71 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def drop_page_cache(paths) -> list[str]:
+    """Ask the kernel to drop the page-cache pages of each file: fsync, then posix_fadvise DONTNEED.
+
+    Needs no root: clean pages of a file are dropped for any reader (pages mapped by another process
+    stay). Returns one 'path: why' line per file where it could not be issued (empty list: all issued).
+    """
+    problems = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        try:
+            try:
+                os.fsync(fd)  # dirty pages (a freshly written file) are not dropped until written back
+            except OSError:
+                pass
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except (OSError, AttributeError) as exc:
+            problems.append(f"{path}: {exc}")
+        finally:
+            os.close(fd)
+    return problems
+
+
+def resident_bytes(paths) -> tuple[int, int] | None:
+    """(bytes of the files in the page cache, total bytes), by mmap + mincore; None where unsupported.
+
+    Touches no page: mincore only reports, so measuring does not warm the cache.
+    """
+    import ctypes
+    import ctypes.util
+    import mmap
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    except (OSError, AttributeError):
+        return None
+    page, failed = mmap.PAGESIZE, ctypes.c_void_p(-1).value
+    resident = total = 0
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            total += size
+            if size == 0:
+                continue
+            addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+            if addr is None or addr == failed:
+                return None
+            try:
+                vec = np.zeros((size + page - 1) // page, dtype=np.uint8)
+                if libc.mincore(addr, size, vec.ctypes.data) != 0:
+                    return None
+                resident += min(size, int(np.count_nonzero(vec & 1)) * page)
+            finally:
+                libc.munmap(addr, size)
+        finally:
+            os.close(fd)
+    return resident, total

@@ -24,7 +24,7 @@ from .stats import BinStats
 class PassSpec:
     """Everything a block task needs besides its rows: small, picklable, hashable into cache keys."""
 
-    bins: Bins
+    bins: Bins  # the partition: names and assign(snr); column partitions pass bin_idx per row instead
     snr_method: str  # norm | median | column
     level: float  # noise level
     seed: int  # training noise seed
@@ -33,26 +33,35 @@ class PassSpec:
     clip_flux: bool = True
     precision: str = "float32"  # dtype of the block products; accumulation is always float64
     noise_mode: str = "sample"  # sample: draw noise; expected: add its expectation to the statistics
+    features: bool = False  # also keep the gate's quality features of every row
 
 
 @dataclass
 class PassResult:
-    """Sums over some training rows: per-bin statistics, repair counts, and the SNR of every row."""
+    """Sums over some training rows: per-bin statistics, repair counts, and per-row values
+    (SNR and, when asked for, the gate's quality features) of every row, in row order."""
 
     stats: BinStats
     repairs: RepairCounts = field(default_factory=RepairCounts)
-    snr: list[np.ndarray] = field(default_factory=list)  # (rows,) per block, in row order
+    snr: list[np.ndarray] = field(default_factory=list)  # (rows,) per block
+    features: list[np.ndarray] = field(default_factory=list)  # (rows, F) per block; empty when not asked for
 
     def __iadd__(self, other: "PassResult") -> "PassResult":
         self.stats += other.stats
         self.repairs = self.repairs + other.repairs
         self.snr.extend(other.snr)
+        self.features.extend(other.features)
         return self
 
     @property
     def snr_values(self) -> np.ndarray:
         """(N,) SNR of every row summed so far, in training order."""
         return np.concatenate(self.snr) if self.snr else np.empty(0)
+
+    @property
+    def feature_values(self) -> np.ndarray | None:
+        """(N, F) quality features of every row summed so far, or None when none were computed."""
+        return np.concatenate(self.features) if self.features else None
 
 
 def load_block(block: Block, clip_flux: bool = True) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
@@ -71,14 +80,20 @@ def load_block(block: Block, clip_flux: bool = True) -> tuple[np.ndarray, np.nda
 
 
 def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.ndarray | None,
-              spec: PassSpec) -> None:
-    """Fold one block into ``result`` in place. y, table_snr: (rows,) for the block's rows.
+              spec: PassSpec, bin_idx: np.ndarray | None = None) -> None:
+    """Fold one block into ``result`` in place. y, table_snr, bin_idx: (rows,) for the block's rows.
 
+    bin_idx is given when the partition is by table columns; otherwise the rows are binned by SNR.
     Only the upper triangle of the Gram sums is updated: :func:`segment_pass` mirrors once at the end.
     """
     flux, error, counts = load_block(block, spec.clip_flux)
     snr = compute_snr(spec.snr_method, flux, error, spec.level, table_snr)
-    bin_idx = spec.bins.assign(snr)
+    if bin_idx is None:
+        bin_idx = spec.bins.assign(snr)
+    if spec.features:
+        from .gate import quality_features
+
+        result.features.append(quality_features(error))
     if spec.noise_mode == "expected":
         result.stats.add_block(flux, y, bin_idx, dtype=np.dtype(spec.precision), mirror=False)
         result.stats.add_noise_variance(error, bin_idx, spec.level)
@@ -89,20 +104,15 @@ def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.nda
     result.snr.append(np.asarray(snr, dtype=np.float64))
 
 
-def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None, spec: PassSpec) -> PassResult:
-    """Sum a segment's blocks in order. y, table_snr: (rows of the segment,)."""
+def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None, bin_idx: np.ndarray | None,
+                 spec: PassSpec) -> PassResult:
+    """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,)."""
     result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0))
     offset = blocks[0].start
     for block in blocks:
         rows = slice(block.start - offset, block.stop - offset)
-        add_block(result, block, y[rows], None if table_snr is None else table_snr[rows], spec)
+        add_block(result, block, y[rows], None if table_snr is None else table_snr[rows], spec,
+                  None if bin_idx is None else bin_idx[rows])
     result.stats.mirror()
     return result
 
-
-def fold(results: list[PassResult]) -> PassResult:
-    """Sum results left to right (a fixed order, so the numbers never depend on timing)."""
-    total = results[0]
-    for other in results[1:]:
-        total += other
-    return total

@@ -20,6 +20,11 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+# One BLAS thread per task, on every scheduler: a product's bits can depend on how many threads
+# BLAS splits it over, and the numbers must not depend on the worker count. Each task is GEMMs
+# between numpy work BLAS does not thread (reads, noise), so one worker per core keeps every core
+# busy anyway (distributed's workers already start with OMP/OPENBLAS_NUM_THREADS=1).
+BLAS_THREADS = 1
 
 
 def check_scheduler(scheduler: str, key: str = "compute.scheduler") -> None:
@@ -35,11 +40,10 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
     """Yield ``compute(obj) -> result`` bound to the chosen scheduler."""
     check_scheduler(scheduler)
     if scheduler in LOCAL_SCHEDULERS:
-        blas = blas_threads(1 if scheduler == "sync" else workers)
-
         def compute(obj):
             bar = _local_progress() if progress else contextlib.nullcontext()
-            with bar, threadpool_limits(blas), _environ(OPENBLAS_NUM_THREADS=blas, OMP_NUM_THREADS=blas):
+            with bar, threadpool_limits(BLAS_THREADS), _environ(OPENBLAS_NUM_THREADS=BLAS_THREADS,
+                                                                OMP_NUM_THREADS=BLAS_THREADS):
                 return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
         yield compute
         return
@@ -65,15 +69,6 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                 dist_progress(future)
             return future.result()
         yield compute
-
-
-def blas_threads(workers: int) -> int:
-    """BLAS threads per worker so that workers x BLAS threads fill the cores without oversubscribing.
-
-    Each task is a chain of GEMMs between numpy work that BLAS does not thread (noise, reads), so
-    one BLAS thread per worker with one worker per core keeps every core busy all the time.
-    """
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 @contextlib.contextmanager

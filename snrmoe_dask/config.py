@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # snr imports nothing from here, but keep the import lazy so config loads alone
+    from .partition import Partition
     from .snr import Bins
 
 SCHEDULERS = ("threads", "processes", "local-cluster", "sync")
@@ -130,7 +131,28 @@ class NoiseSection(_Section):
 
 class RoutingSection(_Section):
     type: Literal["oracle"] = "oracle"
-    by: str = "snr"
+    # "snr" (bins from snr.bins), a params-table column, or [column, column] for a grid
+    by: str | list[str] = "snr"
+    # for by != snr: name -> [low, high] (one column) or {column: {name: [low, high]}} (grid);
+    # empty means "not given". Checked with routing.by by ExperimentConfig (a cross-field rule).
+    bins: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _by(cls, v: Any) -> Any:
+        # one message instead of pydantic's one error per member of the union
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+        if isinstance(v, (list, tuple)) and all(isinstance(c, str) and c.strip() for c in v):
+            if len(v) != 2 or len({c.strip() for c in v}) != 2:
+                raise ValueError(f"a grid needs exactly 2 distinct columns, got {list(v)!r}")
+            return [c.strip() for c in v]
+        raise ValueError(f"must be 'snr', a params column name or a list of 2 column names, got {v!r}")
+
+    @field_validator("bins", mode="before")
+    @classmethod
+    def _no_bins_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
 
 
 class EvaluationSection(_Section):
@@ -166,7 +188,8 @@ class ComputeSection(_Section):
     scheduler: str = "threads"
     workers: PosInt = 2
     precision: Literal["float32", "float64"] = "float32"
-    cache_dir: str | None = None
+    cache: bool = True  # keep each shard's finished statistics (see snrmoe_dask.cache)
+    cache_dir: str | None = None  # default: .snrmoe-cache beside the results folder
 
     @field_validator("scheduler")
     @classmethod
@@ -205,12 +228,17 @@ class ExperimentConfig(_Section):
         return raw
 
     @model_validator(mode="after")
-    def _experts_match_bins(self) -> ExperimentConfig:
-        n_bins = len(self.snr.bins)
-        if self.model.experts is not None and self.model.experts != n_bins:
-            # no single field owns this rule, so the message carries its own key
+    def _routing_and_experts_fit(self) -> ExperimentConfig:
+        # routing.bins depends on routing.by and model.experts on both: no single field owns these
+        # rules, so each message (partition.make_partition's too) starts with its own key
+        try:
+            n_cells = self.partition.n_cells
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        what = "snr.bins" if self.routing.by == "snr" else "routing.bins cells"
+        if self.model.experts is not None and self.model.experts != n_cells:
             raise ValueError(
-                f"model.experts: must equal the number of snr.bins ({n_bins}), got {self.model.experts}"
+                f"model.experts: must equal the number of {what} ({n_cells}), got {self.model.experts}"
             )
         return self
 
@@ -227,6 +255,13 @@ class ExperimentConfig(_Section):
         from .snr import Bins
 
         return Bins.from_mapping(self.snr.bins, key="snr.bins")
+
+    @property
+    def partition(self) -> Partition:
+        """The experts' cells: ``snr.bins`` for ``routing.by: snr``, else ``routing.bins``."""
+        from .partition import partition_from_config
+
+        return partition_from_config(self)
 
 
 # ----------------------------------------------------------------------------- loading

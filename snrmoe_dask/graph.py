@@ -2,17 +2,19 @@
 
 Graph for shards k = 0..K-1 with segments j:
 
-    segment(k, j) --add--> shard(k) --add--> total
+    segment(k, j) --add--> shard(k) [--save to cache--] --add--> total
+    load(k) from cache ------------------------------------^
 
 Every ``add`` is a fixed left-to-right fold, so the order of the floating-point sums is part of
-the graph and the numbers are identical on the threaded, process and distributed schedulers.
-Only paths, row ranges and small per-row vectors (target, table SNR) travel with the tasks;
-each task opens its HDF5 file itself.
+the graph and the numbers are identical on the threaded, process and distributed schedulers, and
+whether a shard comes from the cache or from the files. Only paths, row ranges and small per-row
+vectors (target, table SNR, bin index) travel with the tasks; each task opens its HDF5 file itself.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 from dask import delayed
@@ -20,6 +22,21 @@ from dask.base import tokenize
 
 from .blocks import plan_segments
 from .blockwork import PassResult, PassSpec, segment_pass
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    """What the tasks of one shard need besides the file: per-row vectors, all (N,)."""
+
+    path: str
+    index: int  # position that seeds the noise (see noise.add_noise's ``shard``)
+    target: np.ndarray
+    table_snr: np.ndarray | None = None  # only read by snr.method "column"
+    bins: np.ndarray | None = None  # bin of every row when the partition is by table columns
+
+    @property
+    def n(self) -> int:
+        return len(self.target)
 
 
 def _add(total: PassResult, other: PassResult) -> PassResult:
@@ -37,31 +54,37 @@ def _chain(parts: list, name: str):
     return total
 
 
-def shard_graphs(paths: Sequence[str], targets: Sequence[np.ndarray], table_snrs: Sequence[np.ndarray | None],
-                 spec: PassSpec, block_rows: int, segment_rows: int, token: str | None = None) -> list:
-    """One delayed :class:`PassResult` per training shard (in shard order).
-
-    targets[k], table_snrs[k]: (N_k,) per shard; table SNR only used by the ``column`` method.
-    """
-    token = token or tokenize(list(map(str, paths)), spec.snr_method, spec.level, spec.seed, spec.c, spec.y0,
-                              spec.bins.names, block_rows, segment_rows)
-    segments = plan_segments([str(p) for p in paths], [len(t) for t in targets], block_rows, segment_rows)
-    per_shard: list[list] = [[] for _ in paths]
-    for seg in segments:
-        k, lo, hi = seg[0].shard, seg[0].start, seg[-1].stop
-        snr_col = None if table_snrs[k] is None or spec.snr_method != "column" else table_snrs[k][lo:hi]
-        per_shard[k].append(delayed(segment_pass, pure=True)(
-            seg, targets[k][lo:hi], snr_col, spec, dask_key_name=f"segment-{k}-{lo}-{token}"))
-    return [_chain(parts, f"shard-{k}-{token}") for k, parts in enumerate(per_shard)]
+def _segment_inputs(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int):
+    """Per segment of the shard: (blocks, target, table SNR or None, bins or None), in row order."""
+    table_snr = shard.table_snr if spec.snr_method == "column" else None
+    for seg in plan_segments([shard.path], [shard.n], block_rows, segment_rows):
+        lo, hi = seg[0].start, seg[-1].stop
+        yield ([replace(b, shard=shard.index) for b in seg], shard.target[lo:hi],
+               None if table_snr is None else table_snr[lo:hi], None if shard.bins is None else shard.bins[lo:hi])
 
 
-def total_graph(shard_results: list, token: str = "total"):
+def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int):
+    """A delayed :class:`PassResult` of one shard: its segments summed in row order."""
+    token = tokenize(shard.path, shard.index, spec, block_rows, segment_rows)
+    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"segment-{shard.index}-{i}-{token}")
+             for i, inputs in enumerate(_segment_inputs(shard, spec, block_rows, segment_rows))]
+    return _chain(parts, f"shard-{shard.index}-{token}")
+
+
+def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
+    """The same sum as :func:`shard_graph`, in the same order, computed here in one task."""
+    total = None
+    for blocks, target, table_snr, bins in _segment_inputs(shard, spec, block_rows, segment_rows):
+        part = segment_pass(blocks, target, table_snr, bins, spec)
+        total = part if total is None else _add(total, part)
+    return total
+
+
+def then(fn: Callable, part, *args, name: str):
+    """A task applying ``fn(result, *args) -> result`` after ``part`` (e.g. writing it to the cache)."""
+    return delayed(fn, pure=False)(part, *args, dask_key_name=name)
+
+
+def total_graph(parts: list, name: str = "total"):
     """The sum over shards, in shard order (a delayed :class:`PassResult`)."""
-    return _chain(shard_results, f"total-{token}")
-
-
-def run_graph(obj, compute: Callable | None = None):
-    """Compute a delayed object with ``compute`` (see :mod:`snrmoe_dask.cluster`) or dask's default."""
-    if compute is None:
-        return obj.compute()
-    return compute(obj)
+    return _chain(parts, f"{name}-{tokenize(*[p.key for p in parts])}")

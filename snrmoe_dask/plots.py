@@ -5,6 +5,10 @@
     snr_oracle_moe_pred_vs_true.png  true vs predicted log g, coloured by bin, both models
     snr_oracle_moe_delta_heatmap.png bins x (Global R2, Oracle R2, dR2), threshold cells marked
 
+The deployable gate (MVP-2.0) adds two figures drawn from plain arrays: the gate's confusion
+matrix (:func:`gate_confusion_figure`) and validation R2 against the Ridge alpha
+(:func:`alpha_curve_figure`).
+
 Figures are built on ``matplotlib.figure.Figure`` objects (no pyplot state), so drawing is
 thread-safe and independent of the interactive backend. Missing R2 (``None``/NaN, e.g. a bin
 with fewer than two test spectra) is drawn as "n/a", never as zero.
@@ -485,3 +489,137 @@ def make_figures(results: Mapping[str, Any], predictions: pd.DataFrame, img_dir:
         plot_pred_vs_true(results, predictions, img_dir / FIG_PRED_VS_TRUE),
         plot_delta_heatmap(results, img_dir / FIG_DELTA_HEATMAP),
     ]
+
+
+# ----------------------------------------------------------------------------- deployable gate figures
+def _check_confusion(confusion: Any, names: list[str]) -> np.ndarray:
+    conf = np.asarray(confusion, dtype=np.float64)
+    k = len(names)
+    if k == 0 or conf.shape != (k, k):
+        raise InputError(f"gate confusion: expected a {k} x {k} matrix for bins {names}, got shape {conf.shape}")
+    if not np.isfinite(conf).all() or (conf < 0).any() or (conf != np.round(conf)).any():
+        raise InputError("gate confusion: expected non-negative integer counts")
+    return conf
+
+
+def gate_confusion_figure(confusion: Any, names: Any, path: str | os.PathLike) -> Path:
+    """Annotated heatmap of the gate's confusion matrix (K, K): rows = true bin, columns = predicted bin.
+
+    Colours are row-normalised (the share of each true bin's test spectra sent to each bin), so a
+    small bin is as readable as a large one; each cell shows its count and that share. names: (K,)
+    bin names in bin order. Returns the PNG's path (its folder is created if missing).
+    """
+    names = [str(n) for n in names]
+    conf = _check_confusion(confusion, names)
+    k = len(names)
+    row_sums = conf.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(row_sums > 0, conf / row_sums, np.nan)  # a bin with no test spectra: grey
+    total = float(conf.sum())
+    accuracy = float(np.trace(conf)) / total if total > 0 else math.nan
+
+    fig = Figure(figsize=(2.2 + 1.25 * k, 1.6 + 1.1 * k), layout="constrained")
+    ax = fig.add_subplot()
+    cmap = colormaps["Blues"].with_extremes(bad="#D9D9D9")
+    norm = Normalize(vmin=0.0, vmax=1.0)
+    im = ax.imshow(np.ma.masked_invalid(share), cmap=cmap, norm=norm, aspect="equal")
+    for i in range(k):
+        for j in range(k):
+            rgba = cmap(norm(share[i, j])) if math.isfinite(share[i, j]) else (0.85, 0.85, 0.85, 1)
+            text = format_count(conf[i, j]) + (f"\n{share[i, j]:.1%}" if math.isfinite(share[i, j]) else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=10,
+                    fontweight="bold" if i == j else "normal", color=_text_color(rgba))
+        # the correct-routing cell of each row is framed
+        ax.add_patch(Rectangle((i - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="black", linewidth=1.5))
+    ax.set_xticks(np.arange(k), names)
+    ax.set_yticks(np.arange(k), [f"{n}\nn={format_count(c)}" for n, c in zip(names, row_sums[:, 0])])
+    ax.set_xlabel("Predicted SNR bin (gate)")
+    ax.set_ylabel("True SNR bin")
+    ax.tick_params(length=0)
+    cb = fig.colorbar(im, ax=ax, shrink=0.85)
+    cb.set_label("Share of the true bin's test spectra")
+    acc_text = f"{accuracy:.1%}" if math.isfinite(accuracy) else "n/a"
+    fig.suptitle(f"Gate confusion matrix (rows: true bin)\naccuracy {acc_text}, n_test={format_count(total)}",
+                 fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)
+
+
+def _positive(value: Any, what: str) -> float:
+    v = as_float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise InputError(f"alpha curve: {what} must be a finite number > 0 (log axis), got {value!r}")
+    return v
+
+
+def _check_curve(name: str, curve: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, r2) of one model, sorted by alpha, both (A,) float64."""
+    try:
+        alphas, r2 = curve
+    except (TypeError, ValueError):
+        raise InputError(f"alpha curve {name!r}: expected (alphas, val_r2), got {curve!r}") from None
+    alphas = np.array([_positive(a, f"{name!r} alpha") for a in alphas], dtype=np.float64)
+    r2 = np.array([as_float(v) for v in r2], dtype=np.float64)
+    if alphas.size == 0 or alphas.shape != r2.shape:
+        raise InputError(f"alpha curve {name!r}: expected as many R² as alphas (>= 1), "
+                         f"got {alphas.size} alphas and {r2.size} R²")
+    order = np.argsort(alphas)
+    return alphas[order], r2[order]
+
+
+def _r2_at(alpha: float, alphas: np.ndarray, r2: np.ndarray) -> float:
+    """R² at ``alpha``: the curve's value at a listed alpha, else interpolated in log alpha."""
+    hit = np.flatnonzero(np.isclose(alphas, alpha, rtol=1e-9, atol=0.0))
+    if hit.size:
+        return float(r2[hit[0]])
+    ok = np.isfinite(r2)
+    if not ok.any():
+        return math.nan
+    return float(np.interp(np.log(alpha), np.log(alphas[ok]), r2[ok]))
+
+
+def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fixed_alpha: float,
+                       path: str | os.PathLike) -> Path:
+    """Validation R² against the Ridge alpha (log x axis), one line per model.
+
+    curves: {model name: (alphas (A,), validation R² (A,))}, e.g. "global" and the bin names;
+    chosen: {model name: selected alpha}, marked with a star on its curve; fixed_alpha: the
+    card's fixed penalty, drawn as a vertical reference line. Missing R² (None/NaN) leave gaps.
+    Returns the PNG's path (its folder is created if missing).
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise InputError("alpha curve: expected {model name: (alphas, val_r2)} with at least one model")
+    unknown = [n for n in chosen if n not in curves]
+    if unknown:
+        raise InputError(f"alpha curve: chosen alphas for models without a curve: {unknown}")
+    fixed = _positive(fixed_alpha, "the fixed alpha")
+    data = {str(name): _check_curve(str(name), curve) for name, curve in curves.items()}
+    others = [n for n in data if n not in MODEL_COLORS]
+    colors = {**_bin_colors(others), **{n: MODEL_COLORS[n] for n in data if n in MODEL_COLORS}}
+
+    fig = Figure(figsize=(8.4, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    for name, (alphas, r2) in data.items():
+        label = MODEL_LABELS.get(name, name)
+        if name in chosen:
+            a = _positive(chosen[name], f"the chosen alpha of {name!r}")
+            ax.plot([a], [_r2_at(a, alphas, r2)], marker="*", markersize=16, color=colors[name],
+                    markeredgecolor="black", linestyle="none", zorder=4)
+            label += f" (chosen α = {a:g})"
+        ax.plot(alphas, r2, marker="o", markersize=4, linewidth=1.6, color=colors[name], label=label, zorder=3)
+    ax.axvline(fixed, color="0.25", linestyle="--", linewidth=1.3, label=f"fixed α = {fixed:g}", zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("Ridge α (log scale)")
+    ax.set_ylabel("Validation R²")
+    ax.grid(alpha=0.3, which="both", zorder=0)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="*", markersize=12, color="0.5", markeredgecolor="black",
+                          linestyle="none"))
+    labels.append("chosen α")
+    # outside the axes: with one curve per bin an inside legend would hide the curves' peaks
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8.5, frameon=False)
+    fig.suptitle("Validation R² vs Ridge α per model", fontsize=12)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(fig, path)

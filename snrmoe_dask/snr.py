@@ -81,11 +81,19 @@ def compute_snr(method: str, flux: np.ndarray, error: np.ndarray, level: float,
 
 
 # ----------------------------------------------------------------------------- bins
+_INF_SPELLINGS = ("inf", ".inf", "infinity")
+
+
 def _edge(key: str, name: str, value, *, upper: bool) -> float:
-    if upper and value is None:
-        return math.inf
-    if isinstance(value, str) and value.strip().lower().lstrip("+") in ("inf", ".inf", "infinity"):
-        return math.inf
+    # None is an open end: +inf as a high edge, -inf as a low edge
+    if value is None:
+        return math.inf if upper else -math.inf
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.lstrip("+") in _INF_SPELLINGS:
+            return math.inf
+        if text.startswith("-") and text[1:] in _INF_SPELLINGS:
+            return -math.inf
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise ConfigError(f"{key}: bin {name!r} has edge {value!r}; expected a number or 'inf'")
     return float(value)
@@ -97,9 +105,11 @@ def _fmt(low: float, high: float) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Bins:
-    """Named half-open SNR intervals [low, high) that tile [0, inf), in the user's order.
+    """Named half-open intervals [low, high) with no gap and no overlap, in the user's order.
 
-    names: (K,) bin names; low, high: (K,) float64 edges (high may be inf).
+    SNR bins tile [0, inf); bins on another column (``half_line=False``) may cover any contiguous
+    range, e.g. [-inf, 0.5) for [M/H]. names: (K,) bin names; low, high: (K,) float64 edges
+    (low may be -inf, high may be inf).
     """
 
     names: tuple[str, ...]
@@ -115,11 +125,13 @@ class Bins:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Sequence[float]] | Sequence[tuple[str, Sequence[float]]],
-                     key: str = "snr.bins") -> "Bins":
+                     key: str = "snr.bins", *, half_line: bool = True) -> "Bins":
         """Bins from ``{name: [low, high]}`` (or a sequence of (name, [low, high]) pairs).
 
-        high may be inf, "inf", ".inf" or None. The bins must tile [0, inf) with no gap and no
-        overlap, in any listed order; otherwise a ConfigError names ``key`` and the offending bins.
+        high may be inf, "inf", ".inf" or None. The bins must have no gap and no overlap, in any
+        listed order; with ``half_line`` (SNR) they must also tile [0, inf) exactly, without it
+        they may cover any contiguous range and low may be -inf ("-inf", "-.inf", None).
+        Otherwise a ConfigError names ``key`` and the offending bins.
         """
         items = list(mapping.items()) if isinstance(mapping, Mapping) else list(mapping)
         if not items:
@@ -139,7 +151,7 @@ class Bins:
             if isinstance(edges, (str, bytes)) or not isinstance(edges, Sequence) or len(edges) != 2:
                 raise ConfigError(f"{key}: bin {name!r} must be [low, high], got {edges!r}")
             low, high = _edge(key, name, edges[0], upper=False), _edge(key, name, edges[1], upper=True)
-            if not math.isfinite(low):
+            if half_line and not math.isfinite(low):
                 raise ConfigError(f"{key}: bin {name!r} has low edge {low}; expected a finite number")
             if not low < high:
                 raise ConfigError(f"{key}: bin {name!r} {_fmt(low, high)}: low must be < high")
@@ -148,7 +160,7 @@ class Bins:
             highs.append(high)
         order = np.argsort(lows, kind="stable")
         first, last = order[0], order[-1]
-        if lows[first] != 0:
+        if half_line and lows[first] != 0:
             raise ConfigError(f"{key}: the bins must start at 0; the lowest is {names[first]!r} "
                               f"{_fmt(lows[first], highs[first])}")
         for a, b in zip(order[:-1], order[1:]):
@@ -158,7 +170,7 @@ class Bins:
             if highs[a] > lows[b]:
                 raise ConfigError(f"{key}: bin {names[a]!r} {_fmt(lows[a], highs[a])} overlaps "
                                   f"bin {names[b]!r} {_fmt(lows[b], highs[b])}")
-        if highs[last] != math.inf:
+        if half_line and highs[last] != math.inf:
             raise ConfigError(f"{key}: the bins must reach inf; the highest is {names[last]!r} "
                               f"{_fmt(lows[last], highs[last])}")
         return cls(tuple(names), np.array(lows, dtype=np.float64), np.array(highs, dtype=np.float64))
@@ -187,8 +199,8 @@ class Bins:
         return order.astype(dtype)[rank]
 
     def to_dict(self) -> dict[str, list[float | None]]:
-        """``{name: [low, high]}`` in the user's order, high None for inf (YAML/JSON friendly)."""
-        return {name: [float(lo), None if math.isinf(hi) else float(hi)]
+        """``{name: [low, high]}`` in the user's order, None for an infinite edge (YAML/JSON friendly)."""
+        return {name: [None if math.isinf(lo) else float(lo), None if math.isinf(hi) else float(hi)]
                 for name, lo, hi in zip(self.names, self.low, self.high)}
 
     def __eq__(self, other) -> bool:

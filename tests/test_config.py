@@ -247,6 +247,21 @@ def test_duplicate_key_is_refused(tmp_path: Path) -> None:
     assert "duplicate key 'H'" in _error(path)
 
 
+# ----------------------------------------------------------------------------- routing (see test_partition.py)
+def test_shipped_files_route_by_snr_bins() -> None:
+    for path in (ORACLE, DEMO):
+        cfg = load_config(path)
+        assert cfg.routing.by == "snr" and cfg.routing.bins == {}
+        assert cfg.partition.names == ("H", "M", "L", "X") and cfg.partition.columns == ("snr",)
+
+
+def test_experts_count_follows_routing_bins() -> None:
+    cfg = load_config(DEMO, ["routing.by=mag", "routing.bins={bright: [19, 21], faint: [21, 23]}", "model.experts=2"])
+    assert cfg.partition.names == ("bright", "faint")
+    message = _error(DEMO, ("routing.by=mag", "routing.bins={bright: [19, 21], faint: [21, 23]}"))
+    assert message == (f"{DEMO}: model.experts: must equal the number of routing.bins cells (2), got 4")
+
+
 # ----------------------------------------------------------------------------- checks the pipeline makes
 def test_check_feature_dim() -> None:
     cfg = load_config(DEMO)

@@ -14,7 +14,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_dask import pipeline
+from snrmoe_dask import training
 from snrmoe_dask.cluster import compute_context
 from snrmoe_dask.config import load_config
 from snrmoe_dask.io import ERROR_KEY, FLUX_KEY, inspect_shards
@@ -44,8 +44,9 @@ def config(paths: list[Path], **compute):
 
 def run_pass(paths, scheduler="threads", workers=2, **compute):
     cfg = config(paths, **compute)
+    infos = inspect_shards(paths)
     with compute_context(scheduler, workers, progress=False) as comp:
-        return cfg, pipeline.training_pass(cfg, inspect_shards(paths), comp)
+        return cfg, training.run_pass(cfg, training.pass_spec(cfg, infos), infos, comp)
 
 
 def materialise(paths, cfg):
@@ -79,7 +80,7 @@ def test_every_model_matches_sklearn_on_the_noisy_matrix(shards, precision, tol)
 
 def test_statistics_identical_on_every_scheduler(shards, monkeypatch):
     # Several segments per shard, so the reduction tree has real structure.
-    monkeypatch.setattr(pipeline, "SEGMENT_ROWS", 1024)
+    monkeypatch.setattr(training, "SEGMENT_ROWS", 1024)
     _, ref = run_pass(shards, "threads", 2, block_rows=256)
     for scheduler, workers in [("processes", 2), ("sync", 1), ("threads", 1)]:
         _, other = run_pass(shards, scheduler, workers, block_rows=256)

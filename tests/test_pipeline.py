@@ -121,7 +121,7 @@ def test_outputs_exist_and_parse(float64_run):
         assert img.shape[0] > 100 and img.shape[1] > 100
     report = (float64_run / "report.md").read_text()
     assert "TODO" not in report and "img/snr_oracle_moe_comparison.png" in report
-    assert not [p for p in float64_run.parent.iterdir() if p.name.startswith(".")]
+    assert not list(float64_run.parent.glob(f".{float64_run.name}.*"))  # no partial or old folder left
 
 
 def test_skipped_bin_served_by_global(tiny_set, tmp_path):
