@@ -289,6 +289,14 @@ class ShardCache:
         log.debug("%s: cache hit (%d rows)", path, len(result.snr[0]))
         return result
 
+    def metas(self) -> list[tuple[str, dict[str, Any]]]:
+        """(key, meta) of every readable entry, from the file attributes only (no arrays read)."""
+        out = []
+        for path, attrs in _entries(self.root) if self.root.is_dir() else []:
+            if attrs is not None:
+                out.append((str(attrs.get("key", "")), json.loads(attrs.get("meta", "{}"))))
+        return out
+
     def save(self, key: str, result: PassResult, meta: dict[str, Any] | None = None) -> Path:
         """Store ``result`` under ``key`` atomically and return the file's path.
 

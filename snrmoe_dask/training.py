@@ -8,6 +8,7 @@ then written to the cache; the shards are then summed in shard order (see :mod:`
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -78,11 +79,14 @@ def run_pass(cfg: ExperimentConfig, spec: PassSpec, infos: Sequence[ShardInfo], 
         graph = shard_graph(rows, spec, block_rows, SEGMENT_ROWS)
         if cache is not None:
             key = shard_key(info, spec, cfg.data.target, block_rows, SEGMENT_ROWS, index)
-            meta = {"source": str(info.path), "rows": info.n}
-            if cache.path(key).exists():
-                parts.append(delayed(_load_or_pass, pure=False)(cache, key, meta, rows, spec, block_rows,
-                                                                dask_key_name=f"cached-{key}"))
-                cached.append(info.path.parent.name)
+            base = shard_key(info, replace(spec, bins=None), cfg.data.target, block_rows, SEGMENT_ROWS, index)
+            meta = {"source": str(info.path), "rows": info.n, "base_key": base,
+                    "names": list(spec.bins.names), "edges": _edges(spec)}
+            found, groups = (key, None) if cache.path(key).exists() else _finer_entry(cache, base, spec)
+            if found is not None:
+                parts.append(delayed(_load_or_pass, pure=False)(cache, found, groups, key, meta, rows, spec,
+                                                                block_rows, dask_key_name=f"cached-{key}"))
+                cached.append(info.path.parent.name + (" (merged bins)" if groups else ""))
                 continue
             graph = then(_save, graph, cache, key, meta, name=f"save-{key}")
         computed.append(info.path.parent.name)
@@ -98,10 +102,47 @@ def _save(result: PassResult, cache, key: str, meta: dict) -> PassResult:
     return result
 
 
-def _load_or_pass(cache, key: str, meta: dict, rows: ShardRows, spec: PassSpec, block_rows: int) -> PassResult:
-    """The cached result of a shard; if the file turns out damaged (the cache logs and drops it),
-    the shard is summed here in the graph's order, and cached again."""
-    result = cache.load(key)
+def _edges(spec: PassSpec) -> list[list[float]] | None:
+    """[[low, high], ...] of an SNR partition in bin order (None for column partitions)."""
+    if not spec.bins.is_snr:
+        return None
+    axis = spec.bins.axes[0]
+    return [[float(lo), float(hi)] for lo, hi in zip(axis.low, axis.high)]
+
+
+def _finer_entry(cache, base: str, spec: PassSpec) -> tuple[str | None, dict[str, list[str]] | None]:
+    """A cached result of the same shard and pass whose SNR bins merge into ``spec``'s bins.
+
+    Each new bin must be the union of whole cached bins; the statistics then add up exactly
+    (BinStats.merge), so merging bins needs no pass. Returns (key, {new bin: [cached bins]}).
+    """
+    edges = _edges(spec)
+    if edges is None:
+        return None, None
+    for key, meta in cache.metas():
+        if meta.get("base_key") != base or not meta.get("edges"):
+            continue
+        old = list(zip(meta["names"], meta["edges"]))
+        groups = {}
+        for name, (lo, hi) in zip(spec.bins.names, edges):
+            inside = [(n, a, b) for n, (a, b) in old if lo <= a and b <= hi]
+            # the cached bins tile [0, inf) without gaps, so whole bins cover [lo, hi) iff the ends match
+            if not inside or min(a for _, a, _ in inside) != lo or max(b for _, _, b in inside) != hi:
+                break
+            groups[name] = [n for n, _, _ in inside]
+        else:
+            return key, groups
+    return None, None
+
+
+def _load_or_pass(cache, found: str, groups: dict[str, list[str]] | None, key: str, meta: dict,
+                  rows: ShardRows, spec: PassSpec, block_rows: int) -> PassResult:
+    """The cached result ``found`` of a shard, its bins merged into ``groups`` when given. If the file
+    turns out damaged (the cache logs and drops it), the shard is summed here in the graph's order
+    and cached under ``key``."""
+    result = cache.load(found)
     if result is None:
-        result = _save(sum_shard(rows, spec, block_rows, SEGMENT_ROWS), cache, key, meta)
+        return _save(sum_shard(rows, spec, block_rows, SEGMENT_ROWS), cache, key, meta)
+    if groups is not None:
+        result.stats = result.stats.merge(groups)
     return result

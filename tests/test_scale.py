@@ -132,3 +132,20 @@ def test_cache_ls_and_clear(data, tmp_path, capsys):
     assert "train_1500_0" in listing and "train_1500_1" in listing
     assert main(["cache", "clear", "--dir", str(cache)]) == 0
     assert not list(cache.glob("*.h5"))
+
+
+def test_merged_bins_resolve_from_finer_cached_bins(data, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    assert main(args(data, tmp_path / "four", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
+    merged = ["--set", "snr.bins={HM: [4, .inf], L: [2, 4], X: [0, 2]}", "--set", "model.experts=3"]
+    assert main(args(data, tmp_path / "cold", "{0..2}", "--set", "compute.cache=false", *merged)) == 0
+
+    def no_pass(*a, **k):
+        raise AssertionError("a data pass ran although finer bins are cached")
+    monkeypatch.setattr(graph, "segment_pass", no_pass)
+    assert main(args(data, tmp_path / "merged", "{0..2}", "--set", f"compute.cache_dir={cache}", *merged)) == 0
+    four, cold, warm = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("four", "cold", "merged"))
+    assert warm["bins"]["HM"]["n_train"] == four["bins"]["H"]["n_train"] + four["bins"]["M"]["n_train"]
+    for name in ("HM", "L", "X"):  # same model as a fresh pass with the merged bins, to rounding
+        assert warm["bins"][name]["expert"]["r2"] == pytest.approx(cold["bins"][name]["expert"]["r2"], rel=1e-6)
+    assert warm["delta_r2"] == pytest.approx(cold["delta_r2"], rel=1e-6, abs=1e-9)
