@@ -99,6 +99,12 @@ def atomic_dir(out: Path) -> Iterator[Path]:
 
 def write_outputs(out_dir: Path, results: dict, predictions: pd.DataFrame, global_model: RidgeModel,
                   experts: dict[str, RidgeModel | None], lang: str) -> None:
+    """results.json, predictions.csv, models.h5, metrics.nc, the figures and report.md into ``out_dir``.
+
+    Figures (``plots.make_figures``): the card's four, plus img/snr_oracle_moe_gate_confusion.png
+    when results has "gate" and img/snr_oracle_moe_alpha_curve.png when it has "alpha" (so that
+    ``snrmoe report`` redraws them from results.json alone, as it does the other four).
+    """
     from .plots import make_figures
     from .report import write_report
 

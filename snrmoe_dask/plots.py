@@ -5,9 +5,16 @@
     snr_oracle_moe_pred_vs_true.png  true vs predicted log g, coloured by bin, both models
     snr_oracle_moe_delta_heatmap.png bins x (Global R2, Oracle R2, dR2), threshold cells marked
 
-The deployable gate (MVP-2.0) adds two figures drawn from plain arrays: the gate's confusion
-matrix (:func:`gate_confusion_figure`) and validation R2 against the Ridge alpha
-(:func:`alpha_curve_figure`).
+Two more figures are drawn from plain arrays, and by :func:`make_figures` when results.json
+has their section:
+
+    snr_oracle_moe_gate_confusion.png  the deployable gate's confusion matrix ("gate";
+                                       :func:`gate_confusion_figure`)
+    snr_oracle_moe_alpha_curve.png     validation R2 against the Ridge alpha per model ("alpha";
+                                       :func:`alpha_curve_figure`)
+
+Bins may be SNR bins, bins of another params column or the cells of a two-column grid; labels
+name the partition's columns (see :func:`cell_range_label`, :func:`partition_noun`).
 
 Figures are built on ``matplotlib.figure.Figure`` objects (no pyplot state), so drawing is
 thread-safe and independent of the interactive backend. Missing R2 (``None``/NaN, e.g. a bin
@@ -37,13 +44,19 @@ FIG_PERBIN = "snr_oracle_moe_perbin_r2.png"
 FIG_PRED_VS_TRUE = "snr_oracle_moe_pred_vs_true.png"
 FIG_DELTA_HEATMAP = "snr_oracle_moe_delta_heatmap.png"
 FIGURE_NAMES = (FIG_COMPARISON, FIG_PERBIN, FIG_PRED_VS_TRUE, FIG_DELTA_HEATMAP)
+# drawn as well when results.json has the matching section ("gate", "alpha")
+FIG_GATE_CONFUSION = "snr_oracle_moe_gate_confusion.png"
+FIG_ALPHA_CURVE = "snr_oracle_moe_alpha_curve.png"
 
 PREDICTION_COLUMNS = ("y_true", "snr", "bin", "y_global", "y_oracle")
-MODEL_LABELS = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "Deployed MoE"}
-MODEL_COLORS = {"global": "#4C72B0", "oracle": "#DD8452", "deployed": "#55A868"}
+MODEL_LABELS = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "Deployed MoE",
+                "noisy_snr_routed": "Noisy-SNR routed"}
+MODEL_COLORS = {"global": "#4C72B0", "oracle": "#DD8452", "deployed": "#55A868", "noisy_snr_routed": "#8172B3"}
+COMPARISON_MODELS = ("global", "oracle", "deployed", "noisy_snr_routed")
 GAIN_COLOR, SMALL_GAIN_COLOR, LOSS_COLOR, THRESHOLD_COLOR = "#1B7837", "#555555", "#B2182B", "#C44E52"
 DECISION_COLORS = {"PASS": GAIN_COLOR, "FAIL": LOSS_COLOR, "INCONCLUSIVE": "#B35806"}
 DPI = 150
+SNR_COLUMN = "snr"  # routing.by of the card's SNR bins
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -103,9 +116,83 @@ def snr_range_label(low: Any, high: Any) -> str:
     return "all SNR"
 
 
-def bin_label(name: str, spec: Mapping[str, Any]) -> str:
-    """'H (SNR≥7)' from a bin's ``low``/``high`` edges."""
-    return f"{name} ({snr_range_label(spec.get('low'), spec.get('high'))})"
+def _edge(value: float) -> str:
+    """An edge as written in configs: '%g' when that is exact, else the full repr."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
+
+
+def interval_label(column: str, low: Any, high: Any) -> str:
+    """'T_eff [4000, 5000)'; an open end (None / inf) is written with ∞: 'M_H (−∞, 0)', 'T_eff [5000, ∞)'."""
+    lo, hi = as_float(low), as_float(high)
+    left = f"[{_edge(lo)}" if math.isfinite(lo) else "(−∞"
+    right = f"{_edge(hi)})" if math.isfinite(hi) else "∞)"
+    return f"{column} {left}, {right}"
+
+
+def _spec_columns(spec: Mapping[str, Any]) -> list[str]:
+    """The label columns of one bin's ``describe`` record: ["snr"] for SNR bins (or no ``by``)."""
+    by = spec.get("by")
+    if by is None:
+        low = spec.get("low")
+        return [str(c) for c in low] if isinstance(low, Mapping) else [SNR_COLUMN]
+    return [str(by)] if isinstance(by, str) else [str(c) for c in by]
+
+
+def cell_range_label(spec: Mapping[str, Any], sep: str = " × ") -> str:
+    """The ranges of one bin or grid cell from its ``by``/``low``/``high`` (``Partition.describe``).
+
+    SNR bins keep the card's style ('4≤SNR<7'); another column gives 'T_eff [4000, 5000)'; a grid
+    cell joins its columns' ranges with ``sep``: 'T_eff [4000, 5000) × M_H [-1, 0)'.
+    """
+    low, high = spec.get("low"), spec.get("high")
+    columns = _spec_columns(spec)
+    if isinstance(low, Mapping) or isinstance(high, Mapping):
+        low = low if isinstance(low, Mapping) else {}
+        high = high if isinstance(high, Mapping) else {}
+        return sep.join(interval_label(c, low.get(c), high.get(c)) for c in columns)
+    if columns == [SNR_COLUMN]:
+        return snr_range_label(low, high)
+    return interval_label(columns[0], low, high)
+
+
+def bin_label(name: str, spec: Mapping[str, Any], multiline: bool = False) -> str:
+    """'H (SNR≥7)', 'hot (T_eff [5000, ∞))' or 'cool|poor (T_eff [3750, 5000) × M_H (−∞, 0))' from a
+    bin's edges; ``multiline`` stacks a grid cell's name and ranges on lines of their own (tick labels)."""
+    if multiline and len(_spec_columns(spec)) > 1:
+        return name + "\n" + cell_range_label(spec, "\n")
+    return f"{name} ({cell_range_label(spec)})"
+
+
+def partition_columns(results: Mapping[str, Any]) -> list[str]:
+    """The columns the experts are split on: results["partition"]["by"], else the bins' ``by``, else SNR."""
+    by = (results.get("partition") or {}).get("by") if isinstance(results.get("partition"), Mapping) else None
+    if by is not None:
+        return [str(by)] if isinstance(by, str) else [str(c) for c in by]
+    bins = results.get("bins")
+    if isinstance(bins, Mapping) and bins:
+        first = next(iter(bins.values()))
+        if isinstance(first, Mapping):
+            return _spec_columns(first)
+    return [SNR_COLUMN]
+
+
+def is_snr_partition(results: Mapping[str, Any]) -> bool:
+    """True when the experts are the SNR bins (the card's experiment)."""
+    return partition_columns(results) == [SNR_COLUMN]
+
+
+def column_label(column: str) -> str:
+    """'SNR' for the computed SNR, the params column's own name otherwise."""
+    return "SNR" if column == SNR_COLUMN else column
+
+
+def partition_noun(results: Mapping[str, Any]) -> str:
+    """What one expert covers, for axis labels and titles: 'SNR bin', 'T_eff bin', 'T_eff × M_H cell'."""
+    columns = partition_columns(results)
+    if len(columns) == 1:
+        return f"{column_label(columns[0])} bin"
+    return " × ".join(column_label(c) for c in columns) + " cell"
 
 
 def bin_delta(spec: Mapping[str, Any]) -> float:
@@ -229,7 +316,7 @@ def _bin_colors(names: list[str]) -> dict[str, Any]:
 def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
     """Bar chart: test R2 per method, CI error bars, dR2 box and the decision-threshold line."""
     models = results["models"]
-    keys = [k for k in ("global", "oracle", "deployed") if isinstance(models.get(k), Mapping)]
+    keys = [k for k in COMPARISON_MODELS if isinstance(models.get(k), Mapping)]
     r2 = np.array([as_float(models[k].get("r2")) for k in keys])
     lo_hi = np.array([ci_bounds(models[k].get("r2_ci")) for k in keys])
     threshold = as_float(results["threshold"])
@@ -251,7 +338,9 @@ def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
     ax.axhline(0, color="black", linewidth=0.8)
 
     tops = np.where(has_ci, lo_hi[:, 1], r2)  # CI caps reach above the bars
-    finite = np.concatenate([r2[np.isfinite(r2)], tops[np.isfinite(tops)], [line] if math.isfinite(line) else [], [0.0]])
+    bottoms = np.where(has_ci, lo_hi[:, 0], r2)  # ... and below them
+    finite = np.concatenate([r2[np.isfinite(r2)], tops[np.isfinite(tops)], bottoms[np.isfinite(bottoms)],
+                             [line] if math.isfinite(line) else [], [0.0]])
     ymax, ymin = float(np.max(finite)), float(min(0.0, np.min(finite)))
     span = max(ymax - ymin, 0.1)
     for xi, v in zip(x, r2):
@@ -280,14 +369,16 @@ def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
             color=DECISION_COLORS.get(str(results["decision"]), SMALL_GAIN_COLOR),
             bbox=dict(boxstyle="round,pad=0.4", facecolor="white", edgecolor="0.6"))
     ax.legend(loc="upper right", fontsize=9, framealpha=0.95)
-    ax.set_title("Oracle SNR-binned MoE vs Global Ridge: test R²", fontsize=12, fontweight="bold")
+    title = ("Oracle SNR-binned MoE vs Global Ridge: test R²" if is_snr_partition(results) else
+             f"Oracle MoE (one expert per {partition_noun(results)}) vs Global Ridge: test R²")
+    ax.set_title(title, fontsize=12, fontweight="bold")
     fig.suptitle(_subtitle(results), fontsize=9, color="0.35")
     return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- figure 2
 def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
-    """Grouped bars per SNR bin (+ Overall): Global vs expert R2, dR2 above each group."""
+    """Grouped bars per bin (+ Overall): Global vs expert R2, dR2 above each group."""
     bins, models = results["bins"], results["models"]
     threshold = as_float(results["threshold"])
     names = list(bins)
@@ -295,7 +386,7 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
     o = np.array([as_float(bins[n]["expert"].get("r2")) for n in names] + [as_float(models["oracle"]["r2"])])
     d = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])
     skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
-    labels = [f"{bin_label(n, bins[n])}\nn_train={format_count(bins[n]['n_train'])}"
+    labels = [f"{bin_label(n, bins[n], multiline=True)}\nn_train={format_count(bins[n]['n_train'])}"
               f"\nn_test={format_count(bins[n]['n_test'])}" for n in names]
     labels.append(f"Overall\nn_train={format_count(models['oracle']['n_train'])}"
                   f"\nn_test={format_count(models['oracle']['n_test'])}")
@@ -344,7 +435,7 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
     ax.axvline((x[-2] + x[-1]) / 2, color="0.6", linewidth=0.8, linestyle=":")
     ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.16 * span)
     ax.set_xticks(x, labels, fontsize=9)
-    ax.set_xlabel("SNR bin")
+    ax.set_xlabel(partition_noun(results))
     ax.set_ylabel("Test R²")
     ax.grid(axis="y", alpha=0.3, zorder=0)
     ax.set_axisbelow(True)
@@ -356,7 +447,8 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
         handles.append(Patch(facecolor="white", edgecolor=MODEL_COLORS["oracle"], hatch="///",
                              label="no expert: served by Global"))
     fig.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=len(handles), frameon=False)
-    fig.suptitle(f"Per-SNR-bin test R²: Global Ridge vs Oracle expert\n{_subtitle(results)}", fontsize=12)
+    fig.suptitle(f"Test R² per {partition_noun(results)}: Global Ridge vs Oracle expert\n{_subtitle(results)}",
+                 fontsize=12)
     return _save(fig, path)
 
 
@@ -398,9 +490,12 @@ def plot_pred_vs_true(results: Mapping[str, Any], predictions: pd.DataFrame, pat
                             + (", no expert" if name in bins and bins[name].get("skipped") else ""))
                for name in names]
     handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0, label="identity (y = x)"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=9, frameon=False)
-    fig.suptitle(f"Predicted vs true log g on the test set, coloured by SNR bin\n{_subtitle(results)}",
-                 fontsize=11)
+    # long grid-cell labels get fewer columns so that the legend stays within the figure
+    widest = max(len(h.get_label()) for h in handles)
+    fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), 5, 110 // widest)),
+               fontsize=9, frameon=False)
+    fig.suptitle(f"Predicted vs true log g on the test set, coloured by {partition_noun(results)}\n"
+                 f"{_subtitle(results)}", fontsize=11)
     return _save(fig, path)
 
 
@@ -414,7 +509,7 @@ def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
                   + [[as_float(models["global"]["r2"]), as_float(models["oracle"]["r2"])]])
     delta = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])[:, None]
     skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
-    row_labels = [f"{bin_label(n, bins[n])}\nn_test={format_count(bins[n]['n_test'])}" for n in names]
+    row_labels = [f"{bin_label(n, bins[n], multiline=True)}\nn_test={format_count(bins[n]['n_test'])}" for n in names]
     row_labels.append(f"Overall\nn_test={format_count(models['oracle']['n_test'])}")
     n_rows = len(row_labels)
 
@@ -467,14 +562,16 @@ def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
     cb_d.set_label(f"ΔR²  (line: threshold {threshold:g})")
     cb_d.ax.axvline(threshold, color="black", linewidth=1.5)
     cb_d.ax.tick_params(labelsize=8)
-    fig.suptitle(f"ΔR² by SNR bin: Oracle MoE vs Global Ridge   (★ framed: ΔR² ≥ {threshold:g})\n"
+    fig.suptitle(f"ΔR² by {partition_noun(results)}: Oracle MoE vs Global Ridge   (★ framed: ΔR² ≥ {threshold:g})\n"
                  f"{_subtitle(results)}", fontsize=11)
     return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- entry point
 def make_figures(results: Mapping[str, Any], predictions: pd.DataFrame, img_dir: str | os.PathLike) -> list[Path]:
-    """Write the card's four PNGs into ``img_dir`` (created if missing); returns their paths in figure order.
+    """Write the card's four PNGs into ``img_dir`` (created if missing), then the gate's confusion
+    matrix when results has "gate" and the alpha curves when it has "alpha"; returns the paths in
+    that order.
 
     ``results``: the parsed results.json. ``predictions``: one row per test spectrum with columns
     y_true, snr, bin, y_global, y_oracle.
@@ -483,12 +580,55 @@ def make_figures(results: Mapping[str, Any], predictions: pd.DataFrame, img_dir:
     predictions = check_predictions(predictions)
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
-    return [
+    paths = [
         plot_comparison(results, img_dir / FIG_COMPARISON),
         plot_perbin(results, img_dir / FIG_PERBIN),
         plot_pred_vs_true(results, predictions, img_dir / FIG_PRED_VS_TRUE),
         plot_delta_heatmap(results, img_dir / FIG_DELTA_HEATMAP),
     ]
+    gate = results.get("gate")
+    if isinstance(gate, Mapping):
+        paths.append(plot_gate_confusion(gate, img_dir / FIG_GATE_CONFUSION))
+    if isinstance(results.get("alpha"), Mapping) and alpha_curves(results["alpha"])[0]:
+        paths.append(plot_alpha_curve(results["alpha"], img_dir / FIG_ALPHA_CURVE))
+    return paths
+
+
+def plot_gate_confusion(gate: Mapping[str, Any], path: Path) -> Path:
+    """The confusion matrix of results["gate"] (rows: true bin, columns: the gate's bin)."""
+    if "confusion" not in gate or "names" not in gate:
+        raise InputError("results: 'gate' needs keys 'confusion' and 'names'")
+    return gate_confusion_figure(gate["confusion"], gate["names"], path)
+
+
+def alpha_curves(alpha: Mapping[str, Any]) -> tuple[dict[str, tuple[list[float], list[Any]]], dict[str, float]]:
+    """(curves, chosen) of results["alpha"] for :func:`alpha_curve_figure`: the global model, then the
+    experts; a model without a validation curve (it took the global alpha) is left out, and so are
+    alphas <= 0, which a log axis cannot show (a chosen alpha of 0 is then not starred)."""
+    models = {"global": alpha.get("global"), **(alpha.get("experts") or {})}
+    curves: dict[str, tuple[list[float], list[Any]]] = {}
+    chosen: dict[str, float] = {}
+    for name, model in models.items():
+        if not isinstance(model, Mapping):
+            continue
+        curve = model.get("curve") or {}
+        alphas, r2 = curve.get("alpha"), curve.get("val_r2")
+        if not alphas or not r2 or len(alphas) != len(r2):
+            continue
+        points = [(a, v) for a, v in zip(alphas, r2) if as_float(a) > 0]
+        if not points:
+            continue
+        curves[str(name)] = ([a for a, _ in points], [v for _, v in points])
+        if as_float(model.get("alpha")) > 0:
+            chosen[str(name)] = as_float(model["alpha"])
+    return curves, chosen
+
+
+def plot_alpha_curve(alpha: Mapping[str, Any], path: Path) -> Path:
+    """Validation R² against alpha for every model of results["alpha"], the fixed alpha as a reference line."""
+    curves, chosen = alpha_curves(alpha)
+    fixed = as_float(alpha.get("fixed_alpha"))
+    return alpha_curve_figure(curves, chosen, fixed if fixed > 0 else None, path)
 
 
 # ----------------------------------------------------------------------------- deployable gate figures
@@ -579,13 +719,14 @@ def _r2_at(alpha: float, alphas: np.ndarray, r2: np.ndarray) -> float:
     return float(np.interp(np.log(alpha), np.log(alphas[ok]), r2[ok]))
 
 
-def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fixed_alpha: float,
+def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fixed_alpha: float | None,
                        path: str | os.PathLike) -> Path:
     """Validation R² against the Ridge alpha (log x axis), one line per model.
 
     curves: {model name: (alphas (A,), validation R² (A,))}, e.g. "global" and the bin names;
     chosen: {model name: selected alpha}, marked with a star on its curve; fixed_alpha: the
-    card's fixed penalty, drawn as a vertical reference line. Missing R² (None/NaN) leave gaps.
+    card's fixed penalty, drawn as a vertical reference line (None: no line). Missing R²
+    (None/NaN) leave gaps.
     Returns the PNG's path (its folder is created if missing).
     """
     if not isinstance(curves, Mapping) or not curves:
@@ -593,7 +734,7 @@ def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fix
     unknown = [n for n in chosen if n not in curves]
     if unknown:
         raise InputError(f"alpha curve: chosen alphas for models without a curve: {unknown}")
-    fixed = _positive(fixed_alpha, "the fixed alpha")
+    fixed = None if fixed_alpha is None else _positive(fixed_alpha, "the fixed alpha")
     data = {str(name): _check_curve(str(name), curve) for name, curve in curves.items()}
     others = [n for n in data if n not in MODEL_COLORS]
     colors = {**_bin_colors(others), **{n: MODEL_COLORS[n] for n in data if n in MODEL_COLORS}}
@@ -608,7 +749,8 @@ def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fix
                     markeredgecolor="black", linestyle="none", zorder=4)
             label += f" (chosen α = {a:g})"
         ax.plot(alphas, r2, marker="o", markersize=4, linewidth=1.6, color=colors[name], label=label, zorder=3)
-    ax.axvline(fixed, color="0.25", linestyle="--", linewidth=1.3, label=f"fixed α = {fixed:g}", zorder=2)
+    if fixed is not None:
+        ax.axvline(fixed, color="0.25", linestyle="--", linewidth=1.3, label=f"fixed α = {fixed:g}", zorder=2)
     ax.set_xscale("log")
     ax.set_xlabel("Ridge α (log scale)")
     ax.set_ylabel("Validation R²")

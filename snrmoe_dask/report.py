@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,19 +19,26 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, InputError
 from .plots import (
+    FIG_ALPHA_CURVE,
     FIG_COMPARISON,
     FIG_DELTA_HEATMAP,
+    FIG_GATE_CONFUSION,
     FIG_PERBIN,
     FIG_PRED_VS_TRUE,
+    alpha_curves,
     as_float,
     bin_delta,
+    cell_range_label,
     check_results,
+    column_label,
     format_ci,
     format_count,
     format_delta,
     format_r2,
+    is_snr_partition,
     min_train_count,
-    snr_range_label,
+    partition_columns,
+    partition_noun,
 )
 
 TITLE = "# 🧪 Experiment: Oracle SNR-binned MoE"
@@ -39,6 +47,7 @@ HUB_PATH = "logg/moe/moe_snr_hub.md"
 ROADMAP_PATH = "logg/moe/moe_snr_roadmap.md"
 STATUS = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}
 LANGS = ("zh", "en")
+RHO_BAR = 0.7  # the owner's bar for the deployable gate: keep >= 70 % of the oracle's headroom
 
 Text = Callable[[str, str], str]
 
@@ -98,9 +107,15 @@ def _seconds(value: Any) -> str:
     return f"{v:,.1f} s ({v / 60:.1f} min)" if v >= 60 else f"{v:.1f} s"
 
 
+def _pipes(cell: str) -> str:
+    """A cell's own '|' escaped (grid cells are named 'cool|poor'); an escaped one is left as it is."""
+    return re.sub(r"(?<!\\)\|", r"\\|", cell)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("-" * max(3, len(h) + 2) for h in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_pipes, header)) + " |",
+             "|" + "|".join("-" * max(3, len(h) + 2) for h in header) + "|"]
+    lines += ["| " + " | ".join(map(_pipes, row)) + " |" for row in rows]
     return lines
 
 
@@ -123,10 +138,10 @@ def _cell(value: Any) -> str:
 # ----------------------------------------------------------------------------- facts
 @dataclass(frozen=True)
 class BinFacts:
-    """One SNR bin's numbers, ready for the report."""
+    """One bin's (or grid cell's) numbers, ready for the report."""
 
     name: str
-    snr_range: str
+    cell_range: str
     n_train: int
     n_test: int
     train_fraction: float
@@ -142,7 +157,7 @@ class BinFacts:
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({self.snr_range})"
+        return f"{self.name} ({self.cell_range})"
 
 
 def bin_facts(results: Mapping[str, Any]) -> list[BinFacts]:
@@ -154,7 +169,7 @@ def bin_facts(results: Mapping[str, Any]) -> list[BinFacts]:
     for name, spec in bins.items():
         expert = spec["expert"]
         out.append(BinFacts(
-            name=str(name), snr_range=snr_range_label(spec.get("low"), spec.get("high")),
+            name=str(name), cell_range=cell_range_label(spec),
             n_train=int(spec["n_train"]), n_test=int(spec["n_test"]),
             train_fraction=int(spec["n_train"]) / total_train if total_train else math.nan,
             test_fraction=int(spec["n_test"]) / total_test if total_test else math.nan,
@@ -217,6 +232,17 @@ def _thr(results: Mapping[str, Any]) -> str:
     return f"{as_float(results['threshold']):g}"
 
 
+def _split(results: Mapping[str, Any]) -> str:
+    """What the experts are split by: 'SNR', 'T_eff', 'T_eff × M_H'."""
+    return " × ".join(column_label(c) for c in partition_columns(results))
+
+
+def _noun(results: Mapping[str, Any], t: Text) -> str:
+    """One expert's domain: 'SNR bin', 'T_eff bin', 'T_eff × M_H cell' (zh: '… 格子' for a grid)."""
+    noun = partition_noun(results)
+    return t(noun[:-len(" cell")] + " 格子", noun) if noun.endswith(" cell") else noun
+
+
 # ----------------------------------------------------------------------------- sections
 def _header(results: Mapping[str, Any]) -> list[str]:
     mvp = results.get("mvp") or DEFAULT_MVP
@@ -242,15 +268,16 @@ def _summary_sentence(results: Mapping[str, Any], t: Text) -> str:
     decision, status, step = str(results["decision"]), _status(results), _next_step(results, t)
     verb = t("提升到", "raises") if delta >= 0 else t("降低到", "lowers")
     ci_zh, ci_en = (f"，CI {ci}", f", CI {ci}") if ci else ("", "")
-    base = t(f"Oracle SNR 路由的 MoE 将测试 R² 从 {format_r2(g['r2'])} {verb} {format_r2(o['r2'])}"
+    split = _split(results)
+    base = t(f"Oracle {split} 路由的 MoE 将测试 R² 从 {format_r2(g['r2'])} {verb} {format_r2(o['r2'])}"
              f"（ΔR² = {format_delta(delta)}{ci_zh}）",
-             f"Oracle SNR routing {verb} test R² from {format_r2(g['r2'])} to {format_r2(o['r2'])} "
+             f"Oracle {split} routing {verb} test R² from {format_r2(g['r2'])} to {format_r2(o['r2'])} "
              f"(ΔR² = {format_delta(delta)}{ci_en})")
     if decision == "PASS":
-        tail = t(f"，≥ 阈值 {thr} → {status}：SNR 分域存在 headroom；下一步：{step}。",
-                 f", ≥ the {thr} threshold → {status}: splitting by SNR leaves headroom; next: {step}.")
+        tail = t(f"，≥ 阈值 {thr} → {status}：{split} 分域存在 headroom；下一步：{step}。",
+                 f", ≥ the {thr} threshold → {status}: splitting by {split} leaves headroom; next: {step}.")
     elif decision == "FAIL":
-        tail = t(f"，< 阈值 {thr} → {status}：即使完美路由，SNR 分域的 headroom 也不足；下一步：{step}。",
+        tail = t(f"，< 阈值 {thr} → {status}：即使完美路由，{split} 分域的 headroom 也不足；下一步：{step}。",
                  f", < the {thr} threshold → {status}: even perfect routing leaves too little headroom; "
                  f"next: {step}.")
     else:
@@ -274,10 +301,10 @@ def _at_a_glance(results: Mapping[str, Any], t: Text) -> list[str]:
     deployed = results["models"].get("deployed")
     if isinstance(deployed, Mapping):
         rows.append(["Deployed MoE R²", _with_ci(format_r2(deployed.get("r2")), deployed.get("r2_ci"), signed=False)])
-        headroom = as_float(o["r2"]) - as_float(g["r2"])
-        rho = (as_float(deployed.get("r2")) - as_float(g["r2"])) / headroom if headroom else math.nan
-        rows.append(["ρ = (R²_deployed − R²_global) / (R²_oracle − R²_global)",
-                     f"{rho:.2f}" if math.isfinite(rho) else "n/a"])
+        rows.append(["ρ = (R²_deployed − R²_global) / (R²_oracle − R²_global)", _rho_text(_rho(results))])
+    noisy = results["models"].get("noisy_snr_routed")
+    if isinstance(noisy, Mapping):
+        rows.append([t("Noisy-SNR 硬路由 R²", "Noisy-SNR routed R²"), format_r2(noisy.get("r2"))])
     rows.append([t("判定", "Decision"), f"{_status(results)} → {_next_step(results, t)}"])
     return [t("## ⚡ 核心结论速览", "## ⚡ Key results at a glance"), "",
             f"> **{t('一句话总结', 'One-sentence summary')}**: {_summary_sentence(results, t)}", "",
@@ -299,6 +326,13 @@ def _goal(results: Mapping[str, Any], t: Text) -> list[str]:
         f"- If ΔR² < {thr}: the MoE is not worth it; move to whitening/conditional models (Gate-4)\n"
         f"- Oracle routing uses each test spectrum's true SNR, so ΔR² is an upper bound (headroom) "
         f"for SNR experts, not the performance of a deployable model")
+    if not is_snr_partition(results):
+        split = _split(results)
+        lines += t(f"\n\n> **本次运行的分专家方式**：experts 按 `{split}`（参数表列）划分，而不是按 SNR；"
+                   f"oracle 路由使用每条测试光谱真实的 {split} 值，ΔR² 因此是按 {split} 分专家的 headroom。",
+                   f"\n\n> **Experts in this run**: split by `{split}` (params-table column) instead of SNR; "
+                   f"oracle routing uses each test spectrum's true {split}, so ΔR² is the headroom of "
+                   f"{split} experts.")
     return [t("## 🎯 目标", "## 🎯 Goal"), "", lines, "", "---", ""]
 
 
@@ -348,7 +382,7 @@ def _design(results: Mapping[str, Any], t: Text) -> list[str]:
             expert = t(f"— 跳过（{why}），由 Global Ridge 服务", f"— skipped ({why}); served by Global Ridge")
         else:
             expert = t("✅ 已训练", "✅ trained")
-        bin_rows.append([f"**{b.name}**", b.snr_range, _share(b.n_train, sum(x.n_train for x in bins)),
+        bin_rows.append([f"**{b.name}**", b.cell_range, _share(b.n_train, sum(x.n_train for x in bins)),
                          _share(b.n_test, sum(x.n_test for x in bins)), expert])
     snr_stats = t(
         f"训练集 SNR 中位数 {as_float(snr.get('train_median')):.2f}，最大值 {as_float(snr.get('train_max')):.2f}；"
@@ -362,7 +396,21 @@ def _design(results: Mapping[str, Any], t: Text) -> list[str]:
     if any(as_float(a) != as_float(alpha) for a in alphas.values()):
         alpha_text += t("（expert：", " (experts: ") + ", ".join(f"{k} {_number(a)}" for k, a in alphas.items()) + \
             t("）", ")")
+    if isinstance(results.get("alpha"), Mapping):
+        alpha_text += t("；在验证集上按模型选择，见“Alpha 选择”", "; chosen per model on the validation set, see "
+                        "“Alpha selection”")
     n_experts = sum(not b.skipped for b in bins)
+    snr_partition, split, noun = is_snr_partition(results), _split(results), _noun(results, t)
+    if snr_partition:
+        routing = t("Oracle：每条测试光谱按真实（无噪声）SNR 分到对应 bin 的 expert；跳过的 bin 回退到 Global Ridge",
+                    "oracle: each test spectrum goes to the expert of its true (noise-free) SNR bin; "
+                    "skipped bins fall back to Global Ridge")
+    else:
+        routing = t(f"Oracle：每条测试光谱按参数表中真实的 {split} 分到对应 {noun} 的 expert；跳过的 {noun} 回退到 Global Ridge",
+                    f"oracle: each test spectrum goes to the expert of its true {noun} (params table); "
+                    f"skipped {noun}s fall back to Global Ridge")
+    if results.get("gate"):
+        routing += t("；另评估可部署 gate（见下文）", "; a deployable gate is evaluated as well (see below)")
     scaler = _lookup(config, "preprocessing.scaler") or "StandardScaler"
     clip = _lookup(config, "preprocessing.clip_flux")
     clip_text = t("flux 截断负值（clip ≥ 0）", "flux clipped at 0") if clip in (None, True) else \
@@ -374,8 +422,9 @@ def _design(results: Mapping[str, Any], t: Text) -> list[str]:
     seeds_text = t(f"（{seeds}）", f" ({seeds})") if seeds else ""
     ci_note = t("；ΔR² 与 R² 附 CI", "; ΔR² and R² with CI") if results.get("delta_r2_ci") else ""
     model_rows = [
-        [t("模型", "Model"), t(f"Ridge：1 个 Global + {n_experts} 个 SNR bin expert",
-                              f"Ridge: 1 global + {n_experts} SNR-bin experts")],
+        [t("模型", "Model"), t(f"Ridge：1 个 Global + {n_experts} 个 {noun} expert",
+                              f"Ridge: 1 global + {n_experts} SNR-bin experts" if snr_partition else
+                              f"Ridge: 1 global + {n_experts} experts (one per {noun})")],
         ["alpha", alpha_text],
         [t("预处理", "Preprocessing"), t(f"{scaler}（每个 expert 用本 bin 的训练光谱独立拟合；Global 用全部训练光谱）；{clip_text}",
                                        f"{scaler} (fitted per expert on its bin's training spectra; the global model on all); "
@@ -384,39 +433,47 @@ def _design(results: Mapping[str, Any], t: Text) -> list[str]:
                              f"{seeds_text}",
                              f"heteroscedastic Gaussian: flux + N(0,1) × error × {_level(level)}; training noise drawn "
                              f"on the fly, test noise drawn once with a fixed seed{seeds_text}")],
-        [t("路由", "Routing"), t("Oracle：每条测试光谱按真实（无噪声）SNR 分到对应 bin 的 expert；跳过的 bin 回退到 Global Ridge",
-                               "oracle: each test spectrum goes to the expert of its true (noise-free) SNR bin; "
-                               "skipped bins fall back to Global Ridge")],
+        [t("路由", "Routing"), routing],
         [t("评估", "Evaluation"), t(f"R²、MAE、RMSE，总体 + 每个 bin；对照组：Global Ridge{ci_note}",
                                   f"R², MAE, RMSE, overall and per bin; baseline: Global Ridge{ci_note}")],
     ]
+    if snr_partition:
+        heading, range_header, split_lines = t("### 2. SNR 分箱", "### 2. SNR bins"), t("SNR 范围", "SNR range"), []
+    else:
+        heading = t(f"### 2. 按 {split} 划分的 expert", f"### 2. Experts by {split}")
+        range_header = t(f"{split} 范围", f"{split} range")
+        columns = ", ".join(f"`{c}`" for c in partition_columns(results))
+        split_lines = [t(f"- expert 按参数表列 {columns} 划分（{len(bins)} 个 {noun}）；SNR 仍按下述方法计算，仅用于描述数据",
+                         f"- experts split by the params-table column(s) {columns} ({len(bins)} {noun}s); SNR is "
+                         f"still computed as below, to describe the data")]
     return [t("## 🧪 实验设计", "## 🧪 Experiment design"), "",
             t("### 1. 数据", "### 1. Data"), "", *_table([t("项目", "Item"), t("值", "Value")], data_rows), "",
-            t("### 2. SNR 分箱", "### 2. SNR bins"), "",
+            heading, "", *split_lines,
             f"- {_snr_method(snr.get('method'), t)}", f"- {snr_stats}",
             t(f"- 每个 bin 最少训练样本：{minimum:,}（不足则不训练 expert）" if minimum is not None else
               "- 样本不足的 bin 不训练 expert",
               f"- minimum training spectra per expert: {minimum:,} (below it no expert is trained)"
               if minimum is not None else "- bins with too few training spectra get no expert"), "",
-            *_table(["Bin", t("SNR 范围", "SNR range"), t("N_train（占比）", "N_train (share)"),
+            *_table(["Bin", range_header, t("N_train（占比）", "N_train (share)"),
                      t("N_test（占比）", "N_test (share)"), "Expert"], bin_rows), "",
             t("### 3. 模型与评估", "### 3. Model and evaluation"), "",
             *_table([t("项目", "Item"), t("值", "Value")], model_rows), "", "---", ""]
 
 
-def _figures(t: Text) -> list[str]:
+def _figures(results: Mapping[str, Any], t: Text) -> list[str]:
+    noun = _noun(results, t)
     items = [
         ("Figure 1: Oracle vs Global R² Comparison", "comparison", FIG_COMPARISON,
          t("Global 与 Oracle 的测试 R²（有 CI 时带误差棒），红色虚线为决策阈值 R²_global + 阈值。",
            "Test R² of Global and Oracle (CI error bars when available); the dashed red line is the decision "
            "threshold R²_global + threshold.")),
         ("Figure 2: Per-bin R²", "perbin", FIG_PERBIN,
-         t("每个 SNR bin 的 Global 与 Oracle expert R²，横轴标签给出每个 bin 的训练/测试样本数，柱上标注 ΔR²。",
-           "Global vs Oracle expert R² per SNR bin; tick labels give each bin's train/test counts, ΔR² above "
-           "each group.")),
+         t(f"每个 {noun} 的 Global 与 Oracle expert R²，横轴标签给出每个 bin 的范围与训练/测试样本数，柱上标注 ΔR²。",
+           f"Global vs Oracle expert R² per {noun}; tick labels give each bin's range and train/test counts, "
+           f"ΔR² above each group.")),
         ("Figure 3: Prediction vs True", "pred_vs_true", FIG_PRED_VS_TRUE,
-         t("测试集真实 vs 预测 log g，按 SNR bin 着色，左 Global、右 Oracle。",
-           "True vs predicted log g on the test set, coloured by SNR bin; Global left, Oracle right.")),
+         t(f"测试集真实 vs 预测 log g，按 {noun} 着色，左 Global、右 Oracle。",
+           f"True vs predicted log g on the test set, coloured by {noun}; Global left, Oracle right.")),
         ("Figure 4: ΔR² Heatmap", "delta_heatmap", FIG_DELTA_HEATMAP,
          t("每个 bin（及总体）的 Global R²、Oracle R² 与 ΔR²；★ 标出 ΔR² ≥ 阈值的格子。",
            "Global R², Oracle R² and ΔR² per bin and overall; ★ marks cells with ΔR² ≥ threshold.")),
@@ -425,6 +482,159 @@ def _figures(t: Text) -> list[str]:
     for title, alt, name, caption in items:
         lines += [f"### {title}", f"![{alt}](img/{name})", "", caption, ""]
     return lines + ["---", ""]
+
+
+def _rho(results: Mapping[str, Any]) -> float:
+    """ρ = (R²_deployed − R²_global) / (R²_oracle − R²_global): results["gate"]["rho"], else from the
+    models' R²; NaN when there is no deployed model or no headroom."""
+    gate = results.get("gate")
+    if isinstance(gate, Mapping) and "rho" in gate:
+        return as_float(gate["rho"])
+    models = results["models"]
+    deployed = models.get("deployed")
+    if not isinstance(deployed, Mapping):
+        return math.nan
+    g, o = as_float(models["global"]["r2"]), as_float(models["oracle"]["r2"])
+    headroom = o - g
+    return (as_float(deployed.get("r2")) - g) / headroom if headroom else math.nan
+
+
+def _rho_text(rho: float) -> str:
+    return f"{rho:.2f}" if math.isfinite(rho) else "n/a"
+
+
+def _headroom(results: Mapping[str, Any]) -> float:
+    models = results["models"]
+    return as_float(models["oracle"]["r2"]) - as_float(models["global"]["r2"])
+
+
+def _rho_verdict(results: Mapping[str, Any], t: Text) -> str:
+    """'1.05 ≥ 0.7 ✅' / '0.41 < 0.7 ❌' / why ρ says nothing (no headroom)."""
+    rho, headroom = _rho(results), _headroom(results)
+    if not math.isfinite(rho) or not headroom > 0:
+        return t(f"{_rho_text(rho)}（oracle 相对 Global 没有正的 headroom，ρ 无意义；门槛 {RHO_BAR:g}）",
+                 f"{_rho_text(rho)} (the oracle has no positive headroom over Global, so ρ is not meaningful; "
+                 f"bar {RHO_BAR:g})")
+    if rho >= RHO_BAR:
+        return t(f"{_rho_text(rho)} ≥ 门槛 {RHO_BAR:g} ✅", f"{_rho_text(rho)} ≥ the {RHO_BAR:g} bar ✅")
+    return t(f"{_rho_text(rho)} < 门槛 {RHO_BAR:g} ❌", f"{_rho_text(rho)} < the {RHO_BAR:g} bar ❌")
+
+
+def _gate_sentence(results: Mapping[str, Any], t: Text) -> str:
+    """One sentence on the deployable gate for the conclusion; '' without a gate."""
+    gate, deployed = results.get("gate"), results["models"].get("deployed")
+    if not isinstance(gate, Mapping) or not isinstance(deployed, Mapping):
+        return ""
+    r2 = _with_ci(format_r2(deployed.get("r2")), deployed.get("r2_ci"), signed=False)
+    return t(f"可部署 gate（只用 error 统计量）的测试 R² 为 {r2}，ρ = {_rho_verdict(results, t)}。",
+             f"The deployable gate (error statistics only) reaches test R² {r2}, ρ = {_rho_verdict(results, t)}.")
+
+
+def _gate(results: Mapping[str, Any], t: Text) -> list[str]:
+    """The deployable gate (MVP-2.0): accuracy, fallback, ρ against the owner's bar, deployed R², the
+    noisy-SNR hard-routing baseline, per-bin R², the confusion matrix and its figure."""
+    gate = results.get("gate")
+    if not isinstance(gate, Mapping):
+        return []
+    models = results["models"]
+    g, o = models["global"], models["oracle"]
+    deployed = models.get("deployed") if isinstance(models.get("deployed"), Mapping) else {}
+    noisy = models.get("noisy_snr_routed") if isinstance(models.get("noisy_snr_routed"), Mapping) else None
+    fallback = as_float(gate.get("fallback"))
+    fallback_text = f"{fallback:g}" if math.isfinite(fallback) else "n/a"
+    names = [str(n) for n in gate.get("names") or results["bins"]]
+    delta_dep = as_float(deployed.get("r2")) - as_float(g["r2"])
+    rows = [
+        [t("Gate 准确率（测试集，argmax 对真实 bin）", "Gate accuracy (test set, argmax vs true bin)"),
+         _pct(as_float(gate.get("accuracy")))],
+        [t(f"回退率（max p < {fallback_text} → Global Ridge）", f"Fallback rate (max p < {fallback_text} → Global Ridge)"),
+         _pct(as_float(gate.get("fallback_rate")))],
+        ["ρ = (R²_deployed − R²_global) / (R²_oracle − R²_global)", _rho_verdict(results, t)],
+        ["Deployed MoE R²", _with_ci(format_r2(deployed.get("r2")), deployed.get("r2_ci"), signed=False)],
+        ["ΔR² (Deployed − Global)", _with_ci(format_delta(delta_dep), gate.get("delta_r2_ci"))],
+        ["Oracle MoE R²", _with_ci(format_r2(o["r2"]), o.get("r2_ci"), signed=False)],
+        ["Global Ridge R²", _with_ci(format_r2(g["r2"]), g.get("r2_ci"), signed=False)],
+    ]
+    if noisy is not None:
+        acc = as_float(gate.get("noisy_snr_accuracy"))
+        rows.append([t("Noisy-SNR 硬路由 R²（基线）", "Noisy-SNR hard routing R² (baseline)"),
+                     format_r2(noisy.get("r2")) + t(f"（路由准确率 {_pct(acc)}）", f" (routing accuracy {_pct(acc)})")])
+    bin_rows = []
+    for b in bin_facts(results):
+        dep = results["bins"][b.name].get("deployed") or {}
+        bin_rows.append([f"**{b.name}**", b.cell_range, format_count(b.n_test),
+                         format_r2(b.r2_global), format_r2(b.r2), format_r2(dep.get("r2"))])
+    lines = [t("## 🚦 可部署 Gate（MVP-2.0）", "## 🚦 Deployable gate (MVP-2.0)"), "",
+             t(f"Oracle 路由用的是真实 SNR，部署时不可得。可部署 gate 只用 error 向量的 10 个统计量，以多项 logistic 回归预测 "
+               f"SNR bin，预测值 = Σ_k p_k · expert_k（soft routing），当 max_k p_k < {fallback_text} 时回退到 Global Ridge。"
+               f"另一个可部署基线按加噪 flux 上测得的 SNR 硬路由。",
+               f"Oracle routing uses the true SNR, which a deployed model does not have. The deployable gate "
+               f"predicts the SNR bin from 10 statistics of the error vector alone (multinomial logistic "
+               f"regression); the prediction is Σ_k p_k · expert_k (soft routing), falling back to Global Ridge "
+               f"where max_k p_k < {fallback_text}. A second deployable baseline routes hard by the SNR measured "
+               f"on the noisy flux."), "",
+             *_table([t("关键数字", "Key number"), t("值", "Value")], rows), "",
+             t(f"负责人设定的门槛：ρ ≥ {RHO_BAR:g}，即可部署 gate 至少保留 oracle headroom 的 {RHO_BAR:.0%}。",
+               f"The owner's bar: ρ ≥ {RHO_BAR:g}, i.e. the deployable gate keeps at least {RHO_BAR:.0%} of the "
+               f"oracle's headroom."), "",
+             t("### 每个 bin 的测试 R²", "### Test R² per bin"), "",
+             *_table(["Bin", t("范围", "Range"), "N_test", "Global", "Oracle expert", "Deployed"], bin_rows), ""]
+    confusion = gate.get("confusion")
+    if isinstance(confusion, (list, tuple)) and len(confusion) == len(names):
+        conf_rows = [[f"**{name}**", *[format_count(v) for v in row]] for name, row in zip(names, confusion)]
+        lines += [t("### 混淆矩阵（行：真实 bin，列：gate 预测的 bin）", "### Confusion matrix (rows: true bin, "
+                    "columns: the gate's bin)"), "",
+                  *_table([t("真实 ↓ / 预测 →", "true ↓ / predicted →"), *names], conf_rows), ""]
+    lines += ["### Figure 5: Gate confusion matrix", f"![gate_confusion](img/{FIG_GATE_CONFUSION})", "",
+              t("gate 的混淆矩阵：行为真实 SNR bin，列为 gate 预测的 bin；颜色为每行占比，格内为计数与占比，对角线加框。",
+                "The gate's confusion matrix: rows are the true SNR bin, columns the gate's bin; colours are "
+                "row shares, cells give the count and share, the diagonal is framed."), "", "---", ""]
+    return lines
+
+
+def _alpha(results: Mapping[str, Any], t: Text) -> list[str]:
+    """Alpha chosen on the validation set: per model, the chosen alpha, its validation R² and the gain
+    over the fixed alpha, and the figure of the curves."""
+    choice = results.get("alpha")
+    if not isinstance(choice, Mapping):
+        return []
+    fixed = choice.get("fixed_alpha")
+    spec = _lookup(results, "config.model.alpha")
+    spec_text = "auto" if isinstance(spec, str) else (
+        ", ".join(_number(a) for a in spec) if isinstance(spec, (list, tuple)) else _number(spec))
+    val_file = _lookup(results, "data.val_file") or _lookup(results, "config.data.val_file") or "n/a"
+    models = [("Global Ridge", choice.get("global"))]
+    models += [(f"Expert {name}", m) for name, m in (choice.get("experts") or {}).items()]
+    rows = []
+    for label, m in models:
+        if not isinstance(m, Mapping):
+            continue
+        note = str(m.get("note") or "")
+        if m.get("source") == "global" and not note:
+            note = t("沿用 Global 的 alpha", "uses the global model's alpha")
+        rows.append([label, _number(m.get("alpha")), format_r2(m.get("val_r2")), format_r2(m.get("val_r2_fixed")),
+                     format_delta(m.get("gain_over_fixed")), _count(m.get("n_train")), _count(m.get("n_val")),
+                     _cell(note) if note else "—"])
+    fixed_text = _number(fixed) if fixed is not None else "n/a"
+    lines = [t("## 🎚️ Alpha 选择", "## 🎚️ Alpha selection"), "",
+             t(f"`model.alpha: {spec_text}`：每个模型（Global 与每个 expert）在验证集 `{val_file}` 上按 R² 选择 alpha，"
+               f"只用统计量求解，不再读取训练数据。固定 alpha = {fixed_text} 总在候选中，因此验证集上的增益 ≥ 0。",
+               f"`model.alpha: {spec_text}`: every model (global and each expert) picks its alpha by R² on the "
+               f"validation set `{val_file}`, solved from the statistics alone (no second pass over the training "
+               f"data). The fixed alpha = {fixed_text} is always a candidate, so the validation gain is ≥ 0."), "",
+             *_table([t("模型", "Model"), t("选中 α", "Chosen α"), t("验证 R²（选中 α）", "Val R² (chosen α)"),
+                      t(f"验证 R²（α = {fixed_text}）", f"Val R² (α = {fixed_text})"), t("增益", "Gain"),
+                      "N_train", "N_val", t("备注", "Note")], rows), ""]
+    if alpha_curves(choice)[0]:
+        lines += ["### Figure 6: Validation R² vs α", f"![alpha_curve](img/{FIG_ALPHA_CURVE})", "",
+                  t("每个模型的验证 R² 随 Ridge α 变化（对数横轴），★ 为选中的 α，虚线为固定 α。",
+                    "Validation R² against the Ridge α per model (log axis); ★ marks the chosen α, the dashed "
+                    "line the fixed α."), ""]
+    return lines + ["---", ""]
+
+
+def _count(value: Any) -> str:
+    return format_count(value) if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
 
 def _bin_of(value: float, bins: list[BinFacts], results: Mapping[str, Any]) -> str | None:
@@ -472,7 +682,7 @@ def _insights(results: Mapping[str, Any], t: Text) -> list[str]:
     snr = results.get("snr", {})
     shares = " · ".join(f"{b.name} {_pct(b.train_fraction)}" for b in bins)
     median = as_float(snr.get("train_median"))
-    home = _bin_of(median, bins, results) if math.isfinite(median) else None
+    home = _bin_of(median, bins, results) if math.isfinite(median) and is_snr_partition(results) else None
     where = t(f"（落在 bin {home}）", f" (in bin {home})") if home else ""
     out.append(t(f"**训练集 SNR 分布**：中位数 {median:.2f}{where}，最大值 {as_float(snr.get('train_max')):.2f}；"
                  f"训练样本占比 {shares}。",
@@ -481,8 +691,9 @@ def _insights(results: Mapping[str, Any], t: Text) -> list[str]:
 
     r2_trend = " → ".join(f"{b.name} {format_r2(b.r2)}" for b in bins)
     g_trend = " → ".join(f"{b.name} {format_r2(b.r2_global)}" for b in bins)
-    out.append(t(f"**R² 随 SNR bin 变化**：Oracle {r2_trend}；Global {g_trend}。",
-                 f"**R² across SNR bins**: Oracle {r2_trend}; Global {g_trend}."))
+    noun = _noun(results, t)
+    out.append(t(f"**R² 随 {noun} 变化**：Oracle {r2_trend}；Global {g_trend}。",
+                 f"**R² across {noun}s**: Oracle {r2_trend}; Global {g_trend}."))
 
     skipped = [b for b in bins if b.skipped]
     minimum = min_train_count(results)
@@ -521,11 +732,12 @@ def _conclusion(results: Mapping[str, Any], t: Text) -> list[str]:
     ci = results.get("delta_r2_ci")
     n_train, n_test = format_count(o["n_train"]), format_count(o["n_test"])
     cmp_ = "≥" if delta >= as_float(results["threshold"]) else "<"
+    split = _split(results)
     finding = t(
-        f"在 {n_train} 条训练光谱、{n_test} 条测试光谱上，oracle SNR 路由的 MoE 测试 R² 为 {format_r2(o['r2'])}，"
+        f"在 {n_train} 条训练光谱、{n_test} 条测试光谱上，oracle {split} 路由的 MoE 测试 R² 为 {format_r2(o['r2'])}，"
         f"Global Ridge 为 {format_r2(g['r2'])}：ΔR² = {_with_ci(format_delta(delta), ci)} {cmp_} 阈值 {thr}，"
         f"Gate-2 判定为 **{_status(results)}**。",
-        f"On {n_train} training and {n_test} test spectra, the oracle SNR-routed MoE reaches test R² "
+        f"On {n_train} training and {n_test} test spectra, the MoE with oracle {split} routing reaches test R² "
         f"{format_r2(o['r2'])} against {format_r2(g['r2'])} for Global Ridge: ΔR² = "
         f"{_with_ci(format_delta(delta), ci)} {cmp_} the {thr} threshold, so Gate-2 is **{_status(results)}**.")
     implication = {
@@ -544,6 +756,20 @@ def _conclusion(results: Mapping[str, Any], t: Text) -> list[str]:
                           "ΔR² is too uncertain relative to the threshold to decide: evaluate on more test spectra "
                           "(e.g. test_10k) to narrow the CI, then choose between MVP-2.0 and Gate-4."),
     }[decision]
+    if not is_snr_partition(results) and decision != "INCONCLUSIVE":
+        implication = {
+            "PASS": t(f"{split} 分域存在可用的 headroom：可部署方案需要从光谱本身估计 {split} 以选择 expert，"
+                      f"其效果应以 ρ = (R²_deployed − R²_global) / (R²_oracle − R²_global) 衡量。",
+                      f"Splitting by {split} leaves usable headroom: a deployable scheme has to estimate {split} "
+                      f"from the spectrum to pick the expert, and should be measured by "
+                      f"ρ = (R²_deployed − R²_global) / (R²_oracle − R²_global)."),
+            "FAIL": t(f"即使完美（oracle）路由，按 {split} 分专家的增益也低于阈值：这种划分不值得继续。",
+                      f"Even perfect (oracle) routing by {split} gains less than the threshold: this split is not "
+                      f"worth pursuing."),
+        }[decision]
+    gate_note = _gate_sentence(results, t)
+    if gate_note:
+        implication += " " + gate_note
     marker = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}[decision]
     gate_rows = [[f"ΔR² ≥ {thr}", t("✅ 通过", "✅ pass"), t("继续 MVP-2.0 (Deployable Gate)",
                                                           "Continue to MVP-2.0 (Deployable Gate)")],
@@ -574,7 +800,8 @@ def _appendix(results: Mapping[str, Any], t: Text) -> list[str]:
     bins = bin_facts(results)
     total_train = sum(b.n_train for b in bins)
     rows = []
-    for key, name in (("global", "Global Ridge"), ("oracle", "Oracle MoE"), ("deployed", "Deployed MoE")):
+    for key, name in (("global", "Global Ridge"), ("oracle", "Oracle MoE"), ("deployed", "Deployed MoE"),
+                      ("noisy_snr_routed", "Noisy-SNR routed")):
         m = models.get(key)
         if isinstance(m, Mapping):
             rows.append([name, format_r2(m.get("r2")), format_r2(m.get("mae")), format_r2(m.get("rmse")),
@@ -615,7 +842,8 @@ def render_report(results: Mapping[str, Any], lang: str = "zh") -> str:
     check_results(results)
     _status(results)
     lines = [*_header(results), *_upstream(results, t), *_at_a_glance(results, t), *_goal(results, t),
-             *_design(results, t), *_figures(t), *_insights(results, t), *_conclusion(results, t),
+             *_design(results, t), *_figures(results, t), *_gate(results, t), *_alpha(results, t),
+             *_insights(results, t), *_conclusion(results, t),
              *_appendix(results, t)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
