@@ -66,7 +66,7 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
             future = client.compute(obj)
             if progress:
                 from distributed import progress as dist_progress
-                dist_progress(future)
+                dist_progress(future, notebook=False)  # a text bar: works without ipywidgets
             return future.result()
         yield compute
 

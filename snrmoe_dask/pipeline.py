@@ -162,22 +162,33 @@ def rebuild_report(results_dir: Path, lang: str = "zh") -> Path:
 
 
 DEMO_TRAIN = (5, 20000)
+DEMO_VAL = DEMO_TEST = 1000
+DEMO_SEED = 20251226
+DEMO_PIXELS = 4096
 
 
 def demo_config_path() -> Path:
     return Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
 
-def run_demo(data_dir: Path = Path(".demo-data"), lang: str = "zh", progress: bool = True) -> dict:
-    """Simulate the demo set once (5 x 20,000 train, 1,000 val, 1,000 test), then run config/demo.yaml."""
+def ensure_demo_data(data_dir: Path = Path(".demo-data"), progress: bool = True) -> Path:
+    """The demo set's root ``data_dir/demo``, simulated there once (5 x 20,000 train, 1,000 val,
+    1,000 test, 4096 pixels); a ``COMPLETE`` marker, written last, says a finished set is there."""
     from .simulate import simulate_set
 
-    root = data_dir / "demo"
+    root = Path(data_dir) / "demo"
     marker = root / "COMPLETE"
     if not marker.exists():
         log.info("simulating the demo set into %s (once)", root)
-        simulate_set(root, train=DEMO_TRAIN, val=1000, test=1000, seed=20251226, pixels=4096, progress=progress)
+        simulate_set(root, train=DEMO_TRAIN, val=DEMO_VAL, test=DEMO_TEST, seed=DEMO_SEED, pixels=DEMO_PIXELS,
+                     progress=progress)
         marker.write_text("simulated by snrmoe demo\n")
+    return root
+
+
+def run_demo(data_dir: Path = Path(".demo-data"), lang: str = "zh", progress: bool = True) -> dict:
+    """Simulate the demo set once (5 x 20,000 train, 1,000 val, 1,000 test), then run config/demo.yaml."""
+    root = ensure_demo_data(data_dir, progress)
     cfg = load_config(demo_config_path(), [f"data.root={root}"])
     results = run_experiment(cfg, lang=lang, progress=progress)
     print_summary(results)
@@ -185,25 +196,51 @@ def run_demo(data_dir: Path = Path(".demo-data"), lang: str = "zh", progress: bo
 
 
 def print_summary(results: dict) -> None:
-    """The table users read first."""
+    """The table users read first; then the deployable gate, the noisy-SNR baseline and the chosen
+    alphas when the run has them."""
+    from .report import RHO_BAR
+
     def fmt(v, spec="{:.4f}"):
         return "   n/a" if v is None else spec.format(v)
 
-    g, o = results["models"]["global"], results["models"]["oracle"]
+    models = results["models"]
+    g, o = models["global"], models["oracle"]
+    w = max(14, *(len(f"- bin {name} *") + 1 for name in results["bins"]))  # grid cells have long names
     lines = [f"{results['experiment']}: {results['decision']}  "
              f"dR2 = {results['delta_r2']:+.4f} (threshold {results['threshold']})"
              + (f"  95% CI [{results['delta_r2_ci'][0]:+.4f}, {results['delta_r2_ci'][1]:+.4f}]"
                 if results.get("delta_r2_ci") else ""),
-             f"{'model':<14}{'R2':>8}{'MAE':>8}{'RMSE':>8}{'N_train':>11}{'N_test':>8}",
-             f"{'Global Ridge':<14}{fmt(g['r2']):>8}{fmt(g['mae']):>8}{fmt(g['rmse']):>8}{g['n_train']:>11,}{g['n_test']:>8,}",
-             f"{'Oracle MoE':<14}{fmt(o['r2']):>8}{fmt(o['mae']):>8}{fmt(o['rmse']):>8}{o['n_train']:>11,}{o['n_test']:>8,}"]
+             f"{'model':<{w}}{'R2':>8}{'MAE':>8}{'RMSE':>8}{'N_train':>11}{'N_test':>8}",
+             f"{'Global Ridge':<{w}}{fmt(g['r2']):>8}{fmt(g['mae']):>8}{fmt(g['rmse']):>8}{g['n_train']:>11,}{g['n_test']:>8,}",
+             f"{'Oracle MoE':<{w}}{fmt(o['r2']):>8}{fmt(o['mae']):>8}{fmt(o['rmse']):>8}{o['n_train']:>11,}{o['n_test']:>8,}"]
     for name, b in results["bins"].items():
         label = f"- bin {name}" + (" *" if b["skipped"] else "")
-        lines.append(f"{label:<14}{fmt(b['expert']['r2']):>8}{fmt(b['expert']['mae']):>8}{fmt(b['expert']['rmse']):>8}"
+        lines.append(f"{label:<{w}}{fmt(b['expert']['r2']):>8}{fmt(b['expert']['mae']):>8}{fmt(b['expert']['rmse']):>8}"
                      f"{b['n_train']:>11,}{b['n_test']:>8,}   global R2 {fmt(b['global']['r2'])}"
                      f"   dR2 {fmt(b['delta_r2'], '{:+.4f}')}")
     if results.get("skipped_bins"):
         lines.append("* no expert (too few training spectra): served by the global model")
+    gate = results.get("gate")
+    if gate and "deployed" in models:
+        d = models["deployed"]
+        ci = d.get("r2_ci")
+        headroom = g["r2"] is not None and o["r2"] is not None and o["r2"] > g["r2"]
+        lines.append(f"deployed gate: R2 {fmt(d['r2'])}"
+                     + (f" (95% CI [{ci[0]:.4f}, {ci[1]:.4f}])" if ci else "")
+                     + f"  rho {fmt(gate.get('rho'), '{:.2f}')} (bar {RHO_BAR:g}"
+                     + (")" if headroom else "; no oracle headroom, rho not meaningful)")
+                     + f"  accuracy {fmt(gate.get('accuracy'), '{:.1%}')}"
+                     f"  fallback rate {fmt(gate.get('fallback_rate'), '{:.1%}')}")
+    if "noisy_snr_routed" in models:
+        line = f"noisy-SNR hard routing: R2 {fmt(models['noisy_snr_routed']['r2'])}"
+        if gate and gate.get("noisy_snr_accuracy") is not None:
+            line += f"  routing accuracy {gate['noisy_snr_accuracy']:.1%}"
+        lines.append(line)
+    choice = results.get("alpha")
+    if choice:
+        chosen = [("global", choice["global"])] + list((choice.get("experts") or {}).items())
+        lines.append("alpha chosen on validation: " + ", ".join(f"{n} {m['alpha']:g}" for n, m in chosen)
+                     + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
     lines.append(f"next step: {results['next_step']}")
     lines.append(f"wall time {results['timings_s']['total']:.1f} s; report: "
                  f"{Path(results.get('output_dir', '.')) / 'report.md'}")

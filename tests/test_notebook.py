@@ -1,0 +1,118 @@
+"""notebooks/oracle_snr_moe.ipynb: committed without outputs, and runs end to end on tiny data.
+
+The notebook is executed with nbclient in a kernel started from *this* interpreter (a kernelspec
+written into a temporary folder whose argv is ``sys.executable -m ipykernel_launcher``), so it
+imports the same installed snrmoe_dask as the tests, whatever kernels the machine has registered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
+from jupyter_client.manager import AsyncKernelManager  # noqa: E402
+
+from snrmoe_dask.simulate import simulate_set  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO / "notebooks" / "oracle_snr_moe.ipynb"
+KERNEL = "snrmoe-test-python"
+PIXELS = 64
+
+
+def _tagged(nb, tag: str):
+    cells = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"expected one cell tagged {tag!r}, found {len(cells)}"
+    return cells[0]
+
+
+def _text(outputs) -> str:
+    parts = []
+    for out in outputs:
+        if out.get("output_type") == "stream":
+            parts.append(out["text"])
+        elif "data" in out and "text/plain" in out["data"]:
+            parts.append(out["data"]["text/plain"])
+    return "".join(parts)
+
+
+def _kernel_manager(tmp: Path) -> AsyncKernelManager:
+    """A kernel manager whose only custom kernelspec runs this interpreter."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    kernels = tmp / "kernels"
+    write_kernel_spec(kernels / KERNEL, overrides={"display_name": "snrmoe test kernel"})
+    spec = json.loads((kernels / KERNEL / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable
+    return AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+
+
+def test_committed_notebook_has_no_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "the notebook has no code cells"
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"cells {dirty} carry outputs or execution counts; clear them before committing"
+    assert nb.cells.index(_tagged(nb, "parameters")) == min(nb.cells.index(c) for c in code), \
+        "the parameters cell must be the first code cell"
+    _tagged(nb, "delta-r2-vs-alpha")
+
+
+def test_notebook_runs_on_tiny_data(tmp_path):
+    data = tmp_path / "data"
+    paths = simulate_set(data, train=(2, 1500), val=200, test=300, seed=11, pixels=PIXELS, progress=False)
+    train, val, test = paths[:2], paths[2], paths[3]
+    rel = lambda p: p.relative_to(data).as_posix()  # noqa: E731
+    results_dir, cache = tmp_path / "results", tmp_path / "cache"
+    overrides = [
+        f"data.root={data}",
+        f"data.train_shards={json.dumps([rel(p) for p in train])}",
+        f"data.val_file={rel(val)}",
+        f"data.test_file={rel(test)}",
+        f"data.feature_dim={PIXELS}",
+        "compute.block_rows=256",
+        "evaluation.bootstrap=100",
+        f"compute.cache_dir={cache}",
+    ]
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    _tagged(nb, "parameters").source = "\n".join([
+        f"CONFIG = {str(REPO / 'config' / 'demo.yaml')!r}",
+        f"OVERRIDES = {overrides!r}",
+        f"DATA_DIR = {str(tmp_path / 'unused-demo-data')!r}",
+        "SIMULATE_DEMO = False",
+        f"RESULTS_DIR = {str(results_dir)!r}",
+        "N_WORKERS = 2",
+        "ALPHAS = [1e3, 1e5]",
+    ])
+
+    client = nbclient.NotebookClient(nb, km=_kernel_manager(tmp_path), timeout=120,
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client.execute()  # raises CellExecutionError, with the cell's traceback, on any error
+
+    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert (results_dir / "results.json").is_file()
+    results = json.loads((results_dir / "results.json").read_text())
+    assert results["decision"] in ("PASS", "FAIL")
+    assert not (tmp_path / "unused-demo-data").exists()
+    assert len(list(cache.glob("*.h5"))) == len(train)
+
+    plot = _tagged(nb, "delta-r2-vs-alpha")
+    assert any("image/png" in o.get("data", {}) for o in plot.outputs), "the ΔR² vs alpha cell drew no figure"
+
+    text = "\n".join(_text(c.outputs) for c in nb.cells if c.cell_type == "code")
+    assert f"all {len(train)} training shards loaded from the statistics cache" in text
+    assert "no data pass" in text
+    assert "re-solve for 2 alphas without a data pass" in text
+    # the sweep at the run's alpha reproduces the run's delta R2 (same statistics, same solver)
+    check = re.search(r"check at the run's alpha \S+: dR2 (\S+) \(run: (\S+)\)", text)
+    assert check and check[1] == check[2], check
