@@ -141,3 +141,15 @@ def resident_bytes(paths) -> tuple[int, int] | None:
         finally:
             os.close(fd)
     return resident, total
+
+
+def trim_heap() -> bool:
+    """Give the C heap's free memory back to the OS (glibc malloc_trim), so that the RSS measured next is
+    what is live, not what earlier work freed but the allocator kept. False where unavailable."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
