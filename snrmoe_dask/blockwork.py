@@ -13,7 +13,7 @@ import numpy as np
 
 from .blocks import Block
 from .errors import InputError
-from .io import read_rows
+from .io import prefetch_rows, read_rows
 from .noise import add_noise
 from .repair import RepairCounts, repair_block
 from .snr import Bins, compute_snr
@@ -109,7 +109,9 @@ def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | Non
     """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,)."""
     result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0))
     offset = blocks[0].start
-    for block in blocks:
+    for i, block in enumerate(blocks):
+        if i + 1 < len(blocks):
+            prefetch_rows(blocks[i + 1].path, blocks[i + 1].start, blocks[i + 1].stop)
         rows = slice(block.start - offset, block.stop - offset)
         add_block(result, block, y[rows], None if table_snr is None else table_snr[rows], spec,
                   None if bin_idx is None else bin_idx[rows])

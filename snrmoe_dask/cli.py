@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("cache", help="list or clear the per-shard statistics cache")
     s.add_argument("action", choices=("ls", "clear"))
-    s.add_argument("--dir", default=".snrmoe-cache")
+    s.add_argument("--dir", default="results/.snrmoe-cache",
+                   help="the cache folder (compute.cache_dir; default: .snrmoe-cache beside the results folders)")
     s.set_defaults(func=_cmd_cache)
     return p
 

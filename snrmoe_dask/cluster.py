@@ -27,18 +27,9 @@ LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 BLAS_THREADS = 1
 
 
-def check_scheduler(scheduler: str, key: str = "compute.scheduler") -> None:
-    """Accept threads | processes | sync | local-cluster | an address such as tcp://host:8786."""
-    if scheduler in LOCAL_SCHEDULERS or scheduler == "local-cluster" or "://" in scheduler:
-        return
-    raise ConfigError(f"{key}: expected threads, processes, sync, local-cluster or a scheduler address "
-                      f"like tcp://host:8786, got {scheduler!r}")
-
-
 @contextlib.contextmanager
 def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool = True) -> Iterator[Callable]:
-    """Yield ``compute(obj) -> result`` bound to the chosen scheduler."""
-    check_scheduler(scheduler)
+    """Yield ``compute(obj) -> result`` bound to the chosen scheduler (validated by the config)."""
     if scheduler in LOCAL_SCHEDULERS:
         def compute(obj):
             bar = _local_progress() if progress else contextlib.nullcontext()

@@ -175,6 +175,39 @@ def read_rows(path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarra
     return np.asarray(flux, dtype=np.float32), np.asarray(error, dtype=np.float32)
 
 
+def prefetch_rows(path: str | os.PathLike, start: int, stop: int) -> None:
+    """Ask the OS to start reading rows ``start:stop`` of flux and error into the page cache, and return.
+
+    A hint only (posix_fadvise WILLNEED on the rows' HDF5 chunks): the disk reads the next block while
+    this one is being multiplied, without holding a second block in process memory.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        with h5py.File(path, "r") as f:
+            ranges = [_byte_ranges(f[key], start, stop) for key in (FLUX_KEY, ERROR_KEY)]
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for offset, size in (r for per_key in ranges for r in per_key):
+                os.posix_fadvise(fd, offset, size, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+    except (OSError, KeyError, ValueError):
+        pass  # only a hint: the read itself reports real problems
+
+
+def _byte_ranges(ds: h5py.Dataset, start: int, stop: int) -> list[tuple[int, int]]:
+    """(offset, size) in the file of the stored rows start:stop of a 2-D dataset."""
+    if ds.chunks is None:
+        offset, row_bytes = ds.id.get_offset(), ds.shape[1] * ds.dtype.itemsize
+        return [] if offset is None else [(offset + start * row_bytes, (stop - start) * row_bytes)]
+    if ds.compression is not None or ds.chunks[1] != ds.shape[1]:
+        return []
+    step = ds.chunks[0]
+    return [(info.byte_offset, info.size) for row in range(start - start % step, stop, step)
+            if (info := ds.id.get_chunk_info_by_coord((row, 0))).byte_offset is not None]
+
+
 class H5Rows:
     """A picklable lazy 2-D HDF5 dataset for ``dask.array.from_array``: opens the file per read."""
 

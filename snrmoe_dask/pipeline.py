@@ -24,8 +24,6 @@ from .training import VAL_SHARD_INDEX, pass_spec, run_pass
 
 log = logging.getLogger(__name__)
 
-CARD_ALPHA = 100000.0  # the card's fixed alpha: what "alpha: auto" is compared against
-
 
 # ----------------------------------------------------------------------------- phases
 class Timer:
@@ -64,7 +62,7 @@ def solve_models(cfg: ExperimentConfig, train: PassResult, val: PassResult | Non
     stats, names = train.stats, list(cfg.partition.names)
     alphas, report = dict.fromkeys(["global", *names], cfg.model.alpha), None
     if not isinstance(cfg.model.alpha, float):
-        from .alpha import alpha_grid, select_alpha
+        from .alpha import CARD_ALPHA, alpha_grid, select_alpha
 
         choice = select_alpha(stats, val.stats, alpha_grid(cfg.model.alpha), CARD_ALPHA,
                               cfg.evaluation.min_bin_samples)
