@@ -7,8 +7,8 @@ spectra, see :mod:`snrmoe_dask.stats`; the model is in raw feature space, so the
 may use any shift c, y0). The fixed alpha (the card's 100000) is always a candidate: the choice is
 never worse on validation than the fixed alpha, and its R² there gives the "gain over the card".
 
-Many alphas, one matrix: the scaled Gram A of a model is built once (``ScaledRidge``), then
-either factorised once per alpha (Cholesky of A + alpha I, as ``ridge.solve_ridge``), or
+Many alphas, one matrix: the scaled Gram A of a model is built once (``ridge.ScaledRidge``), then
+either factorised once per alpha (Cholesky of A + alpha I, what ``ridge.solve_ridge`` does), or
 decomposed once, A = U diag(lam) U^T, after which solve(A + alpha I, b) = U diag(1/(lam + alpha)) U^T b
 costs O(D^2) per alpha (``EigenRidge``, ~10 ms at D = 4096). Measured at D = 4096 on 2 cores
 (OpenBLAS, quiet machine): one Cholesky solve on the prepared Gram 0.27 s (``solve_ridge``, which
@@ -28,7 +28,7 @@ import scipy.linalg
 
 from .config import ModelSection
 from .errors import ConfigError, InputError
-from .ridge import RidgeModel, _check_alpha, _scale, heldout_r2, heldout_sse
+from .ridge import RidgeModel, ScaledRidge, _check_alpha, heldout_r2, heldout_sse
 from .stats import BinStats
 
 log = logging.getLogger(__name__)
@@ -125,70 +125,6 @@ class AlphaChoice:
 
 
 # ----------------------------------------------------------------------------- solving for many alphas
-@dataclass(frozen=True, eq=False)
-class ScaledRidge:
-    """The StandardScaler + Ridge problem of one bin, prepared once for any number of alphas.
-
-    gram (D, D): the scaled centred Gram A = diag(1/sigma) M diag(1/sigma); rhs (D,): b = C_xy / sigma;
-    mean, scale (D,): the scaler; y_mean: y0 + t/n; n: training spectra (see ``ridge`` module docstring).
-    """
-
-    gram: np.ndarray
-    rhs: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-    y_mean: float
-    n: int
-    name: str = ""
-
-    @classmethod
-    def from_stats(cls, stats: BinStats, bin: str | int = 0) -> "ScaledRidge":
-        """Bin ``bin`` of ``stats``, scaled exactly as ``ridge.solve_ridge`` does."""
-        k = stats.index(bin)
-        n = int(stats.n[k])
-        if n <= 0:
-            raise InputError(f"bin {stats.names[k]!r} has no training spectra; cannot fit a Ridge model")
-        s, t = stats.s[k], float(stats.t[k])
-        mean = stats.c + s / n
-        gram = stats.S[k] - np.outer(s, s / n)
-        scale = _scale(np.clip(np.diag(gram) / n, 0.0, None), mean, stats.c, n)
-        gram /= scale[:, None]
-        gram /= scale[None, :]
-        rhs = (stats.u[k] - s * (t / n)) / scale
-        return cls(gram, rhs, mean, scale, stats.y0 + t / n, n, stats.names[k])
-
-    def _model(self, w: np.ndarray, alpha: float) -> RidgeModel:
-        # w solves the scaled problem; fold the scaler into raw-space coef and intercept
-        coef = w / self.scale
-        return RidgeModel(coef=coef, intercept=self.y_mean - float(self.mean @ coef), scaler_mean=self.mean,
-                          scaler_scale=self.scale, alpha=alpha, n_train=self.n)
-
-    def model(self, alpha: float) -> RidgeModel:
-        """The fitted model at ``alpha`` by one Cholesky of A + alpha I (as ``solve_ridge``), O(D^3)."""
-        alpha = _check_alpha(alpha)
-        try:
-            factor = scipy.linalg.cho_factor(self._shifted(alpha), overwrite_a=True, check_finite=False)
-            w = scipy.linalg.cho_solve(factor, self.rhs, check_finite=False)
-        except np.linalg.LinAlgError:
-            log.warning("bin %r: the scaled Gram + alpha I (alpha=%g) is not positive definite; "
-                        "using a least-squares solution instead", self.name, alpha)
-            w = scipy.linalg.lstsq(self._shifted(alpha), self.rhs)[0]
-        return self._model(w, alpha)
-
-    def _shifted(self, alpha: float) -> np.ndarray:
-        """(D, D) A + alpha I, Fortran-ordered so that LAPACK factorises it in place without another copy."""
-        # A is symmetric: its transpose is the same matrix, and copying that view is a plain memcpy
-        a = self.gram.T.copy(order="F")
-        a[np.diag_indices_from(a)] += alpha
-        return a
-
-    def eigen(self) -> "EigenRidge":
-        """Decompose A once (O(D^3), about 20 Cholesky solves at D = 4096); then O(D^2) per alpha."""
-        evals, evecs = scipy.linalg.eigh(self.gram, check_finite=False, driver="evd")
-        # A is positive semi-definite; a slightly negative eigenvalue is rounding
-        np.clip(evals, 0.0, None, out=evals)
-        return EigenRidge(self, evals, evecs, evecs.T @ self.rhs)
-
 
 @dataclass(frozen=True, eq=False)
 class EigenRidge:
@@ -201,7 +137,15 @@ class EigenRidge:
 
     @classmethod
     def from_stats(cls, stats: BinStats, bin: str | int = 0) -> "EigenRidge":
-        return ScaledRidge.from_stats(stats, bin).eigen()
+        return cls.of(ScaledRidge.from_stats(stats, bin))
+
+    @classmethod
+    def of(cls, problem: ScaledRidge) -> "EigenRidge":
+        """Decompose A once (O(D^3), about 20 Cholesky solves at D = 4096); then O(D^2) per alpha."""
+        evals, evecs = scipy.linalg.eigh(problem.gram, check_finite=False, driver="evd")
+        # A is positive semi-definite; a slightly negative eigenvalue is rounding
+        np.clip(evals, 0.0, None, out=evals)
+        return cls(problem, evals, evecs, evecs.T @ problem.rhs)
 
     def model(self, alpha: float) -> RidgeModel:
         """The fitted model at ``alpha``, O(D^2): w = U diag(1 / (lam + alpha)) U^T b."""
@@ -216,7 +160,7 @@ class EigenRidge:
 def _solver(stats: BinStats, k: int, n_alphas: int) -> Callable[[float], RidgeModel]:
     """alpha -> fitted model for bin k: one eigh for many alphas, else one Cholesky per alpha."""
     problem = ScaledRidge.from_stats(stats, k)
-    return problem.eigen().model if n_alphas >= EIGEN_MIN_ALPHAS else problem.model
+    return EigenRidge.of(problem).model if n_alphas >= EIGEN_MIN_ALPHAS else problem.model
 
 
 def _candidates(grid: Sequence[float], fixed_alpha: float | None) -> np.ndarray:
@@ -288,5 +232,5 @@ def is_selection(spec: Any) -> bool:
     return isinstance(spec, (list, tuple)) or (isinstance(spec, str) and spec.strip().lower() == "auto")
 
 
-__all__ = ["AUTO_GRID", "CARD_ALPHA", "AlphaChoice", "EigenRidge", "ModelAlpha", "ScaledRidge", "alpha_grid",
+__all__ = ["AUTO_GRID", "CARD_ALPHA", "AlphaChoice", "EigenRidge", "ModelAlpha", "alpha_grid",
            "is_selection", "select_alpha"]

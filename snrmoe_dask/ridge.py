@@ -110,35 +110,66 @@ def _scale(var: np.ndarray, mean: np.ndarray, shift: np.ndarray, n: int) -> np.n
     return scale
 
 
-def solve_ridge(stats: BinStats, alpha: float, bin: str | int = 0) -> RidgeModel:
-    """StandardScaler + Ridge(alpha) fitted on the spectra of one bin, from its statistics."""
-    alpha = _check_alpha(alpha)
-    k = stats.index(bin)
-    n = int(stats.n[k])
-    if n <= 0:
-        raise InputError(f"bin {stats.names[k]!r} has no training spectra; cannot fit a Ridge model")
-    s, t = stats.s[k], float(stats.t[k])
-    mean = stats.c + s / n
-    gram = stats.S[k] - np.outer(s, s / n)  # M: the centred Gram
-    scale = _scale(np.clip(np.diag(gram) / n, 0.0, None), mean, stats.c, n)
-    cross = stats.u[k] - s * (t / n)  # C_xy
-    gram /= scale[:, None]
-    gram /= scale[None, :]
-    gram.flat[:: stats.d + 1] += alpha
-    rhs = cross / scale
-    try:
-        w = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, overwrite_a=True), rhs)
-    except np.linalg.LinAlgError:
-        log.warning("bin %r: the scaled Gram + alpha I (alpha=%g) is not positive definite; "
-                    "using a least-squares solution instead", stats.names[k], alpha)
+@dataclass(frozen=True, eq=False)
+class ScaledRidge:
+    """The StandardScaler + Ridge problem of one bin, prepared once for any number of alphas.
+
+    gram (D, D): the scaled centred Gram A = diag(1/sigma) M diag(1/sigma); rhs (D,): b = C_xy / sigma;
+    mean, scale (D,): the scaler; y_mean: y0 + t/n; n: training spectra (see ``ridge`` module docstring).
+    """
+
+    gram: np.ndarray
+    rhs: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    y_mean: float
+    n: int
+    name: str = ""
+
+    @classmethod
+    def from_stats(cls, stats: BinStats, bin: str | int = 0) -> "ScaledRidge":
+        """Bin ``bin`` of ``stats``, with its StandardScaler folded in."""
+        k = stats.index(bin)
+        n = int(stats.n[k])
+        if n <= 0:
+            raise InputError(f"bin {stats.names[k]!r} has no training spectra; cannot fit a Ridge model")
+        s, t = stats.s[k], float(stats.t[k])
+        mean = stats.c + s / n
         gram = stats.S[k] - np.outer(s, s / n)
+        scale = _scale(np.clip(np.diag(gram) / n, 0.0, None), mean, stats.c, n)
         gram /= scale[:, None]
         gram /= scale[None, :]
-        gram.flat[:: stats.d + 1] += alpha
-        w = scipy.linalg.lstsq(gram, rhs)[0]
-    coef = w / scale
-    intercept = stats.y0 + t / n - float(mean @ coef)
-    return RidgeModel(coef=coef, intercept=intercept, scaler_mean=mean, scaler_scale=scale, alpha=alpha, n_train=n)
+        rhs = (stats.u[k] - s * (t / n)) / scale
+        return cls(gram, rhs, mean, scale, stats.y0 + t / n, n, stats.names[k])
+
+    def _model(self, w: np.ndarray, alpha: float) -> RidgeModel:
+        # w solves the scaled problem; fold the scaler into raw-space coef and intercept
+        coef = w / self.scale
+        return RidgeModel(coef=coef, intercept=self.y_mean - float(self.mean @ coef), scaler_mean=self.mean,
+                          scaler_scale=self.scale, alpha=alpha, n_train=self.n)
+
+    def model(self, alpha: float) -> RidgeModel:
+        """The fitted model at ``alpha`` by one Cholesky of A + alpha I, O(D^3)."""
+        alpha = _check_alpha(alpha)
+        try:
+            factor = scipy.linalg.cho_factor(self._shifted(alpha), overwrite_a=True, check_finite=False)
+            w = scipy.linalg.cho_solve(factor, self.rhs, check_finite=False)
+        except np.linalg.LinAlgError:
+            log.warning("bin %r: the scaled Gram + alpha I (alpha=%g) is not positive definite; "
+                        "using a least-squares solution instead", self.name, alpha)
+            w = scipy.linalg.lstsq(self._shifted(alpha), self.rhs)[0]
+        return self._model(w, alpha)
+
+    def _shifted(self, alpha: float) -> np.ndarray:
+        """(D, D) A + alpha I, Fortran-ordered so that LAPACK factorises it in place without another copy."""
+        # A is symmetric: its transpose is the same matrix, and copying that view is a plain memcpy
+        a = self.gram.T.copy(order="F")
+        a[np.diag_indices_from(a)] += alpha
+        return a
+
+def solve_ridge(stats: BinStats, alpha: float, bin: str | int = 0) -> RidgeModel:
+    """StandardScaler + Ridge(alpha) fitted on the spectra of one bin, from its statistics."""
+    return ScaledRidge.from_stats(stats, bin).model(alpha)
 
 
 def solve_all(stats: BinStats, alpha: float | Mapping[str, float], min_samples: int = 0) -> dict[str, RidgeModel | None]:

@@ -16,13 +16,12 @@ from snrmoe_dask.alpha import (
     AUTO_GRID,
     CARD_ALPHA,
     EigenRidge,
-    ScaledRidge,
     alpha_grid,
     is_selection,
     select_alpha,
 )
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.ridge import heldout_r2, solve_ridge
+from snrmoe_dask.ridge import ScaledRidge, heldout_r2, solve_ridge
 from snrmoe_dask.stats import BinStats
 
 D = 20
@@ -83,7 +82,7 @@ def test_fast_paths_equal_solve_ridge(data, alpha: float, path: str) -> None:
     for k in range(stats.n_bins):
         want = solve_ridge(stats, alpha, k)
         problem = ScaledRidge.from_stats(stats, k)
-        got = (problem.eigen() if path == "eigen" else problem).model(alpha)
+        got = (EigenRidge.of(problem) if path == "eigen" else problem).model(alpha)
         assert np.allclose(got.coef, want.coef, rtol=1e-8, atol=1e-8 * np.abs(want.coef).max())
         assert got.intercept == pytest.approx(want.intercept, rel=1e-8, abs=1e-8)
         np.testing.assert_array_equal(got.scaler_scale, want.scaler_scale)
