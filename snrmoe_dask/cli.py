@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # its thread-count notice is noise here
     try:
         return args.func(args)
     except SnrmoeError as exc:
