@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-
 from dask import delayed
 
 from .blocks import Block
