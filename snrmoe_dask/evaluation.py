@@ -40,8 +40,6 @@ def load_test_set(cfg: ExperimentConfig, info: ShardInfo) -> TestSet:
     and takes the SNR from the noise-free flux; ``pre_noised`` uses the file's flux as it is (not
     clipped: the noise is already in it) and the table's ``snr`` column.
     """
-    from .training import shard_rows
-
     pre_noised = cfg.noise.test == "pre_noised"
     flux, error, _ = load_block(Block(str(info.path), 0, 0, info.n),
                                 clip_flux=cfg.preprocessing.clip_flux and not pre_noised)
@@ -54,9 +52,11 @@ def load_test_set(cfg: ExperimentConfig, info: ShardInfo) -> TestSet:
     else:
         snr = compute_snr(cfg.snr.method, flux, error, level, table_snr)
         noisy = add_noise(flux, error, level, seed=cfg.noise.test_seed, shard=0, row0=0, out=flux)
-    column_bins = shard_rows(cfg, info, 0).bins
-    test = TestSet(noisy, params[cfg.data.target].to_numpy(np.float64), snr,
-                   cfg.partition.assign(snr) if column_bins is None else column_bins)
+    try:  # by SNR or by table columns: the partition reads what it routes on
+        bins = cfg.partition.assign(cfg.partition.labels(params, snr))
+    except InputError as exc:
+        raise InputError(f"{info.path}: {exc}") from None
+    test = TestSet(noisy, params[cfg.data.target].to_numpy(np.float64), snr, bins)
     if cfg.evaluation.deployable_gate:
         from .gate import noisy_snr, quality_features
 
