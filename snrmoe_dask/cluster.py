@@ -23,8 +23,14 @@ LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 # One BLAS thread per task, on every scheduler: a product's bits can depend on how many threads
 # BLAS splits it over, and the numbers must not depend on the worker count. Each task is GEMMs
 # between numpy work BLAS does not thread (reads, noise), so one worker per core keeps every core
-# busy anyway (distributed's workers already start with OMP/OPENBLAS_NUM_THREADS=1).
+# busy anyway. Cluster workers are set once when the client connects (they may have been started
+# by someone else, with other settings).
 BLAS_THREADS = 1
+
+
+def _limit_blas() -> None:
+    """Run on every cluster worker: BLAS_THREADS for the rest of the worker's life."""
+    threadpool_limits(BLAS_THREADS)
 
 
 @contextlib.contextmanager
@@ -51,6 +57,7 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                 client = stack.enter_context(Client(scheduler, timeout="20s"))
             except (OSError, TimeoutError) as exc:
                 raise ConfigError(f"compute.scheduler: cannot connect to {scheduler}: {exc}") from None
+        client.run(_limit_blas)
         print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
 
         def compute(obj):
