@@ -84,7 +84,7 @@ def evaluate(cfg: ExperimentConfig, experts: dict[str, RidgeModel | None], globa
     n_train = train.stats.n
     m_global, m_oracle = regression_metrics(y, y_global), regression_metrics(y, y_oracle)
     results = {
-        "experiment": cfg.experiment.id, "date": date.today().isoformat(),
+        "experiment": cfg.experiment.id, "date": cfg.experiment.date or date.today().isoformat(),
         "threshold": cfg.evaluation.threshold, "delta_r2": m_oracle["r2"] - m_global["r2"],
         "models": {
             "global": {**m_global, "n_train": int(n_train.sum()), "n_test": len(y), "alpha": global_model.alpha},
