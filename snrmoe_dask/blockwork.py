@@ -13,7 +13,7 @@ import numpy as np
 
 from .blocks import Block
 from .errors import InputError
-from .io import prefetch_rows, read_rows
+from .io import RowReader
 from .noise import add_noise
 from .repair import RepairCounts, repair_block
 from .snr import Bins, compute_snr
@@ -64,10 +64,14 @@ class PassResult:
         return np.concatenate(self.features) if self.features else None
 
 
-def load_block(block: Block, clip_flux: bool = True) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
-    """Read and repair one block: flux, error (rows, D) float32, and the repair counts."""
+def load_block(block: Block, clip_flux: bool = True,
+               reader: RowReader | None = None) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
+    """Read and repair one block: flux, error (rows, D) float32, and the repair counts.
+
+    With a ``reader`` the arrays live in its buffers, valid until its next read.
+    """
     try:
-        flux, error = read_rows(block.path, block.start, block.stop)
+        flux, error = (reader or RowReader(reuse=False)).read(block.path, block.start, block.stop)
     except OSError as exc:
         raise InputError(f"{block.path}: cannot read rows {block.start}:{block.stop}: {exc}") from None
     try:
@@ -80,13 +84,13 @@ def load_block(block: Block, clip_flux: bool = True) -> tuple[np.ndarray, np.nda
 
 
 def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.ndarray | None,
-              spec: PassSpec, bin_idx: np.ndarray | None = None) -> None:
+              spec: PassSpec, bin_idx: np.ndarray | None = None, reader: RowReader | None = None) -> None:
     """Fold one block into ``result`` in place. y, table_snr, bin_idx: (rows,) for the block's rows.
 
     bin_idx is given when the partition is by table columns; otherwise the rows are binned by SNR.
     Only the upper triangle of the Gram sums is updated: :func:`segment_pass` mirrors once at the end.
     """
-    flux, error, counts = load_block(block, spec.clip_flux)
+    flux, error, counts = load_block(block, spec.clip_flux, reader)
     snr = compute_snr(spec.snr_method, flux, error, spec.level, table_snr)
     if bin_idx is None:
         bin_idx = spec.bins.assign(snr)
@@ -108,13 +112,11 @@ def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | Non
                  spec: PassSpec) -> PassResult:
     """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,)."""
     result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0))
-    offset = blocks[0].start
-    for i, block in enumerate(blocks):
-        if i + 1 < len(blocks):
-            prefetch_rows(blocks[i + 1].path, blocks[i + 1].start, blocks[i + 1].stop)
+    offset, reader = blocks[0].start, RowReader()
+    for block in blocks:
         rows = slice(block.start - offset, block.stop - offset)
         add_block(result, block, y[rows], None if table_snr is None else table_snr[rows], spec,
-                  None if bin_idx is None else bin_idx[rows])
+                  None if bin_idx is None else bin_idx[rows], reader)
     result.stats.mirror()
     return result
 

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .direct_io import DirectUnsupported, RunBuffer, read_runs
 from .errors import InputError
 
 FLUX_KEY = "dataset/arrays/flux/value"
@@ -167,45 +168,70 @@ def inspect_shards(paths: Iterable[str | os.PathLike], target: str = "log_g") ->
 
 
 # ----------------------------------------------------------------------------- reading
-def read_rows(path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raw flux and error of rows ``start:stop`` as float32 arrays (stop - start, D); no repair."""
-    with h5py.File(path, "r") as f:
-        flux = f[FLUX_KEY][start:stop]
-        error = f[ERROR_KEY][start:stop]
-    return np.asarray(flux, dtype=np.float32), np.asarray(error, dtype=np.float32)
+class RowReader:
+    """Reads rows of flux and error from shards, with O_DIRECT where the file and its layout allow.
 
-
-def prefetch_rows(path: str | os.PathLike, start: int, stop: int) -> None:
-    """Ask the OS to start reading rows ``start:stop`` of flux and error into the page cache, and return.
-
-    A hint only (posix_fadvise WILLNEED on the rows' HDF5 chunks): the disk reads the next block while
-    this one is being multiplied, without holding a second block in process memory.
+    With ``reuse=True`` the reader keeps its two buffers between reads, so the arrays returned by
+    one :meth:`read` are valid only until the next: a block task that reads block after block then
+    touches no fresh memory. Rows that are not plain float32 bytes in the file (compressed or
+    filtered, chunks narrower than a row, another dtype or byte order) and file systems without
+    O_DIRECT are read through h5py (buffered). ``direct_reads`` and ``buffered_reads`` count which.
     """
-    if not hasattr(os, "posix_fadvise"):
-        return
-    try:
+
+    def __init__(self, reuse: bool = True, direct: bool = True) -> None:
+        self._buffers = {FLUX_KEY: RunBuffer(), ERROR_KEY: RunBuffer()} if reuse else None
+        self.direct = direct
+        self.direct_reads = self.buffered_reads = 0
+
+    def read(self, path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw flux and error of rows ``start:stop``: float32 arrays (stop - start, D); no repair."""
         with h5py.File(path, "r") as f:
-            ranges = [_byte_ranges(f[key], start, stop) for key in (FLUX_KEY, ERROR_KEY)]
-        fd = os.open(path, os.O_RDONLY)
+            datasets = [f[FLUX_KEY], f[ERROR_KEY]]
+            start, stop, _ = slice(start, stop).indices(datasets[0].shape[0])  # as h5py would clip them
+            runs = [_runs(ds, start, stop) if self.direct else None for ds in datasets]
+            if any(r is None for r in runs):
+                self.buffered_reads += 1
+                return tuple(np.asarray(ds[start:stop], dtype=np.float32) for ds in datasets)
+            d = datasets[0].shape[1]
         try:
-            for offset, size in (r for per_key in ranges for r in per_key):
-                os.posix_fadvise(fd, offset, size, os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(fd)
-    except (OSError, KeyError, ValueError):
-        pass  # only a hint: the read itself reports real problems
+            out = tuple(read_runs(path, r, self._buffers and self._buffers[key]).view(np.float32)
+                        .reshape(stop - start, d) for r, key in zip(runs, (FLUX_KEY, ERROR_KEY)))
+        except DirectUnsupported:
+            self.direct = False  # the same file system will refuse the next read too
+            return self.read(path, start, stop)
+        self.direct_reads += 1
+        return out
 
 
-def _byte_ranges(ds: h5py.Dataset, start: int, stop: int) -> list[tuple[int, int]]:
-    """(offset, size) in the file of the stored rows start:stop of a 2-D dataset."""
+def read_rows(path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw flux and error of rows ``start:stop`` as new float32 arrays (stop - start, D); no repair."""
+    return RowReader(reuse=False).read(path, start, stop)
+
+
+def _runs(ds: h5py.Dataset, start: int, stop: int) -> list[tuple[int, int]] | None:
+    """[(file offset, nbytes), ...] holding rows start:stop of a 2-D dataset, in row order, adjacent runs
+    merged; None when those rows are not plain native float32 bytes in this file."""
+    if (ds.dtype != np.dtype(np.float32) or ds.is_virtual or ds.external
+            or ds.id.get_create_plist().get_nfilters()):
+        return None
+    row_bytes = ds.shape[1] * 4
     if ds.chunks is None:
-        offset, row_bytes = ds.id.get_offset(), ds.shape[1] * ds.dtype.itemsize
-        return [] if offset is None else [(offset + start * row_bytes, (stop - start) * row_bytes)]
-    if ds.compression is not None or ds.chunks[1] != ds.shape[1]:
-        return []
-    step = ds.chunks[0]
-    return [(info.byte_offset, info.size) for row in range(start - start % step, stop, step)
-            if (info := ds.id.get_chunk_info_by_coord((row, 0))).byte_offset is not None]
+        offset = ds.id.get_offset()
+        return None if offset is None else [(offset + start * row_bytes, (stop - start) * row_bytes)]
+    if ds.chunks[1] != ds.shape[1]:
+        return None
+    step, runs = ds.chunks[0], []
+    for row in range(start - start % step, stop, step):
+        offset = ds.id.get_chunk_info_by_coord((row, 0)).byte_offset
+        if offset is None:  # never written: HDF5 would return the fill value
+            return None
+        a, b = max(row, start), min(row + step, stop)
+        offset, nbytes = offset + (a - row) * row_bytes, (b - a) * row_bytes
+        if runs and runs[-1][0] + runs[-1][1] == offset:
+            runs[-1] = (runs[-1][0], runs[-1][1] + nbytes)
+        else:
+            runs.append((offset, nbytes))
+    return runs
 
 
 class H5Rows:
