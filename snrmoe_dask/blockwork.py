@@ -1,12 +1,13 @@
 """The fused work on one block of training rows, and the running sum over a segment.
 
-Pure numpy plus one HDF5 read per block: read -> repair (clip flux, fix error) -> SNR from the
+Pure numpy plus one HDF5 read per block (in a helper thread, one block ahead): read -> repair (clip flux, fix error) -> SNR from the
 noise-free flux -> bin index -> noise -> per-bin products. No dask here; ``graph`` maps these
 functions over the segments.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,14 +84,16 @@ def load_block(block: Block, clip_flux: bool = True,
     return flux, error, counts
 
 
-def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.ndarray | None,
-              spec: PassSpec, bin_idx: np.ndarray | None = None, reader: RowReader | None = None) -> None:
-    """Fold one block into ``result`` in place. y, table_snr, bin_idx: (rows,) for the block's rows.
+def _sorted_rows(result: PassResult, block: Block, loaded: tuple[np.ndarray, np.ndarray, RepairCounts],
+                 y: np.ndarray, table_snr: np.ndarray | None, spec: PassSpec, bin_idx: np.ndarray | None,
+                 out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Everything of one loaded block before its products: SNR, bins, the gate's features, noise (or
+    its expected effect on the sums), and the rows sorted by bin into ``out`` (a new array if None).
 
-    bin_idx is given when the partition is by table columns; otherwise the rows are binned by SNR.
-    Only the upper triangle of the Gram sums is updated: :func:`segment_pass` mirrors once at the end.
+    Returns (rows (B, D) float32, y (B,), bins (B,)), sorted by bin; the block's flux and error are
+    not needed after this, so the next block may be read into their buffers.
     """
-    flux, error, counts = load_block(block, spec.clip_flux, reader)
+    flux, error, counts = loaded
     snr = compute_snr(spec.snr_method, flux, error, spec.level, table_snr)
     if bin_idx is None:
         bin_idx = spec.bins.assign(snr)
@@ -99,24 +102,46 @@ def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.nda
 
         result.features.append(quality_features(error))
     if spec.noise_mode == "expected":
-        result.stats.add_block(flux, y, bin_idx, dtype=np.dtype(spec.precision), mirror=False)
         result.stats.add_noise_variance(error, bin_idx, spec.level)
     else:
-        noisy = add_noise(flux, error, spec.level, seed=spec.seed, shard=block.shard, row0=block.start, out=flux)
-        result.stats.add_block(noisy, y, bin_idx, dtype=np.dtype(spec.precision), mirror=False)
+        add_noise(flux, error, spec.level, seed=spec.seed, shard=block.shard, row0=block.start, out=flux)
     result.repairs = result.repairs + counts
     result.snr.append(np.asarray(snr, dtype=np.float64))
+    order = np.argsort(bin_idx, kind="stable")
+    rows = np.take(flux, order, axis=0, out=None if out is None else out[:len(order)], mode="clip")
+    return rows, y[order], np.asarray(bin_idx)[order]
+
+
+def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.ndarray | None,
+              spec: PassSpec, bin_idx: np.ndarray | None = None) -> None:
+    """Fold one block into ``result`` in place. y, table_snr, bin_idx: (rows,) for the block's rows.
+
+    bin_idx is given when the partition is by table columns; otherwise the rows are binned by SNR.
+    Only the upper triangle of the Gram sums is updated: :func:`segment_pass` mirrors once at the end.
+    """
+    rows, y, bins = _sorted_rows(result, block, load_block(block, spec.clip_flux), y, table_snr, spec, bin_idx, None)
+    result.stats.add_block(rows, y, bins, dtype=np.dtype(spec.precision), mirror=False, overwrite_x=True)
 
 
 def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None, bin_idx: np.ndarray | None,
                  spec: PassSpec) -> PassResult:
-    """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,)."""
+    """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,).
+
+    A helper thread reads (O_DIRECT) and repairs the next block while this one is multiplied; the
+    two share one reader, whose buffers are free again once a block's rows are sorted out of them.
+    """
     result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0))
     offset, reader = blocks[0].start, RowReader()
-    for block in blocks:
-        rows = slice(block.start - offset, block.stop - offset)
-        add_block(result, block, y[rows], None if table_snr is None else table_snr[rows], spec,
-                  None if bin_idx is None else bin_idx[rows], reader)
+    out = np.empty((max(b.rows for b in blocks), len(spec.c)), dtype=np.float32)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") as pool:
+        pending = pool.submit(load_block, blocks[0], spec.clip_flux, reader)
+        for i, block in enumerate(blocks):
+            rows = slice(block.start - offset, block.stop - offset)
+            x, yb, bins = _sorted_rows(result, block, pending.result(), y[rows],
+                                       None if table_snr is None else table_snr[rows], spec,
+                                       None if bin_idx is None else bin_idx[rows], out)
+            if i + 1 < len(blocks):
+                pending = pool.submit(load_block, blocks[i + 1], spec.clip_flux, reader)
+            result.stats.add_block(x, yb, bins, dtype=np.dtype(spec.precision), mirror=False, overwrite_x=True)
     result.stats.mirror()
     return result
-

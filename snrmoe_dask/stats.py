@@ -33,8 +33,11 @@ _VERSION = 1
 _ARRAYS = ("c", "n", "s", "S", "t", "u", "q")
 # Tile edge of the upper -> lower triangle copy: small tiles keep the transposed reads in cache.
 _MIRROR_TILE = 64
-# Column panel of the Gram: large enough for BLAS efficiency, small enough to skip most of the lower half.
-_GRAM_PANEL = 512
+# Diagonal blocks of the Gram up to this many columns are multiplied whole (their lower halves are
+# the only wasted flops: 1/16 at D = 4096); larger triangles are split in two.
+_GRAM_LEAF = 256
+# The largest product tile, which bounds the float32 scratch buffer (16 MiB) for any D.
+_GRAM_TILE = 2048
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,23 +58,36 @@ def _mirror_upper(g: np.ndarray) -> None:
 
 
 def _add_gram_upper(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray) -> None:
-    """acc (D, D) float64 += xb.T @ xb for xb (rows, D), on the panels on and above the diagonal only.
+    """acc (D, D) float64 += xb.T @ xb for xb (rows, D), on and above the diagonal only.
 
     numpy's ``xb.T @ xb`` does call BLAS syrk (half the flops) but then fills the lower triangle
     with a slow strided loop, and a full D x D product would be added to the float64 sum on every
-    block. Here each upper column panel is a GIL-free numpy matmul into a small buffer that stays
-    in cache and is added straight into ``acc`` (about 55 % of the gemm flops and of the memory
-    traffic at D = 4096). The lower triangle of ``acc`` is left stale: see :meth:`BinStats.mirror`.
+    block. Here the upper triangle is halved recursively: each off-diagonal square is one large
+    GIL-free matmul (few re-reads of xb), and only the small diagonal blocks compute a wasted lower
+    half (~53 % of the gemm flops at D = 4096). The lower triangle of ``acc`` is left stale: see
+    :meth:`BinStats.mirror`. buf: float32/64 scratch of at least _GRAM_TILE**2 elements.
     """
-    d = xb.shape[1]
-    for i in range(0, d, _GRAM_PANEL):
-        left = xb[:, i:i + _GRAM_PANEL].T
-        for j in range(i, d, _GRAM_PANEL):
-            right = xb[:, j:j + _GRAM_PANEL]
-            panel = buf[:left.shape[0], :right.shape[1]]
-            np.matmul(left, right, out=panel)
-            target = acc[i:i + _GRAM_PANEL, j:j + _GRAM_PANEL]
-            np.add(target, panel, out=target)
+    _add_triangle(xb, acc, buf, 0, xb.shape[1])
+
+
+def _add_triangle(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray, lo: int, hi: int) -> None:
+    if hi - lo <= _GRAM_LEAF:
+        _add_product(xb, acc, buf, lo, hi, lo, hi)
+        return
+    mid = (lo + hi) // 2
+    _add_triangle(xb, acc, buf, lo, mid)
+    _add_triangle(xb, acc, buf, mid, hi)
+    for i in range(lo, mid, _GRAM_TILE):
+        for j in range(mid, hi, _GRAM_TILE):
+            _add_product(xb, acc, buf, i, min(i + _GRAM_TILE, mid), j, min(j + _GRAM_TILE, hi))
+
+
+def _add_product(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray, i0: int, i1: int, j0: int, j1: int) -> None:
+    """acc[i0:i1, j0:j1] += xb[:, i0:i1].T @ xb[:, j0:j1], through a contiguous tile of buf."""
+    tile = buf[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+    np.matmul(xb[:, i0:i1].T, xb[:, j0:j1], out=tile)
+    target = acc[i0:i1, j0:j1]
+    np.add(target, tile, out=target)
 
 
 def _float32_exact(c: np.ndarray) -> np.ndarray:
@@ -164,12 +180,13 @@ class BinStats:
         return x, bin_idx.astype(np.intp, copy=False)
 
     def add_block(self, x: np.ndarray, y: np.ndarray, bin_idx: np.ndarray, dtype=np.float32,
-                  mirror: bool = True) -> None:
+                  mirror: bool = True, overwrite_x: bool = False) -> None:
         """Add the rows of x (B, D) (noisy flux), y (B,) and their bins bin_idx (B,) in place.
 
         The products (x - c) and (x - c)^T (x - c) are computed in ``dtype`` (float32 or float64)
-        and added to the float64 sums. Rows are sorted by bin into one (B, D) copy so that each
-        bin's Gram is a few BLAS calls on contiguous rows (see ``_add_gram_upper``).
+        and added to the float64 sums. Rows not already sorted by bin are sorted into one (B, D)
+        copy so that each bin's Gram is a few BLAS calls on contiguous rows (see ``_add_gram_upper``).
+        ``overwrite_x=True`` lets rows that are already sorted, and of ``dtype``, be shifted in place.
 
         With ``mirror=False`` only the upper triangle of S is updated; call :meth:`mirror` once
         after the last block (the running sum over a segment does this, to add each product once).
@@ -188,7 +205,8 @@ class BinStats:
         counts = np.bincount(bin_idx, minlength=self.n_bins)
         c = self.c.astype(dtype)
         if np.all(bin_idx[1:] >= bin_idx[:-1]):
-            xs = np.subtract(x, c, dtype=dtype)
+            in_place = overwrite_x and x.dtype == dtype and x.flags.writeable
+            xs = np.subtract(x, c, out=x) if in_place else np.subtract(x, c, dtype=dtype)
             e = y - self.y0
         else:
             order = np.argsort(bin_idx, kind="stable")
@@ -207,7 +225,7 @@ class BinStats:
         sums = [xs[a:b].T @ ones_e[a:b] if b > a else None for a, b in zip(starts, stops)]
         if not all(r is None or np.isfinite(r).all() for r in sums):
             raise InputError("BinStats: x holds NaN or inf values; repair the flux before the products")
-        buf = np.empty((_GRAM_PANEL, _GRAM_PANEL), dtype=dtype)
+        buf = np.empty(min(self.d, _GRAM_TILE) ** 2, dtype=dtype)
         for k, (a, b) in enumerate(zip(starts, stops)):
             if b == a:
                 continue
