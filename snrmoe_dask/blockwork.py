@@ -1,8 +1,8 @@
 """The fused work on one block of training rows, and the running sum over a segment.
 
-Pure numpy plus one HDF5 read per block (in a helper thread, one block ahead): read -> repair (clip flux, fix error) -> SNR from the
-noise-free flux -> bin index -> noise -> per-bin products. No dask here; ``graph`` maps these
-functions over the segments.
+Pure numpy plus one HDF5 read per block, done one block ahead in a helper thread: read -> repair
+(clip flux, fix error) -> SNR from the noise-free flux -> bin index -> noise -> per-bin products.
+No dask here; ``graph`` maps these functions over the segments.
 """
 
 from __future__ import annotations
