@@ -20,14 +20,19 @@
 5. Unless --skip-compare, on the first N training rows (N = --compare-rows, or the largest that fits
    in memory: ``bench_stats.sklearn_rows``) materialises the noisy matrix exactly as the pass sees
    it and times, each with its peak memory above the RSS just before it:
-     a. scikit-learn make_pipeline(StandardScaler(), Ridge(alpha)) fit (one global model);
-     b. ours: the pass over those rows from the shard files (page cache dropped first) + the global
-        model and every expert;
-     c. dask-ml LinearRegression(penalty="l2", C=1/(2 alpha)) on a dask array of the matrix;
-     d. dask.array.linalg.lstsq (TSQR) on [X_scaled; sqrt(alpha) I], [y - mean(y); 0], one column
-        chunk, blocks of max(block rows, 4 D) rows (square blocks: twice the time, 3x the memory).
-   Ratios are against ours; max |prediction - ours| / std(y) on 1000 training rows checks each fit.
-   scikit-learn runs with BLAS's own threads on all cores; the dask fits (c, d) and our pass run
+     a. ours on that same matrix: per-bin Gram sums over 4096-row blocks (--workers threads, one
+        BLAS thread each) + the global model and every expert;
+     b. scikit-learn make_pipeline(StandardScaler(), Ridge(alpha)) fit (one global model), with the
+        time of each step;
+     c. numpy's X.T @ X alone on the matrix (BLAS syrk, all cores): the product inside Ridge's
+        cholesky solver, which any exact method must match, shown for scale;
+     d. dask-ml LinearRegression(penalty="l2", C=1/(2 alpha)) on a dask array of the matrix;
+     e. dask.array.linalg.lstsq (TSQR) on [X_scaled; sqrt(alpha) I], [y - mean(y); 0], one column
+        chunk, blocks of max(block rows, 4 D) rows (square blocks: twice the time, 3x the memory);
+     f. ours from the shard files, cold (page cache dropped; reading and noise included) + all models.
+   Ratios are against (a), and ours / scikit-learn is printed for (a) and (f); max |prediction -
+   ours| / std(y) on 1000 training rows checks each fit. scikit-learn and (c) run with BLAS's own
+   threads on all cores; the dask fits (d, e) and ours run
    --workers dask threads with cores // workers BLAS threads each (BLAS threads under every dask
    thread oversubscribe the cores: dask's lstsq ran 6-10x slower that way on 2 cores).
    A fit whose expected memory (NEED_BYTES_PER_ND, measured) exceeds 85 % of the available memory is
@@ -60,7 +65,8 @@ import psutil
 
 from threadpoolctl import threadpool_limits
 
-from machine import PeakRSS, bound_s, drop_page_cache, gemm_rate, resident_bytes, rng_rate, trim_heap
+from machine import (PeakRSS, blas_kernel, bound_s, drop_page_cache, gemm_rate, resident_bytes, rng_rate,
+                     trim_heap)
 from snrmoe_dask.config import load_config
 from snrmoe_dask.errors import ConfigError
 from snrmoe_dask.simulate import count_label, simulate_set
@@ -233,29 +239,36 @@ def first_rows(train_paths: list[Path], n: int, target: str):
     return out
 
 
-def materialise(infos, cfg) -> tuple[np.ndarray, np.ndarray]:
-    """The noisy training matrix (N, D) float32 and target (N,) float64, exactly as the pass sees them:
-    read, repair (clip), noise from (noise.seed, shard position k, row)."""
+def materialise(infos, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The noisy training matrix (N, D) float32, target (N,) float64 and bin of every row (N,), exactly
+    as the pass sees them: read, repair (clip), SNR of the noise-free flux, noise from (noise.seed,
+    shard position k, row)."""
     from snrmoe_dask.io import read_rows
     from snrmoe_dask.noise import add_noise
     from snrmoe_dask.repair import repair_block
+    from snrmoe_dask.snr import compute_snr
 
-    if cfg.noise.mode != "sample":
-        raise ValueError(f"noise.mode={cfg.noise.mode!r}: the comparisons need sampled noise")
+    if cfg.noise.mode != "sample" or not cfg.partition.is_snr:
+        raise ValueError("the comparisons need sampled noise and an SNR partition")
     n, d = sum(i.n for i in infos), infos[0].d
     x = np.empty((n, d), dtype=np.float32)
     y = np.empty(n, dtype=np.float64)
+    bins = np.empty(n, dtype=np.intp)
     row = 0
     for k, info in enumerate(infos):
+        table_snr = info.params["snr"].to_numpy(np.float64) if "snr" in info.params else None
         for start in range(0, info.n, 8192):
             stop = min(info.n, start + 8192)
             flux, error = read_rows(info.path, start, stop)
             repair_block(flux, error, clip_flux=cfg.preprocessing.clip_flux)
+            snr = compute_snr(cfg.snr.method, flux, error, cfg.noise.level,
+                              None if table_snr is None else table_snr[start:stop])
+            bins[row + start:row + stop] = cfg.partition.assign(snr)
             add_noise(flux, error, cfg.noise.level, seed=cfg.noise.seed, shard=k, row0=start,
                       out=x[row + start:row + stop])
         y[row:row + info.n] = info.params[cfg.data.target].to_numpy(np.float64)
         row += info.n
-    return x, y
+    return x, y, bins
 
 
 def measured(fn):
@@ -271,14 +284,56 @@ def measured(fn):
     return out, seconds, max(0, rss.peak - base)
 
 
-def fit_sklearn(x, y, alpha):
+def fit_sklearn(x, y, alpha, parts: dict):
+    """make_pipeline(StandardScaler(), Ridge(alpha)).fit, step by step; parts gets each step's seconds."""
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
-    model.fit(x, y)
+    start = time.perf_counter()
+    scaled = model[0].fit_transform(x)
+    parts["scaler_s"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    model[1].fit(scaled, y)
+    parts["ridge_s"] = round(time.perf_counter() - start, 3)
     return model.predict
+
+
+def gram_only(x):
+    """numpy's X.T @ X (BLAS syrk, all cores): the product inside Ridge's cholesky solver, alone."""
+    x.T @ x
+    return None
+
+
+def fit_ours_in_memory(x, y, bins, names, alpha, workers: int, block_rows: int):
+    """Our statistics of the in-memory matrix (per-bin Gram sums, ``workers`` threads of one BLAS thread,
+    one contiguous segment each, summed in order) + the global model and every expert."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from snrmoe_dask.ridge import solve_ridge
+    from snrmoe_dask.stats import BinStats
+
+    n = len(y)
+    c, y0 = x[:1024].mean(axis=0, dtype=np.float64), float(y[:1024].mean())
+
+    def segment(a: int, b: int) -> BinStats:
+        stats = BinStats.zeros(names, c, y0)
+        for i in range(a, b, block_rows):
+            j = min(b, i + block_rows)
+            stats.add_block(x[i:j], y[i:j], bins[i:j], mirror=False)
+        stats.mirror()
+        return stats
+
+    edges = np.linspace(0, n, workers + 1).astype(int)
+    with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(segment, edges[:-1], edges[1:]))
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    global_model = solve_ridge(total.total(), alpha)
+    experts = [solve_ridge(total, alpha, k) for k in range(total.n_bins) if total.n[k] > 0]
+    return global_model.predict, len(experts)
 
 
 def fit_dask_ml(x, y, alpha, block_rows, solver, max_iter):
@@ -342,7 +397,7 @@ def compare(cfg, train_paths: list[Path], n: int, args, save=lambda out: None) -
     start = time.perf_counter()
     try:
         infos = first_rows(train_paths, n, cfg.data.target)
-        x, y = materialise(infos, cfg)
+        x, y, bins = materialise(infos, cfg)
     except (Exception, MemoryError) as exc:  # noqa: BLE001
         traceback.print_exc(limit=3, file=sys.stderr)
         return {"n": n, "error": f"materialising the matrix failed: {type(exc).__name__}: {exc}".splitlines()[0]}
@@ -352,22 +407,26 @@ def compare(cfg, train_paths: list[Path], n: int, args, save=lambda out: None) -
     d = x.shape[1]
     lstsq_rows = args.lstsq_chunk_rows or max(args.block_rows, 4 * d)
     out["lstsq_chunk_rows"] = lstsq_rows
-    preds = {}
+    sk_parts: dict = {}
     methods = [
-        ("sklearn", "scikit-learn StandardScaler+Ridge", lambda: fit_sklearn(x, y, alpha)),
+        ("ours_memory", "ours: same matrix, global + experts",
+         lambda: fit_ours_in_memory(x, y, bins, cfg.partition.names, alpha, args.workers, args.block_rows)),
+        ("sklearn", "scikit-learn StandardScaler+Ridge", lambda: fit_sklearn(x, y, alpha, sk_parts)),
+        ("gram", "numpy X.T @ X alone (inside Ridge's solver)", lambda: gram_only(x)),
         ("dask_ml", f"dask-ml LinearRegression l2 ({args.dask_ml_solver})",
          lambda: fit_dask_ml(x, y, alpha, args.block_rows, args.dask_ml_solver, args.dask_ml_max_iter)),
         ("dask_lstsq", "dask.array.linalg.lstsq (TSQR)",
          lambda: fit_lstsq(x, y, alpha, args.block_rows, lstsq_rows)),
     ]
+    preds = {}
     blas = max(1, (os.cpu_count() or 1) // max(1, args.workers))
     with dask.config.set(scheduler="threads", num_workers=args.workers):
         for key, label, fn in methods:
             print(f"compare: {label} on N={n:,} ...", flush=True)
             # the dask fits get the BLAS threads per worker that our pass gets: with BLAS's own threads
             # under every dask thread, OpenBLAS oversubscribes the cores (lstsq 6-10x slower here)
-            limit = None if key == "sklearn" else blas
-            need, free = NEED_BYTES_PER_ND[key] * n * d, psutil.virtual_memory().available
+            limit = None if key in ("sklearn", "gram", "ours_memory") else blas
+            need, free = NEED_BYTES_PER_ND.get(key, 0) * n * d, psutil.virtual_memory().available
             if need > 0.85 * free:  # an OOM kill would lose every result: skip instead
                 fits = int(0.85 * free / ((NEED_BYTES_PER_ND[key] + 4) * d))
                 out[key] = {"label": label, "error": f"skipped: needs about {need / GB:.1f} GB on top of the "
@@ -377,10 +436,14 @@ def compare(cfg, train_paths: list[Path], n: int, args, save=lambda out: None) -
                 continue
             try:
                 with threadpool_limits(limit):
-                    predict, seconds, peak = measured(fn)
-                preds[key] = predict(rows)
-                out[key] = {"label": label, "time_s": round(seconds, 3), "peak_gb": round(peak / GB, 3),
-                            "peak_bytes": int(peak)}
+                    fitted, seconds, peak = measured(fn)
+                predict, n_experts = fitted if isinstance(fitted, tuple) else (fitted, None)
+                if predict is not None:
+                    preds[key] = predict(rows)
+                out[key] = {"label": label if n_experts is None else label.replace("experts", f"{n_experts} experts"),
+                            "time_s": round(seconds, 3), "peak_gb": round(peak / GB, 3), "peak_bytes": int(peak)}
+                if key == "sklearn":
+                    out[key].update(sk_parts)
             except BaseException as exc:  # noqa: BLE001 - report, never crash (MemoryError included)
                 if isinstance(exc, KeyboardInterrupt):
                     raise
@@ -388,28 +451,35 @@ def compare(cfg, train_paths: list[Path], n: int, args, save=lambda out: None) -
                 traceback.print_exc(limit=3, file=sys.stderr)
             gc.collect()
             save(out)
-    del x, y
+    del x, y, bins
     gc.collect()
-    print(f"compare: ours (pass + all models, cold) on N={n:,} ...", flush=True)
+    print(f"compare: ours (pass from the files + all models, cold) on N={n:,} ...", flush=True)
     paths = sorted({i.path for i in infos})
     try:
         page = cold(paths)
         (predict, n_experts), seconds, peak = measured(lambda: our_fit(cfg, infos, args.workers))
-        preds["ours"] = predict(rows)
-        out["ours"] = {"label": f"ours: pass + global + {n_experts} experts, cold", "time_s": round(seconds, 3),
-                       "peak_gb": round(peak / GB, 3), "peak_bytes": int(peak), "page_cache": page}
+        preds["ours_cold"] = predict(rows)
+        out["ours_cold"] = {"label": f"ours: files, cold (noise + pass) + {n_experts} experts",
+                            "time_s": round(seconds, 3), "peak_gb": round(peak / GB, 3), "peak_bytes": int(peak),
+                            "page_cache": page}
     except Exception as exc:  # noqa: BLE001
-        out["ours"] = {"label": "ours", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+        out["ours_cold"] = {"label": "ours: files, cold", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
         traceback.print_exc(limit=3, file=sys.stderr)
-    ours = out["ours"]
-    for key in ("sklearn", "dask_ml", "dask_lstsq"):
+    ours = out["ours_memory"]
+    for key in ("ours_cold", "sklearn", "gram", "dask_ml", "dask_lstsq"):
         r = out[key]
         if "error" in r or "error" in ours:
             continue
         r["time_ratio"] = round(r["time_s"] / ours["time_s"], 3) if ours["time_s"] > 0 else None
         # None: ours grew the RSS by under 1 MiB (nothing measurable at 20 ms sampling)
         r["mem_ratio"] = round(r["peak_bytes"] / ours["peak_bytes"], 3) if ours["peak_bytes"] >= 2 ** 20 else None
-        r["max_dpred_over_std_y"] = float(np.abs(preds[key] - preds["ours"]).max() / ystd)
+        if key in preds:
+            r["max_dpred_over_std_y"] = float(np.abs(preds[key] - preds["ours_memory"]).max() / ystd)
+    sk = out["sklearn"]
+    if "error" not in sk:
+        for key in ("ours_memory", "ours_cold"):
+            if "error" not in out[key]:
+                out[f"{key}_over_sklearn"] = round(out[key]["time_s"] / sk["time_s"], 3)
     return out
 
 
@@ -422,7 +492,8 @@ def print_table(summary: dict) -> None:
     s = summary
     print()
     print(f"machine: {s['cores']} cores, gemm_rate {s['gemm_rate'] / 1e9:.1f} GFLOP/s (float32 X.T@X on "
-          f"{s['block_rows']}x{s['pixels']}), rng_rate {s['rng_rate'] / 1e6:.0f} M/s (float32, 1 thread)")
+          f"{s['block_rows']}x{s['pixels']}), rng_rate {s['rng_rate'] / 1e6:.0f} M/s (float32, 1 thread); "
+          f"BLAS {s['blas']}")
     head = f"{'N':>12} {'D':>6} {'wall_s':>9} {'bound_s':>9} {'wall/bound':>10} {'peak_RSS_GB':>11} {'us/spectrum':>11}"
     print(head)
     print(f"{s['n_train']:>12,} {s['pixels']:>6} {s['wall_s']:>9.2f} {s['bound_s']:>9.2f} {s['ratio']:>10.2f} "
@@ -445,17 +516,23 @@ def print_table(summary: dict) -> None:
         return
     print(f"comparisons on the first N={c['n']:,} training rows (matrix {c['matrix_gb']:.2f} GB in memory, "
           f"materialised in {c['materialise_s']:.1f} s, not counted); peak = RSS above the RSS before the fit")
-    print(f"{'method':<46} {'time_s':>9} {'time/ours':>9} {'peak_GB':>8} {'mem/ours':>8} {'max|dpred|/std(y)':>17}")
-    print(f"{'':<46} {'':>9} {'':>9} {'(+RSS)':>8}")
-    for key in ("ours", "sklearn", "dask_ml", "dask_lstsq"):
+    print(f"{'method':<50} {'time_s':>9} {'time/ours':>9} {'peak_GB':>8} {'mem/ours':>8} {'max|dpred|/std(y)':>17}")
+    print(f"{'':<50} {'':>9} {'':>9} {'(+RSS)':>8}")
+    for key in ("ours_memory", "ours_cold", "sklearn", "gram", "dask_ml", "dask_lstsq"):
         r = c.get(key, {})
         if "error" in r:
-            print(f"{r.get('label', key):<46} error: {r['error']}")
+            print(f"{r.get('label', key):<50} error: {r['error']}")
             continue
-        ours = key == "ours"
-        print(f"{r['label']:<46} {r['time_s']:>9.2f} {'1' if ours else fmt(r.get('time_ratio'), '.2f'):>9} "
+        ours = key == "ours_memory"
+        print(f"{r['label']:<50} {r['time_s']:>9.2f} {'1' if ours else fmt(r.get('time_ratio'), '.2f'):>9} "
               f"{r['peak_gb']:>8.3f} {'1' if ours else fmt(r.get('mem_ratio'), '.2f'):>8} "
-              f"{'-' if ours else fmt(r.get('max_dpred_over_std_y'), '.1e'):>17}")
+              f"{'-' if ours or 'max_dpred_over_std_y' not in r else fmt(r['max_dpred_over_std_y'], '.1e'):>17}")
+    sk = c.get("sklearn", {})
+    if "scaler_s" in sk:
+        print(f"scikit-learn's steps: StandardScaler.fit_transform {sk['scaler_s']:.2f} s, Ridge.fit {sk['ridge_s']:.2f} s")
+    for key, what in (("ours_memory_over_sklearn", "ours (same matrix)"), ("ours_cold_over_sklearn", "ours (files, cold)")):
+        if key in c:
+            print(f"{what} / scikit-learn = {c[key]:.2f}")
 
 
 def main() -> int:
@@ -500,7 +577,7 @@ def main() -> int:
         "wall_s": round(run["wall_s"], 3), "peak_rss_gb": round(run["peak_rss"] / GB, 3),
         "bound_s": round(bound, 3), "ratio": round(run["wall_s"] / bound, 3),
         "n_train": n_train, "n_test": args.test, "shards": shards, "pixels": args.pixels,
-        "gemm_rate": gemm, "rng_rate": rng, "cores": os.cpu_count(), "workers": args.workers,
+        "gemm_rate": gemm, "rng_rate": rng, "blas": blas_kernel(), "cores": os.cpu_count(), "workers": args.workers,
         "block_rows": args.block_rows, "us_per_spectrum": round(1e6 * run["wall_s"] / n_train, 2),
         "base_rss_gb": round(run["base_rss"] / GB, 3), "timings_s": results.get("timings_s", {}),
         "page_cache": run["page_cache"], "cache": cache_note, "decision": results.get("decision"),

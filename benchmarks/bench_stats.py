@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from machine import PeakRSS, best_time, bound_s, gemm_rate, rng_rate
+from machine import PeakRSS, best_time, blas_kernel, bound_s, gemm_rate, rng_rate
 from snrmoe_dask.cluster import compute_context
 from snrmoe_dask.config import load_config
 from snrmoe_dask.io import inspect_shards, read_rows
@@ -101,7 +101,7 @@ def main() -> int:
     gemm, rng = gemm_rate(args.block_rows, args.pixels), rng_rate()
     bound = bound_s(args.rows, args.pixels, gemm, rng)
     print(f"machine: {os.cpu_count()} cores, gemm_rate {gemm / 1e9:.0f} GFLOP/s (float32 X.T@X on "
-          f"{args.block_rows}x{args.pixels}), rng_rate {rng / 1e6:.0f} M/s (float32, 1 thread)")
+          f"{args.block_rows}x{args.pixels}), rng_rate {rng / 1e6:.0f} M/s (float32, 1 thread); BLAS {blas_kernel()}")
     our_pass(path, args.block_rows, args.workers)  # warm the page cache and the allocator
     pass_s, solve_s, peak, (cfg, _) = our_pass(path, args.block_rows, args.workers)
     print(f"pass: N={args.rows:,} D={args.pixels} block_rows={args.block_rows} workers={args.workers}: "

@@ -14,7 +14,16 @@ import time
 
 import numpy as np
 import psutil
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
+
+
+def blas_kernel() -> str:
+    """Which BLAS and which CPU kernel numpy runs, e.g. 'openblas 0.3.31 SkylakeX', plus any
+    OPENBLAS_CORETYPE that forces the kernel (it changes every GEMM time, ours and the bound's alike)."""
+    info = next((i for i in threadpool_info() if i.get("user_api") == "blas"), {})
+    text = " ".join(str(info.get(k, "")) for k in ("internal_api", "version", "architecture")).strip() or "unknown"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return text + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else "")
 
 
 def best_time(fn, repeat: int = 3) -> float:
