@@ -18,9 +18,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 
 def blas_kernel() -> str:
-    """Which BLAS and which CPU kernel numpy runs, e.g. 'openblas 0.3.31 SkylakeX', plus any
+    """Which BLAS and which CPU kernel numpy runs, e.g. 'openblas 0.3.31 SkylakeX', and any
     OPENBLAS_CORETYPE that forces the kernel (it changes every GEMM time, ours and the bound's alike)."""
-    info = next((i for i in threadpool_info() if i.get("user_api") == "blas"), {})
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    # scipy may load a BLAS of its own beside numpy's; numpy's runs our products and the bound's
+    info = next((i for i in blas if "numpy" in str(i.get("filepath", ""))), blas[0] if blas else {})
     text = " ".join(str(info.get(k, "")) for k in ("internal_api", "version", "architecture")).strip() or "unknown"
     forced = os.environ.get("OPENBLAS_CORETYPE")
     return text + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else "")
