@@ -66,7 +66,7 @@ def _add_gram_upper(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray) -> None:
     block. Here the upper triangle is halved recursively: each off-diagonal square is one large
     GIL-free matmul (few re-reads of xb), and only the small diagonal blocks compute a wasted lower
     half (~52 % of the gemm flops at D = 4096). The lower triangle of ``acc`` is left stale: see
-    :meth:`BinStats.mirror`. buf: float32/64 scratch of at least _GRAM_TILE**2 elements.
+    :meth:`BinStats.mirror`. buf: flat scratch of xb's dtype, min(D, _GRAM_TILE)**2 elements at least.
     """
     _add_triangle(xb, acc, buf, 0, xb.shape[1])
 
