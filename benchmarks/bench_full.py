@@ -2,7 +2,8 @@
 
     python benchmarks/bench_full.py [--train 5x200000] [--test 1000] [--workdir bench-data/full]
         [--pixels 4096] [--block-rows 4096] [--workers CORES] [--compare-rows N|auto] [--skip-compare]
-        [--memory-block-rows 16384] [--dask-ml-solver lbfgs] [--dask-ml-max-iter 100] [--lstsq-chunk-rows max(block rows, 4 D)]
+        [--memory-block-rows 16384] [--dask-ml-solver lbfgs] [--dask-ml-max-iter 100]
+        [--lstsq-chunk-rows max(block rows, 4 D)]
 
 1. Simulates the set (K training shards of N spectra, one test shard) into
    ``WORKDIR/set-<K>x<N>-test<T>-<D>px/`` once, after checking the free disk space; reused after
@@ -32,9 +33,9 @@
      f. ours from the shard files, cold (page cache dropped; reading and noise included) + all models.
    Ratios are against (a), and ours / scikit-learn is printed for (a) and (f); max |prediction -
    ours| / std(y) on 1000 training rows checks each fit. scikit-learn and (c) run with BLAS's own
-   threads on all cores; the dask fits (d, e) and ours run
-   --workers dask threads with cores // workers BLAS threads each (BLAS threads under every dask
-   thread oversubscribe the cores: dask's lstsq ran 6-10x slower that way on 2 cores).
+   threads on all cores; ours runs --workers threads of one BLAS thread each, and the dask fits
+   (d, e) --workers dask threads with cores // workers BLAS threads each (BLAS threads under every
+   dask thread oversubscribe the cores: dask's lstsq ran 6-10x slower that way on 2 cores).
    A fit whose expected memory (NEED_BYTES_PER_ND, measured) exceeds 85 % of the available memory is
    skipped with a message naming a --compare-rows that would fit: lstsq needs about 6x the matrix,
    so at the auto N (sized for scikit-learn) it is usually skipped on a big run.

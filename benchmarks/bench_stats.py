@@ -25,10 +25,8 @@ import psutil
 from machine import PeakRSS, best_time, blas_kernel, bound_s, gemm_rate, rng_rate
 from snrmoe_dask.cluster import compute_context
 from snrmoe_dask.config import load_config
-from snrmoe_dask.io import inspect_shards, read_rows
-from snrmoe_dask.noise import add_noise
+from snrmoe_dask.io import inspect_shards
 from snrmoe_dask.training import pass_spec, run_pass
-from snrmoe_dask.repair import repair_block
 from snrmoe_dask.ridge import solve_all, solve_ridge
 from snrmoe_dask.simulate import count_label, simulate_set
 
@@ -68,18 +66,6 @@ def our_pass(path: Path, block_rows: int, workers: int) -> tuple[float, float, f
     return pass_s, time.perf_counter() - start, rss.peak, (cfg, train)
 
 
-def materialise(path: Path, cfg) -> tuple[np.ndarray, np.ndarray]:
-    """The noisy training matrix (N, D) float32 and target, exactly as the pass sees them."""
-    info = inspect_shards([path], cfg.data.target)[0]
-    x = np.empty((info.n, info.d), dtype=np.float32)
-    for start in range(0, info.n, 8192):
-        stop = min(info.n, start + 8192)
-        flux, error = read_rows(path, start, stop)
-        repair_block(flux, error)
-        x[start:stop] = add_noise(flux, error, cfg.noise.level, seed=cfg.noise.seed, shard=0, row0=start)
-    return x, info.params[cfg.data.target].to_numpy(np.float64)
-
-
 def sklearn_rows(pixels: int) -> int:
     """Largest N whose float32 matrix, StandardScaler copy and Ridge's centred copy fit in 70 % of free RAM."""
     free = psutil.virtual_memory().available * 0.7
@@ -116,7 +102,9 @@ def main() -> int:
 
     n = min(args.sklearn_rows or sklearn_rows(args.pixels), args.rows)
     small = path if n == args.rows else shard(args.data / "sklearn", n, args.pixels)
-    x, y = materialise(small, cfg)
+    from bench_full import materialise
+
+    x, y, _ = materialise(inspect_shards([small], cfg.data.target), cfg)
     model = make_pipeline(StandardScaler(), Ridge(alpha=cfg.model.alpha))
     sk_s = best_time(lambda: model.fit(x, y), repeat=1)
     ours_pass, ours_solve, _, (_, train) = our_pass(small, args.block_rows, args.workers)
