@@ -63,14 +63,21 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-
+from machine import (
+    PeakRSS,
+    blas_kernel,
+    bound_s,
+    drop_page_cache,
+    gemm_rate,
+    resident_bytes,
+    rng_rate,
+    trim_heap,
+)
 from threadpoolctl import threadpool_limits
 
-from machine import (PeakRSS, blas_kernel, bound_s, drop_page_cache, gemm_rate, resident_bytes, rng_rate,
-                     trim_heap)
-from snrmoe_dask.config import load_config
 from snrmoe_dask.errors import ConfigError
-from snrmoe_dask.simulate import count_label, simulate_set
+from snrmoe_dask.experiment.config import load_config
+from snrmoe_dask.io.simulate import count_label, simulate_set
 
 ROOT = Path(__file__).resolve().parent.parent
 GB = 1024 ** 3
@@ -208,7 +215,7 @@ def cold(paths: list[Path]) -> dict:
 
 
 def run_cold(cfg, files: list[Path]) -> dict:
-    from snrmoe_dask.pipeline import run_experiment
+    from snrmoe_dask.experiment.driver import run_experiment
 
     page = cold(files)
     print(f"cold: posix_fadvise(DONTNEED) {page['fadvise_dontneed']} on {len(files)} files; resident before "
@@ -227,7 +234,7 @@ def run_cold(cfg, files: list[Path]) -> dict:
 # ----------------------------------------------------------------------------- the comparisons
 def first_rows(train_paths: list[Path], n: int, target: str):
     """ShardInfos of the first n training rows, in shard order (the last one cut short)."""
-    from snrmoe_dask.io import inspect_shards
+    from snrmoe_dask.io.shards import inspect_shards
 
     out, left = [], n
     for info in inspect_shards(train_paths, target):
@@ -244,10 +251,10 @@ def materialise(infos, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The noisy training matrix (N, D) float32, target (N,) float64 and bin of every row (N,), exactly
     as the pass sees them: read, repair (clip), SNR of the noise-free flux, noise from (noise.seed,
     shard position k, row)."""
-    from snrmoe_dask.io import read_rows
-    from snrmoe_dask.noise import add_noise
-    from snrmoe_dask.repair import repair_block
-    from snrmoe_dask.snr import compute_snr
+    from snrmoe_dask.core.noise import add_noise
+    from snrmoe_dask.core.repair import repair_block
+    from snrmoe_dask.core.snr import compute_snr
+    from snrmoe_dask.io.shards import read_rows
 
     if cfg.noise.mode != "sample" or not cfg.partition.is_snr:
         raise ValueError("the comparisons need sampled noise and an SNR partition")
@@ -316,8 +323,8 @@ def fit_ours_in_memory(x, y, bins, names, alpha, workers: int, block_rows: int):
     blocks made the products 8 % faster than 4096-row ones here)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from snrmoe_dask.ridge import solve_ridge
-    from snrmoe_dask.stats import BinStats
+    from snrmoe_dask.core.ridge import solve_ridge
+    from snrmoe_dask.core.stats import BinStats
 
     n = len(y)
     c, y0 = x[:1024].mean(axis=0, dtype=np.float64), float(y[:1024].mean())
@@ -381,9 +388,9 @@ def fit_lstsq(x, y, alpha, block_rows, chunk_rows):
 
 def our_fit(cfg, infos, workers: int):
     """The pass over ``infos`` (page cache dropped first) + the global model and every expert."""
-    from snrmoe_dask.cluster import compute_context
-    from snrmoe_dask.pipeline import solve_models
-    from snrmoe_dask.training import pass_spec, run_pass
+    from snrmoe_dask.engine.cluster import compute_context
+    from snrmoe_dask.experiment.driver import solve_models
+    from snrmoe_dask.experiment.training import pass_spec, run_pass
 
     with compute_context("threads", workers, progress=False) as compute:
         train = run_pass(cfg, pass_spec(cfg, infos), infos, compute)

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-
 from machine import PeakRSS, best_time, blas_kernel, bound_s, gemm_rate, rng_rate
-from snrmoe_dask.cluster import compute_context
-from snrmoe_dask.config import load_config
-from snrmoe_dask.io import inspect_shards
-from snrmoe_dask.training import pass_spec, run_pass
-from snrmoe_dask.ridge import solve_all, solve_ridge
-from snrmoe_dask.simulate import count_label, simulate_set
+
+from snrmoe_dask.core.ridge import solve_all, solve_ridge
+from snrmoe_dask.engine.cluster import compute_context
+from snrmoe_dask.experiment.config import load_config
+from snrmoe_dask.experiment.training import pass_spec, run_pass
+from snrmoe_dask.io.shards import inspect_shards
+from snrmoe_dask.io.simulate import count_label, simulate_set
 
 ROOT = Path(__file__).resolve().parent.parent
 GB = 1024 ** 3

@@ -23,7 +23,7 @@ def _train_spec(text: str) -> tuple[int, int]:
 
 
 def _cmd_simulate(args) -> int:
-    from .simulate import simulate_set
+    from .io.simulate import simulate_set
 
     paths = simulate_set(args.out_root, train=args.train, val=args.val, test=args.test, seed=args.seed,
                          pixels=args.pixels, block_rows=args.block_rows, workers=args.workers,
@@ -34,9 +34,9 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from .cluster import compute_context
-    from .io import resolve_shards
-    from .survey import format_survey, survey
+    from .engine.cluster import compute_context
+    from .engine.survey import format_survey, survey
+    from .io.shards import resolve_shards
 
     paths = resolve_shards(None, args.paths)
     with compute_context("threads", args.workers, progress=False) as compute:
@@ -49,20 +49,32 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .config import load_config
-    from .pipeline import print_summary, run_experiment
+    from .experiment.config import load_config
 
     overrides = list(args.set or [])
     if args.scheduler:
         overrides.append(f"compute.scheduler={args.scheduler}")
-    cfg = load_config(args.config, overrides)
-    results = run_experiment(cfg, lang=args.lang, roadmap=args.roadmap, hub=args.hub, progress=not args.quiet)
-    print_summary(results)
+    _run(load_config(args.config, overrides), args.lang, not args.quiet, args.roadmap, args.hub)
     return 0
 
 
+def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path | None = None) -> dict:
+    """The experiment with the report layer's figures and report, the tracking blocks, the summary."""
+    from .experiment.driver import print_summary, run_experiment
+    from .report.render import renderer
+    from .report.text import hub_block, roadmap_block, update_tracking_block
+
+    results = run_experiment(cfg, render=renderer(lang), progress=progress)
+    if roadmap:
+        update_tracking_block(roadmap, results["experiment"], roadmap_block(results))
+    if hub:
+        update_tracking_block(hub, results["experiment"], hub_block(results))
+    print_summary(results)
+    return results
+
+
 def _cmd_report(args) -> int:
-    from .pipeline import rebuild_report
+    from .report.render import rebuild_report
 
     path = rebuild_report(Path(args.results_dir), lang=args.lang)
     print(path)
@@ -70,14 +82,17 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .pipeline import run_demo
+    """Simulate the demo set once (5 x 20,000 train, 1,000 val, 1,000 test), then run config/demo.yaml."""
+    from .experiment.config import load_config
+    from .experiment.driver import demo_config_path, ensure_demo_data
 
-    run_demo(data_dir=Path(args.data_dir), lang=args.lang, progress=not args.quiet)
+    root = ensure_demo_data(Path(args.data_dir), not args.quiet)
+    _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, not args.quiet)
     return 0
 
 
 def _cmd_cache(args) -> int:
-    from .cache import clear_cache, list_cache
+    from .io.cache import clear_cache, list_cache
 
     if args.action == "ls":
         for line in list_cache(Path(args.dir)):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_dask.io import PARAM_COLUMNS, write_shard
+from snrmoe_dask.io.shards import PARAM_COLUMNS, write_shard
 
 
 def random_shard(path: Path, n: int = 300, d: int = 32, seed: int = 0, chunk_rows: int = 64) -> Path:

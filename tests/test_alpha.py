@@ -11,8 +11,8 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-import snrmoe_dask.alpha as alpha_mod
-from snrmoe_dask.alpha import (
+import snrmoe_dask.core.alpha as alpha_mod
+from snrmoe_dask.core.alpha import (
     AUTO_GRID,
     CARD_ALPHA,
     EigenRidge,
@@ -20,9 +20,9 @@ from snrmoe_dask.alpha import (
     is_selection,
     select_alpha,
 )
+from snrmoe_dask.core.ridge import ScaledRidge, heldout_r2, solve_ridge
+from snrmoe_dask.core.stats import BinStats
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.ridge import ScaledRidge, heldout_r2, solve_ridge
-from snrmoe_dask.stats import BinStats
 
 D = 20
 NAMES = ("a", "b", "c")

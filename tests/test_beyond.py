@@ -23,12 +23,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from snrmoe_dask.cli import main
-from snrmoe_dask.io import ERROR_KEY, FLUX_KEY
-from snrmoe_dask.metrics import decision_for
-from snrmoe_dask.noise import add_noise
-from snrmoe_dask.repair import repair_block
-from snrmoe_dask.simulate import simulate_set
-from snrmoe_dask.training import VAL_SHARD_INDEX
+from snrmoe_dask.core.metrics import decision_for
+from snrmoe_dask.core.noise import add_noise
+from snrmoe_dask.core.repair import repair_block
+from snrmoe_dask.experiment.training import VAL_SHARD_INDEX
+from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY
+from snrmoe_dask.io.simulate import simulate_set
 
 PIXELS = 64
 TRAIN = [f"train_2k_{k}/dataset.h5" for k in range(2)]
@@ -256,7 +256,7 @@ def test_alpha_auto_never_worse_than_fixed_and_matches_sklearn(data, alpha_run):
 
 def _snr_bins(results: dict, data: Path, shards: list[str]) -> np.ndarray:
     """(N,) SNR-bin names of the spectra of ``shards``, from the noise-free flux as the pass computes them."""
-    from snrmoe_dask.snr import Bins, snr_norm
+    from snrmoe_dask.core.snr import Bins, snr_norm
 
     bins = Bins.from_mapping({n: [b["low"], math.inf if b["high"] is None else b["high"]]
                               for n, b in results["bins"].items()})

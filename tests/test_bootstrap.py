@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import r2_score
 
-from snrmoe_dask.bootstrap import paired_r2_interval, r2_intervals
+from snrmoe_dask.core.bootstrap import paired_r2_interval, r2_intervals
+from snrmoe_dask.core.metrics import decision_for, regression_metrics
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.metrics import decision_for, regression_metrics
 
 # Simulation with a known answer: y ~ N(0, 1), each model's error = shared + own noise, so
 # population R² = 1 - (SHARED² + own²) and ΔR² = S_G² - S_O² (the shared part cancels).

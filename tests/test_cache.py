@@ -14,13 +14,13 @@ import h5py
 import numpy as np
 import pytest
 
-from snrmoe_dask import cache
-from snrmoe_dask.blockwork import PassResult, PassSpec
-from snrmoe_dask.cache import ShardCache, clear_cache, list_cache, shard_key
-from snrmoe_dask.io import inspect_shard
-from snrmoe_dask.repair import RepairCounts
-from snrmoe_dask.snr import Bins
-from snrmoe_dask.stats import BinStats
+from snrmoe_dask.io import cache
+from snrmoe_dask.core.fold import PassResult, PassSpec
+from snrmoe_dask.core.repair import RepairCounts
+from snrmoe_dask.core.snr import Bins
+from snrmoe_dask.core.stats import BinStats
+from snrmoe_dask.io.cache import ShardCache, clear_cache, list_cache, shard_key
+from snrmoe_dask.io.shards import inspect_shard
 
 INF = math.inf
 BINS = {"H": [7, INF], "M": [4, 7], "L": [2, 4], "X": [0, 2]}
@@ -202,7 +202,7 @@ def test_unreadable_shard_is_a_one_line_error(tmp_path):
 
 def test_column_partition_in_the_spec_is_hashed(shard):
     # spec.bins may be a Partition (routing by table columns): its columns and every axis count.
-    from snrmoe_dask.partition import Partition
+    from snrmoe_dask.core.partition import Partition
 
     axis = Bins.from_mapping(BINS)
     by_snr = make_spec(bins=Partition((axis,), ("snr",)))
@@ -249,7 +249,7 @@ def test_damaged_file_is_logged_deleted_and_missed(tmp_path, caplog, kind):
     key = "12" * 32
     path = store.save(key, make_result(), {"source": "s.h5"})
     _damage(kind, path)
-    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.cache"):
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.io.cache"):
         assert store.load(key) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(path) in warnings[0].getMessage()

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from snrmoe_dask.errors import ConfigError
-
-from snrmoe_dask.config import (
+from snrmoe_dask.experiment.config import (
     ExperimentConfig,
     check_feature_dim,
     config_to_dict,

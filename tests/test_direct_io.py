@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from snrmoe_dask import direct_io, io
+from snrmoe_dask.io import direct_io
+from snrmoe_dask.io import shards as io
 
 
 def _direct_ok(path) -> bool:

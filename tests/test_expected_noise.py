@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_dask.blocks import plan_segments
-from snrmoe_dask.blockwork import PassResult, PassSpec, add_block, load_block
-from snrmoe_dask.io import PARAM_COLUMNS, write_shard
-from snrmoe_dask.noise import add_noise
-from snrmoe_dask.ridge import solve_ridge
-from snrmoe_dask.snr import Bins, snr_norm
-from snrmoe_dask.stats import BinStats
+from snrmoe_dask.core.fold import PassResult, PassSpec
+from snrmoe_dask.core.noise import add_noise
+from snrmoe_dask.core.ridge import solve_ridge
+from snrmoe_dask.core.snr import Bins, snr_norm
+from snrmoe_dask.core.stats import BinStats
+from snrmoe_dask.engine.blocks import plan_segments
+from snrmoe_dask.engine.segment import add_block, load_block
+from snrmoe_dask.io.shards import PARAM_COLUMNS, write_shard
 
 ROWS, PIXELS, LEVEL = 200, 16, 1.5  # level != 1 so that level and level² cannot be confused
 NAMES = ("H", "L")

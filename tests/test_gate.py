@@ -9,8 +9,7 @@ import pytest
 import scipy.stats
 from matplotlib.image import imread
 
-from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.gate import (
+from snrmoe_dask.core.gate import (
     FEATURE_NAMES,
     expert_predictions,
     fit_gate,
@@ -22,9 +21,10 @@ from snrmoe_dask.gate import (
     rho_score,
     soft_route,
 )
-from snrmoe_dask.plots import alpha_curve_figure, gate_confusion_figure
-from snrmoe_dask.ridge import RidgeModel
-from snrmoe_dask.snr import Bins
+from snrmoe_dask.core.ridge import RidgeModel
+from snrmoe_dask.core.snr import Bins
+from snrmoe_dask.errors import ConfigError, InputError
+from snrmoe_dask.report.plots import alpha_curve_figure, gate_confusion_figure
 
 BINS = Bins.from_mapping({"X": [0, 2], "L": [2, 4], "M": [4, 7], "H": [7, None]})
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_dask import io
+from snrmoe_dask.io import shards as io
 from snrmoe_dask.cli import main
+from snrmoe_dask.core.repair import repair_block
 from snrmoe_dask.errors import InputError
-from snrmoe_dask.repair import repair_block
 
 
 def test_expand_braces_keeps_numeric_order():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from snrmoe_dask.core.noise import TILE_ROWS, add_noise, noise_draws
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.noise import TILE_ROWS, add_noise, noise_draws
 
 N, D = 3000, 64
 

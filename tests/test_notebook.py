@@ -21,7 +21,7 @@ pytest.importorskip("ipykernel")
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 
-from snrmoe_dask.simulate import simulate_set  # noqa: E402
+from snrmoe_dask.io.simulate import simulate_set  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "oracle_snr_moe.ipynb"

@@ -14,15 +14,15 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_dask import training
-from snrmoe_dask.cluster import compute_context
-from snrmoe_dask.config import load_config
-from snrmoe_dask.io import ERROR_KEY, FLUX_KEY, inspect_shards
-from snrmoe_dask.noise import add_noise
-from snrmoe_dask.repair import repair_block
-from snrmoe_dask.ridge import solve_ridge
-from snrmoe_dask.simulate import simulate_set
-from snrmoe_dask.snr import snr_norm
+from snrmoe_dask.experiment import training
+from snrmoe_dask.core.noise import add_noise
+from snrmoe_dask.core.repair import repair_block
+from snrmoe_dask.core.ridge import solve_ridge
+from snrmoe_dask.core.snr import snr_norm
+from snrmoe_dask.engine.cluster import compute_context
+from snrmoe_dask.experiment.config import load_config
+from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, inspect_shards
+from snrmoe_dask.io.simulate import simulate_set
 
 REPO = Path(__file__).resolve().parent.parent
 PIXELS = 64

@@ -11,8 +11,8 @@ from matplotlib.image import imread
 from sklearn.metrics import r2_score
 
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.plots import FIGURE_NAMES, make_figures
-from snrmoe_dask.report import (
+from snrmoe_dask.report.plots import FIGURE_NAMES, make_figures
+from snrmoe_dask.report.text import (
     coverage,
     hub_block,
     render_report,

@@ -15,10 +15,16 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from snrmoe_dask.core.noise import add_noise
+from snrmoe_dask.core.ridge import (
+    RidgeModel,
+    heldout_r2,
+    heldout_sse,
+    solve_all,
+    solve_ridge,
+)
+from snrmoe_dask.core.stats import BinStats
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.noise import add_noise
-from snrmoe_dask.ridge import RidgeModel, heldout_r2, heldout_sse, solve_all, solve_ridge
-from snrmoe_dask.stats import BinStats
 
 NAMES = ("H", "M", "L", "X")
 CONSTANT = 5  # a pixel with no noise and one value: exercises the constant-feature rule
@@ -148,7 +154,7 @@ def test_singular_system_falls_back_to_least_squares(data, caplog):
     x, y = x[:, :20], y
     st = BinStats.zeros(["all"], x[:500].mean(axis=0, dtype=np.float64), float(y.mean()))
     st.add_block(x, y, np.zeros(len(y), int), dtype=np.float64)
-    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.ridge"):
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.core.ridge"):
         ours = solve_ridge(st, 0.0)
     assert "not positive definite" in caplog.text
     ref = LinearRegression().fit(x.astype(np.float64), y)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from snrmoe_dask import graph
+from snrmoe_dask.engine import graph
 from snrmoe_dask.cli import main
-from snrmoe_dask.simulate import simulate_set
+from snrmoe_dask.io.simulate import simulate_set
 
 REPO = Path(__file__).resolve().parent.parent
 PIXELS = 64
@@ -58,7 +58,7 @@ def test_killed_run_resumes_from_the_cache(data, cold, tmp_path):
     # A real SIGKILL right after the second shard's statistics are cached.
     killer = (
         "import os, signal, sys\n"
-        "from snrmoe_dask import cache\n"
+        "from snrmoe_dask.io import cache\n"
         "save, done = cache.ShardCache.save, []\n"
         "def dying(self, *a, **k):\n"
         "    path = save(self, *a, **k); done.append(path)\n"
@@ -83,7 +83,7 @@ def test_added_shard_costs_one_shard(data, tmp_path, caplog):
     cache = tmp_path / "cache"
     assert main(args(data, tmp_path / "two", "{0..1}", "--set", f"compute.cache_dir={cache}")) == 0
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="snrmoe_dask.training"):
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.experiment.training"):
         assert main(args(data, tmp_path / "three", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
     assert "train pass: 2 shard(s) from the cache" in caplog.text and "1 to compute" in caplog.text
     assert main(args(data, tmp_path / "three-cold", "{0..2}", "--set", "compute.cache=false")) == 0

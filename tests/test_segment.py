@@ -7,12 +7,13 @@ import h5py
 import numpy as np
 import pytest
 
-from snrmoe_dask.blocks import plan_segments
-from snrmoe_dask.blockwork import PassResult, PassSpec, add_block, segment_pass
+from snrmoe_dask.core.fold import PassResult, PassSpec
+from snrmoe_dask.core.snr import Bins, snr_norm
+from snrmoe_dask.core.stats import BinStats
+from snrmoe_dask.engine.blocks import plan_segments
+from snrmoe_dask.engine.segment import add_block, segment_pass
 from snrmoe_dask.errors import InputError
-from snrmoe_dask.io import ERROR_KEY, FLUX_KEY
-from snrmoe_dask.snr import Bins, snr_norm
-from snrmoe_dask.stats import BinStats
+from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY
 
 ROWS, PIXELS = 300, 32
 

@@ -11,9 +11,15 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_dask import simulate as sim
+from snrmoe_dask.io import simulate as sim
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.io import ERROR_KEY, FLUX_KEY, PARAM_COLUMNS, inspect_shard, read_rows
+from snrmoe_dask.io.shards import (
+    ERROR_KEY,
+    FLUX_KEY,
+    PARAM_COLUMNS,
+    inspect_shard,
+    read_rows,
+)
 
 WAVE = sim.make_wave(4096)
 

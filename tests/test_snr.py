@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
+from snrmoe_dask.core.snr import Bins, compute_snr, snr_column, snr_median, snr_norm
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.snr import Bins, compute_snr, snr_column, snr_median, snr_norm
 
 CARD = {"H": [7, math.inf], "M": [4, 7], "L": [2, 4], "X": [0, 2]}
 

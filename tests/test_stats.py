@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
+from snrmoe_dask.core.stats import BinStats
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.stats import BinStats
 
 NAMES = ("H", "M", "L", "X")
 FIELDS = ("n", "s", "S", "t", "u", "q")

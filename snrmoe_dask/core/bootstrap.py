@@ -16,7 +16,7 @@ import numpy as np
 import scipy.stats
 from sklearn.metrics import r2_score
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 MODELS = ("global", "oracle", "delta")
 # Elements per resampled (batch, n) array: bounds the bootstrap's memory at ~32 MiB per array.

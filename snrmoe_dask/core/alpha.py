@@ -26,15 +26,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import scipy.linalg
 
-from .config import ModelSection
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
+from .card import ALPHA as CARD_ALPHA
 from .ridge import RidgeModel, ScaledRidge, _check_alpha, heldout_r2, heldout_sse
 from .stats import BinStats
 
 log = logging.getLogger(__name__)
 
-# The card's fixed alpha (the default of model.alpha): the baseline of the "gain" column.
-CARD_ALPHA = float(ModelSection.model_fields["alpha"].default)
 # "auto": 1, 10^0.5, ..., 10^7 (15 values); the card's 1e5 is on it.
 AUTO_GRID = tuple(float(a) for a in 10.0 ** np.arange(0.0, 7.01, 0.5))
 # A validation cell needs two spectra for an R² (one has no spread of y).

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from .errors import InputError
+from ..errors import InputError
 
 FIG_COMPARISON = "snr_oracle_moe_comparison.png"
 FIG_PERBIN = "snr_oracle_moe_perbin_r2.png"

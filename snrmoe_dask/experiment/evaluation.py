@@ -9,16 +9,17 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from .blocks import Block
-from .blockwork import PassResult, load_block
+from ..core.fold import PassResult
+from ..core.metrics import decision_for, regression_metrics
+from ..core.noise import add_noise
+from ..core.ridge import RidgeModel
+from ..core.routing import oracle_route
+from ..core.snr import compute_snr
+from ..engine.blocks import Block
+from ..engine.segment import load_block
+from ..errors import InputError
+from ..io.shards import ShardInfo
 from .config import ExperimentConfig
-from .errors import InputError
-from .io import ShardInfo
-from .metrics import decision_for, regression_metrics
-from .noise import add_noise
-from .ridge import RidgeModel
-from .routing import oracle_route
-from .snr import compute_snr
 
 
 @dataclass
@@ -58,7 +59,7 @@ def load_test_set(cfg: ExperimentConfig, info: ShardInfo) -> TestSet:
         raise InputError(f"{info.path}: {exc}") from None
     test = TestSet(noisy, params[cfg.data.target].to_numpy(np.float64), snr, bins)
     if cfg.evaluation.deployable_gate:
-        from .gate import noisy_snr, quality_features
+        from ..core.gate import noisy_snr, quality_features
 
         test.features, test.noisy_snr = quality_features(error), noisy_snr(noisy, error, level)
     return test
@@ -123,7 +124,7 @@ def _intervals(cfg: ExperimentConfig, results: dict, y: np.ndarray, y_global: np
     b = cfg.evaluation.bootstrap
     if not b:
         return
-    from .bootstrap import r2_intervals
+    from ..core.bootstrap import r2_intervals
 
     names = list(results["bins"])
     ci = r2_intervals(y, y_global, y_oracle, bins, names, n_resamples=b, seed=cfg.noise.test_seed)
@@ -145,7 +146,13 @@ def _deployed(cfg: ExperimentConfig, experts: dict[str, RidgeModel | None], glob
               train: PassResult, test: TestSet, y_global: np.ndarray, results: dict) -> dict[str, np.ndarray]:
     """MVP-2.0: a logistic-regression gate on error-only features, soft routing with fallback, and
     hard routing by the SNR of the noisy flux as a second deployable baseline."""
-    from .gate import expert_predictions, fit_gate, gate_summary, hard_route_noisy_snr, soft_route
+    from ..core.gate import (
+        expert_predictions,
+        fit_gate,
+        gate_summary,
+        hard_route_noisy_snr,
+        soft_route,
+    )
 
     partition = cfg.partition
     if not partition.is_snr:

@@ -38,8 +38,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import erf
 
-from .errors import ConfigError, InputError
-from .io import PARAM_COLUMNS, ShardWriter
+from ..core.snr import snr_norm
+from ..errors import ConfigError, InputError
+from .shards import PARAM_COLUMNS, ShardWriter
 
 WAVE_MIN, WAVE_MAX = 7100.0, 8850.0
 RESOLUTION = 5000.0
@@ -389,13 +390,6 @@ def spectra(params: pd.DataFrame, wave: np.ndarray,
         raise InputError(f"wave has shape {wave.shape}, expected an increasing (pixels,) grid of at least 16")
     coef, scale = _coefficients(params, _check_nuisance(nuisance, len(params)))
     return _render(coef, scale, _model(wave))
-
-
-def snr_norm(flux: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """(B,) float64 ||flux|| / ||error|| over pixels."""
-    flux_sq = np.einsum("ij,ij->i", flux, flux, dtype=np.float64)
-    error_sq = np.einsum("ij,ij->i", error, error, dtype=np.float64)
-    return np.sqrt(flux_sq / error_sq)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import dask
 from threadpoolctl import threadpool_limits
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import numpy as np
 from dask import delayed
 from dask.base import tokenize
 
+from ..core.fold import PassResult, PassSpec
 from .blocks import plan_segments
-from .blockwork import PassResult, PassSpec, segment_pass
+from .segment import segment_pass
 
 
 @dataclass(frozen=True)

@@ -3,23 +3,20 @@ results, figures and report written atomically."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
-
-from .blockwork import PassResult
-from .cluster import compute_context
-from .config import ExperimentConfig, check_feature_dim, config_to_dict, load_config
-from .errors import InputError
+from ..core.fold import PassResult
+from ..core.ridge import RidgeModel, solve_ridge
+from ..engine.cluster import compute_context
+from ..errors import InputError
+from ..io.shards import ShardInfo, inspect_shards, resolve_shards
+from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import evaluate, load_test_set
-from .io import ShardInfo, inspect_shards, resolve_shards
-from .outputs import atomic_dir, provenance, write_json, write_outputs
-from .ridge import RidgeModel, solve_ridge
+from .outputs import Render, atomic_dir, provenance, write_json, write_outputs
 from .training import VAL_SHARD_INDEX, pass_spec, run_pass
 
 log = logging.getLogger(__name__)
@@ -62,7 +59,7 @@ def solve_models(cfg: ExperimentConfig, train: PassResult, val: PassResult | Non
     stats, names = train.stats, list(cfg.partition.names)
     alphas, report = dict.fromkeys(["global", *names], cfg.model.alpha), None
     if not isinstance(cfg.model.alpha, float):
-        from .alpha import CARD_ALPHA, alpha_grid, select_alpha
+        from ..core.alpha import CARD_ALPHA, alpha_grid, select_alpha
 
         choice = select_alpha(stats, val.stats, alpha_grid(cfg.model.alpha), CARD_ALPHA,
                               cfg.evaluation.min_bin_samples)
@@ -93,9 +90,12 @@ def _open(cfg: ExperimentConfig) -> tuple[list[ShardInfo], ShardInfo, ShardInfo 
     return infos[:len(train_paths)], infos[len(train_paths)], (infos[-1] if val_paths else None)
 
 
-def run_experiment(cfg: ExperimentConfig, lang: str = "zh", roadmap: Path | None = None, hub: Path | None = None,
-                   progress: bool = True) -> dict:
-    """Run the whole experiment of ``cfg``; returns the results dict also written to results.json."""
+def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:
+    """Run the whole experiment of ``cfg``; returns the results dict also written to results.json.
+
+    render: writes the human-readable outputs (figures, report) into the folder before it is
+    published, e.g. ``snrmoe_dask.report.render.renderer("zh")``; None writes the data files only.
+    """
     timer = Timer()
     with timer.phase("open"):
         train_infos, test_info, val_info = _open(cfg)
@@ -126,37 +126,11 @@ def run_experiment(cfg: ExperimentConfig, lang: str = "zh", roadmap: Path | None
     results["output_dir"] = str(cfg.output_dir)
     with timer.phase("write"), atomic_dir(cfg.output_dir) as partial:
         results["timings_s"] = dict(timer.timings)
-        write_outputs(partial, results, predictions, global_model, experts, lang)
+        write_outputs(partial, results, predictions, global_model, experts, render)
     results["timings_s"] = timer.finish()
     write_json(cfg.output_dir / "results.json", results)
-    _update_tracking(results, roadmap, hub)
     log.info("results in %s", cfg.output_dir)
     return results
-
-
-def _update_tracking(results: dict, roadmap: Path | None, hub: Path | None) -> None:
-    from .report import hub_block, roadmap_block, update_tracking_block
-
-    if roadmap:
-        update_tracking_block(roadmap, results["experiment"], roadmap_block(results))
-    if hub:
-        update_tracking_block(hub, results["experiment"], hub_block(results))
-
-
-def rebuild_report(results_dir: Path, lang: str = "zh") -> Path:
-    """Figures and report.md again from results.json and predictions.csv alone."""
-    from .plots import make_figures
-    from .report import write_report
-
-    try:
-        results = json.loads((results_dir / "results.json").read_text())
-        predictions = pd.read_csv(results_dir / "predictions.csv")
-    except FileNotFoundError as exc:
-        raise InputError(f"{exc.filename}: not found; expected the output folder of `snrmoe run`") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{results_dir / 'results.json'}: not valid JSON ({exc})") from None
-    make_figures(results, predictions, results_dir / "img")
-    return write_report(results, results_dir, lang=lang)
 
 
 DEMO_TRAIN = (5, 20000)
@@ -172,7 +146,7 @@ def demo_config_path() -> Path:
 def ensure_demo_data(data_dir: Path = Path(".demo-data"), progress: bool = True) -> Path:
     """The demo set's root ``data_dir/demo``, simulated there once (5 x 20,000 train, 1,000 val,
     1,000 test, 4096 pixels); a ``COMPLETE`` marker, written last, says a finished set is there."""
-    from .simulate import simulate_set
+    from ..io.simulate import simulate_set
 
     root = Path(data_dir) / "demo"
     marker = root / "COMPLETE"
@@ -184,19 +158,10 @@ def ensure_demo_data(data_dir: Path = Path(".demo-data"), progress: bool = True)
     return root
 
 
-def run_demo(data_dir: Path = Path(".demo-data"), lang: str = "zh", progress: bool = True) -> dict:
-    """Simulate the demo set once (5 x 20,000 train, 1,000 val, 1,000 test), then run config/demo.yaml."""
-    root = ensure_demo_data(data_dir, progress)
-    cfg = load_config(demo_config_path(), [f"data.root={root}"])
-    results = run_experiment(cfg, lang=lang, progress=progress)
-    print_summary(results)
-    return results
-
-
 def print_summary(results: dict) -> None:
     """The table users read first; then the deployable gate, the noisy-SNR baseline and the chosen
     alphas when the run has them."""
-    from .report import RHO_BAR
+    from ..core.card import RHO_BAR
 
     def fmt(v, spec="{:.4f}"):
         return "   n/a" if v is None else spec.format(v)

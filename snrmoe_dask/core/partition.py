@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .snr import Bins, _fmt
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from .config import ExperimentConfig
 
 SNR = "snr"
 CELL_SEPARATOR = "|"
@@ -191,7 +189,3 @@ def make_partition(by: str | Sequence[str], bins: Any, snr_bins: Mapping[str, An
         raise ConfigError(f"routing.by: a grid needs exactly 2 distinct columns, got {list(columns)}")
     return Partition(_grid_axes(columns, bins), columns)
 
-
-def partition_from_config(cfg: "ExperimentConfig") -> Partition:
-    """The experts' partition of a validated config: ``routing.by`` with ``snr.bins`` or ``routing.bins``."""
-    return make_partition(cfg.routing.by, cfg.routing.bins, cfg.snr.bins)

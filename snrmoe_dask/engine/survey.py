@@ -8,13 +8,12 @@ from typing import Callable, Sequence
 import numpy as np
 from dask import delayed
 
+from ..core import card
+from ..core.repair import RepairCounts
+from ..core.snr import Bins, snr_norm
+from ..io.shards import aligned_block_rows, inspect_shard
 from .blocks import plan_segments
-from .blockwork import load_block
-from .io import aligned_block_rows, inspect_shard
-from .repair import RepairCounts
-from .snr import Bins, snr_norm
-
-CARD_BINS = {"H": [7.0, float("inf")], "M": [4.0, 7.0], "L": [2.0, 4.0], "X": [0.0, 2.0]}
+from .segment import load_block
 
 
 def _scan(blocks) -> tuple[RepairCounts, np.ndarray]:
@@ -29,7 +28,7 @@ def _scan(blocks) -> tuple[RepairCounts, np.ndarray]:
 def survey_shard(path: str | Path, compute: Callable, block_rows: int = 4096, bins: Bins | None = None) -> dict:
     """N, D, wavelength range, repairs needed, SNR quantiles and per-bin counts of one shard."""
     info = inspect_shard(path)
-    bins = bins or Bins.from_mapping(CARD_BINS)
+    bins = bins or Bins.from_mapping(card.BINS)
     rows = aligned_block_rows(block_rows, info.chunk_rows)
     segments = plan_segments([str(info.path)], [info.n], rows, rows * 8)
     parts = compute([delayed(_scan)(seg) for seg in segments])

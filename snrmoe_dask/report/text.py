@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .plots import (
     FIG_ALPHA_CURVE,
     FIG_COMPARISON,
@@ -47,7 +47,7 @@ HUB_PATH = "logg/moe/moe_snr_hub.md"
 ROADMAP_PATH = "logg/moe/moe_snr_roadmap.md"
 STATUS = {"PASS": "✅ PASS", "FAIL": "❌ FAIL", "INCONCLUSIVE": "⚠️ INCONCLUSIVE"}
 LANGS = ("zh", "en")
-RHO_BAR = 0.7  # the owner's bar for the deployable gate: keep >= 70 % of the oracle's headroom
+from ..core.card import RHO_BAR  # noqa: E402 - re-exported for the report
 
 Text = Callable[[str, str], str]
 
@@ -713,7 +713,7 @@ def _insights(results: Mapping[str, Any], t: Text) -> list[str]:
     with_ci = [b for b in trained if format_ci(b.delta_ci)]
     if with_ci:
         sure = [b.name for b in with_ci if as_float(b.delta_ci[0]) > 0]
-        out.append(t(f"**bin 级 ΔR² 的 CI**：" + "；".join(f"{b.name} {format_ci(b.delta_ci)}" for b in with_ci)
+        out.append(t("**bin 级 ΔR² 的 CI**：" + "；".join(f"{b.name} {format_ci(b.delta_ci)}" for b in with_ci)
                      + f"。CI 完全大于 0 的 bin：{', '.join(sure) if sure else '无'}。",
                      "**Per-bin ΔR² CIs**: " + "; ".join(f"{b.name} {format_ci(b.delta_ci)}" for b in with_ci)
                      + f". Bins whose CI lies above 0: {', '.join(sure) if sure else 'none'}."))

@@ -30,7 +30,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .ridge import RidgeModel
 from .snr import Bins, snr_norm
 

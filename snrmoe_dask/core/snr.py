@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 SNR_METHODS = ("norm", "median", "column")
 # Rows per chunk of the median method: bounds its float64 temporaries to ~32 MiB at D = 4096.

@@ -26,8 +26,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from .direct_io import DirectUnsupported, RunBuffer, read_runs
-from .errors import InputError
 
 FLUX_KEY = "dataset/arrays/flux/value"
 ERROR_KEY = "dataset/arrays/error/value"

@@ -42,12 +42,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import __version__
-from .blockwork import PassResult, PassSpec
-from .errors import InputError
-from .io import FLUX_KEY, ShardInfo
-from .repair import RepairCounts
-from .stats import BinStats
+from .._version import __version__
+from ..core.fold import PassResult, PassSpec
+from ..core.repair import RepairCounts
+from ..core.stats import BinStats
+from ..errors import InputError
+from .shards import FLUX_KEY, ShardInfo
 
 log = logging.getLogger(__name__)
 

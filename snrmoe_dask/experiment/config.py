@@ -19,13 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .errors import ConfigError
+from ..core import card
+from ..errors import ConfigError
 
 if TYPE_CHECKING:  # snr imports nothing from here, but keep the import lazy so config loads alone
-    from .partition import Partition
-    from .snr import Bins
+    from ..core.partition import Partition
+    from ..core.snr import Bins
 
 SCHEDULERS = ("threads", "processes", "local-cluster", "sync")
 _METRIC_ALIASES = {"r²": "R2", "r2": "R2", "mae": "MAE", "rmse": "RMSE"}
@@ -43,7 +52,7 @@ class _Section(BaseModel):
 
 # ----------------------------------------------------------------------------- sections
 class ExperimentSection(_Section):
-    id: str = "LOGG-SNR-ORACLE-01"
+    id: str = card.EXPERIMENT_ID
     date: str | None = None
     title: str | None = None
 
@@ -69,7 +78,7 @@ class DataSection(_Section):
     val_file: str | None = None
     test_file: str = "test_1k_0/dataset.h5"
     feature_dim: PosInt = 4096
-    target: str = "log_g"
+    target: str = card.TARGET
 
     @field_validator("train_shards", mode="before")
     @classmethod
@@ -78,16 +87,14 @@ class DataSection(_Section):
 
 
 class SnrSection(_Section):
-    method: Literal["norm", "median", "column"] = "norm"
+    method: Literal["norm", "median", "column"] = card.SNR_METHOD
     # name -> (low, high), half-open [low, high); insertion order is the user's bin order
-    bins: dict[str, tuple[float, float]] = Field(
-        default={"H": (7.0, math.inf), "M": (4.0, 7.0), "L": (2.0, 4.0), "X": (0.0, 2.0)}
-    )
+    bins: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(card.BINS))
 
     @field_validator("bins", mode="after")
     @classmethod
     def _bins_tile_half_line(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        from .snr import Bins
+        from ..core.snr import Bins
 
         try:
             Bins.from_mapping(v, key="snr.bins")
@@ -99,7 +106,7 @@ class SnrSection(_Section):
 
 class ModelSection(_Section):
     type: Literal["Ridge"] = "Ridge"
-    alpha: float | Literal["auto"] | list[float] = 100000.0
+    alpha: float | Literal["auto"] | list[float] = card.ALPHA
     experts: PosInt | None = None
 
     @field_validator("alpha", mode="before")
@@ -121,10 +128,10 @@ class PreprocessingSection(_Section):
 
 
 class NoiseSection(_Section):
-    level: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    level: float = Field(default=card.NOISE_LEVEL, gt=0, allow_inf_nan=False)
     apply: Literal["train"] = "train"
-    seed: Seed = 42
-    test_seed: Seed = 2025
+    seed: Seed = card.NOISE_SEED
+    test_seed: Seed = card.TEST_SEED
     test: Literal["fixed", "pre_noised"] = "fixed"
     mode: Literal["sample", "expected"] = "sample"
 
@@ -159,8 +166,8 @@ class EvaluationSection(_Section):
     metrics: list[str] = Field(default=["R2", "MAE", "RMSE"], min_length=1)
     per_bin: bool = True
     comparison: Literal["Global Ridge"] = "Global Ridge"
-    threshold: float = Field(default=0.02, allow_inf_nan=False)
-    min_bin_samples: NonNegInt = 100
+    threshold: float = Field(default=card.THRESHOLD, allow_inf_nan=False)
+    min_bin_samples: NonNegInt = card.MIN_BIN_SAMPLES
     bootstrap: NonNegInt = 2000
     deployable_gate: bool = False
     gate_fallback: float = Field(default=0.4, ge=0, le=1)
@@ -252,16 +259,16 @@ class ExperimentConfig(_Section):
     @property
     def bins(self) -> Bins:
         """The SNR bins as ``snr.Bins``, in the user's order."""
-        from .snr import Bins
+        from ..core.snr import Bins
 
         return Bins.from_mapping(self.snr.bins, key="snr.bins")
 
     @property
     def partition(self) -> Partition:
         """The experts' cells: ``snr.bins`` for ``routing.by: snr``, else ``routing.bins``."""
-        from .partition import partition_from_config
+        from ..core.partition import make_partition
 
-        return partition_from_config(self)
+        return make_partition(self.routing.by, self.routing.bins, self.snr.bins)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -1,5 +1,5 @@
-"""Everything a run writes: results.json, predictions.csv, models.h5, metrics.nc, figures and report,
-built in a hidden folder and renamed into place in one step."""
+"""Everything a run writes: results.json, predictions.csv, models.h5, metrics.nc (and, through the
+report layer's ``render``, figures and report), built in a hidden folder and renamed into place in one step."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import subprocess
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
+from ..core.ridge import RidgeModel
 from .config import ExperimentConfig, config_to_dict
-from .ridge import RidgeModel
 
 PACKAGES = ("snrmoe-dask", "numpy", "dask", "distributed", "xarray", "h5py", "pandas", "tables", "scikit-learn",
             "scipy", "matplotlib", "pydantic")
@@ -97,23 +97,19 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+Render = Callable[[dict, pd.DataFrame, Path], None]
+
+
 def write_outputs(out_dir: Path, results: dict, predictions: pd.DataFrame, global_model: RidgeModel,
-                  experts: dict[str, RidgeModel | None], lang: str) -> None:
-    """results.json, predictions.csv, models.h5, metrics.nc, the figures and report.md into ``out_dir``.
-
-    Figures (``plots.make_figures``): the card's four, plus img/snr_oracle_moe_gate_confusion.png
-    when results has "gate" and img/snr_oracle_moe_alpha_curve.png when it has "alpha" (so that
-    ``snrmoe report`` redraws them from results.json alone, as it does the other four).
-    """
-    from .plots import make_figures
-    from .report import write_report
-
+                  experts: dict[str, RidgeModel | None], render: Render | None = None) -> None:
+    """results.json, predictions.csv, models.h5, metrics.nc into ``out_dir``, then ``render(results,
+    predictions, out_dir)`` (the report layer's figures and report.md; see ``report.render``)."""
     write_json(out_dir / "results.json", results)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     save_models(out_dir / "models.h5", global_model, experts)
     metrics_dataset(results).to_netcdf(out_dir / "metrics.nc")
-    make_figures(results, predictions, out_dir / "img")
-    write_report(results, out_dir, lang=lang)
+    if render is not None:
+        render(results, predictions, out_dir)
 
 
 def _json_default(obj):

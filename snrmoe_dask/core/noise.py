@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 TILE_ROWS = 16
 # Rows of a chunk are noised together while still in cache: ~256 KiB of float32 per chunk.

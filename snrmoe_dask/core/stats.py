@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import h5py
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 _FORMAT = "snrmoe_dask.BinStats"
 _VERSION = 1

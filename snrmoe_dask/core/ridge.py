@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import scipy.linalg
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .stats import BinStats
 
 log = logging.getLogger(__name__)

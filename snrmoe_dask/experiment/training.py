@@ -15,12 +15,13 @@ from typing import Callable, Sequence
 import numpy as np
 from dask import delayed
 
-from .blocks import Block
-from .blockwork import PassResult, PassSpec, load_block
+from ..core.fold import PassResult, PassSpec
+from ..engine.blocks import Block
+from ..engine.graph import ShardRows, shard_graph, sum_shard, then, total_graph
+from ..engine.segment import load_block
+from ..errors import InputError
+from ..io.shards import ShardInfo, aligned_block_rows
 from .config import ExperimentConfig
-from .errors import InputError
-from .graph import ShardRows, shard_graph, sum_shard, then, total_graph
-from .io import ShardInfo, aligned_block_rows
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def run_pass(cfg: ExperimentConfig, spec: PassSpec, infos: Sequence[ShardInfo], 
     indices = list(range(len(infos))) if indices is None else list(indices)
     cache = None
     if cache_dir is not None:
-        from .cache import ShardCache, shard_key
+        from ..io.cache import ShardCache, shard_key
         cache = ShardCache(Path(cache_dir))
     parts, cached, computed = [], [], []
     for info, index in zip(infos, indices):

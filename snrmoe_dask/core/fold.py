@@ -1,0 +1,89 @@
+"""The fused numpy work on one block of training rows, folded into running per-bin sums.
+
+SNR from the noise-free flux -> bin index -> the gate's quality features (when asked for) ->
+noise (or its expected effect on the sums) -> rows sorted by bin -> per-bin products. Pure numpy:
+reading the block and walking a segment of blocks is the engine's job (``engine.segment``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .noise import add_noise
+from .repair import RepairCounts
+from .snr import Bins, compute_snr
+from .stats import BinStats
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """Everything a block task needs besides its rows: small, picklable, hashable into cache keys."""
+
+    bins: Bins  # the partition: names and assign(snr); column partitions pass bin_idx per row instead
+    snr_method: str  # norm | median | column
+    level: float  # noise level
+    seed: int  # training noise seed
+    c: np.ndarray  # (D,) shift of the products, close to the column means
+    y0: float  # shift of the target
+    clip_flux: bool = True
+    precision: str = "float32"  # dtype of the block products; accumulation is always float64
+    noise_mode: str = "sample"  # sample: draw noise; expected: add its expectation to the statistics
+    features: bool = False  # also keep the gate's quality features of every row
+
+
+@dataclass
+class PassResult:
+    """Sums over some training rows: per-bin statistics, repair counts, and per-row values
+    (SNR and, when asked for, the gate's quality features) of every row, in row order."""
+
+    stats: BinStats
+    repairs: RepairCounts = field(default_factory=RepairCounts)
+    snr: list[np.ndarray] = field(default_factory=list)  # (rows,) per block
+    features: list[np.ndarray] = field(default_factory=list)  # (rows, F) per block; empty when not asked for
+
+    def __iadd__(self, other: "PassResult") -> "PassResult":
+        self.stats += other.stats
+        self.repairs = self.repairs + other.repairs
+        self.snr.extend(other.snr)
+        self.features.extend(other.features)
+        return self
+
+    @property
+    def snr_values(self) -> np.ndarray:
+        """(N,) SNR of every row summed so far, in training order."""
+        return np.concatenate(self.snr) if self.snr else np.empty(0)
+
+    @property
+    def feature_values(self) -> np.ndarray | None:
+        """(N, F) quality features of every row summed so far, or None when none were computed."""
+        return np.concatenate(self.features) if self.features else None
+
+
+def sorted_rows(result: PassResult, shard: int, row0: int, loaded: tuple[np.ndarray, np.ndarray, RepairCounts],
+                 y: np.ndarray, table_snr: np.ndarray | None, spec: PassSpec, bin_idx: np.ndarray | None,
+                 out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Everything of one loaded block before its products: SNR, bins, the gate's features, noise (or
+    its expected effect on the sums), and the rows sorted by bin into ``out`` (a new array if None).
+
+    Returns (rows (B, D) float32, y (B,), bins (B,)), sorted by bin; the block's flux and error are
+    not needed after this, so the next block may be read into their buffers.
+    """
+    flux, error, counts = loaded
+    snr = compute_snr(spec.snr_method, flux, error, spec.level, table_snr)
+    if bin_idx is None:
+        bin_idx = spec.bins.assign(snr)
+    if spec.features:
+        from .gate import quality_features
+
+        result.features.append(quality_features(error))
+    if spec.noise_mode == "expected":
+        result.stats.add_noise_variance(error, bin_idx, spec.level)
+    else:
+        add_noise(flux, error, spec.level, seed=spec.seed, shard=shard, row0=row0, out=flux)
+    result.repairs = result.repairs + counts
+    result.snr.append(np.asarray(snr, dtype=np.float64))
+    order = np.argsort(bin_idx, kind="stable")
+    rows = np.take(flux, order, axis=0, out=None if out is None else out[:len(order)], mode="clip")
+    return rows, y[order], np.asarray(bin_idx)[order]
