@@ -267,3 +267,9 @@ def test_check_feature_dim() -> None:
     check_feature_dim(cfg, 4096)
     with pytest.raises(ConfigError, match="data.feature_dim: config says 4096 but the shards have 64 pixels"):
         check_feature_dim(cfg, 64)
+
+
+def test_demo_config_is_found_and_valid():
+    from snrmoe_dask.experiment.driver import demo_config_path
+
+    assert load_config(demo_config_path()).experiment.id.endswith("demo")

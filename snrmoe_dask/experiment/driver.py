@@ -140,7 +140,7 @@ DEMO_PIXELS = 4096
 
 
 def demo_config_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+    return Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 
 
 def ensure_demo_data(data_dir: Path = Path(".demo-data"), progress: bool = True) -> Path:
