@@ -13,10 +13,12 @@ from ..core.fold import PassResult
 from ..core.ridge import RidgeModel, solve_ridge
 from ..engine.cluster import compute_context
 from ..errors import InputError
+from ..io.cache import remove_dead_temp_files
 from ..io.shards import ShardInfo, inspect_shards, resolve_shards
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import evaluate, load_test_set
-from .outputs import Render, atomic_dir, provenance, write_json, write_outputs
+from .output_dir import claim_output_dir, protected_paths
+from .outputs import Render, provenance, write_outputs
 from .training import VAL_SHARD_INDEX, pass_spec, run_pass
 
 log = logging.getLogger(__name__)
@@ -103,32 +105,33 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         log.info("training on %d shards, %s spectra x %d pixels", len(train_infos),
                  f"{sum(i.n for i in train_infos):,}", train_infos[0].d)
     cache = cache_dir(cfg)
-    with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
-        with timer.phase("pass"):
-            train = run_pass(cfg, spec, train_infos, compute, cache)
-        val = None
-        if val_info is not None:
-            with timer.phase("validation pass"):
-                val = run_pass(cfg, spec, [val_info], compute, cache, [VAL_SHARD_INDEX], label="validation")
-    with timer.phase("solve"):
-        global_model, experts, alpha_report = solve_models(cfg, train, val)
-    with timer.phase("test"):
-        test = load_test_set(cfg, test_info)
-        results, predictions = evaluate(cfg, experts, global_model, train, test)
-    if alpha_report is not None:
-        results["alpha"] = alpha_report
     files = [i.path for i in (*train_infos, test_info, *([val_info] if val_info else []))]
-    results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y), "pixels": train_infos[0].d,
-                       "train_files": [str(i.path) for i in train_infos], "test_file": str(test_info.path),
-                       "val_file": str(val_info.path) if val_info else None}
-    results["config"] = config_to_dict(cfg)
-    results["provenance"] = provenance(cfg, files)
-    results["output_dir"] = str(cfg.output_dir)
-    with timer.phase("write"), atomic_dir(cfg.output_dir) as partial:
-        results["timings_s"] = dict(timer.timings)
-        write_outputs(partial, results, predictions, global_model, experts, render)
-    results["timings_s"] = timer.finish()
-    write_json(cfg.output_dir / "results.json", results)
+    # every check on output.dir, and the lock held until the results are in place, before the pass
+    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, cache)) as output:
+        remove_dead_temp_files(cache)
+        with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
+            with timer.phase("pass"):
+                train = run_pass(cfg, spec, train_infos, compute, cache)
+            val = None
+            if val_info is not None:
+                with timer.phase("validation pass"):
+                    val = run_pass(cfg, spec, [val_info], compute, cache, [VAL_SHARD_INDEX], label="validation")
+        with timer.phase("solve"):
+            global_model, experts, alpha_report = solve_models(cfg, train, val)
+        with timer.phase("test"):
+            test = load_test_set(cfg, test_info)
+            results, predictions = evaluate(cfg, experts, global_model, train, test)
+        if alpha_report is not None:
+            results["alpha"] = alpha_report
+        results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y), "pixels": train_infos[0].d,
+                           "train_files": [str(i.path) for i in train_infos], "test_file": str(test_info.path),
+                           "val_file": str(val_info.path) if val_info else None}
+        results["config"] = config_to_dict(cfg)
+        results["provenance"] = provenance(cfg, files)
+        results["output_dir"] = str(cfg.output_dir)
+        with timer.phase("write"), output.build() as partial:
+            results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
+            write_outputs(partial, results, predictions, global_model, experts, render)
     log.info("results in %s", cfg.output_dir)
     return results
 
