@@ -121,8 +121,8 @@ def _marked(w: Path, marker: str, *extra: str) -> Path:
 # name -> setup(workspace = cwd, data root): output.dir, extra run arguments (a config path first
 # when not demo.yaml), words the error line must hold
 REFUSED = {
-    "a user's folder (the reported case)": lambda w, d: (_user_folder(w), [], "snrmoe did not write"),
-    "an empty folder it did not make": lambda w, d: (_folder(w / "empty"), [], "snrmoe did not write"),
+    "a user's folder (the reported case)": lambda w, d: (_user_folder(w), [], "without a valid .snrmoe-results"),
+    "an empty folder it did not make": lambda w, d: (_folder(w / "empty"), [], "without a valid .snrmoe-results"),
     "data.root": lambda w, d: (d, [], "is data.root"),
     "data.root through a symlink": lambda w, d: (d, ["--set", f"data.root={_link(w / 'data-link', d)}"],
                                                  "is data.root"),
@@ -145,7 +145,7 @@ REFUSED = {
     "x/..": lambda w, d: (_folder(w / "x") and "x/..", [], "is the current directory"),
     "missing/..": lambda w, d: ("missing/..", [], "is the current directory"),
     "..": lambda w, d: ("..", [], "contains"),
-    "a folder with an invalid marker": lambda w, d: (_marked(w, "not json"), [], "no valid .snrmoe-results"),
+    "a folder with an invalid marker": lambda w, d: (_marked(w, "not json"), [], "without a valid .snrmoe-results"),
     "a marked folder holding a file it does not list": lambda w, d: (
         _marked(w, json.dumps({"format": "snrmoe-results", "files": ["results.json"]}), "thesis.tex"), [],
         "holds thesis.tex, which snrmoe did not write"),
@@ -276,10 +276,12 @@ def _is_one_runs(out: Path, references: dict[float, Path]) -> float:
     """Assert every file of ``out`` comes from one run; returns its alpha."""
     alpha = _alpha_of_folder(out)
     ref = references[alpha]
-    for name in ("predictions.csv", "metrics.nc"):
-        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert (out / "predictions.csv").read_bytes() == (ref / "predictions.csv").read_bytes()
+    with h5py.File(out / "models.h5") as f, h5py.File(ref / "models.h5") as g:
+        assert sorted(f) == sorted(g) and all((f[m]["coef"][()] == g[m]["coef"][()]).all() for m in f)
+    results, expected = (json.loads((folder / "results.json").read_text()) for folder in (out, ref))
     for key in ("decision", "delta_r2", "models", "bins"):
-        assert json.loads((out / "results.json").read_text())[key] == json.loads((ref / "results.json").read_text())[key]
+        assert results[key] == expected[key], key
     return alpha
 
 

@@ -125,10 +125,13 @@ def _check_replaceable(shown: str, target: Path) -> None:
     if not stat.S_ISDIR(mode):
         raise InputError(f"output.dir {shown}: exists and is {_kind(mode)}, not a results folder; "
                          "nothing was changed")
+    if os.path.ismount(target):
+        raise InputError(f"output.dir {shown}: is a mount point, which cannot be replaced; choose a folder inside it")
     marker = read_marker(target)
     if marker is None:
-        raise InputError(f"output.dir {shown}: is an existing folder that snrmoe did not write (no valid "
-                         f"{MARKER} marker); choose a new folder name or move it away; nothing was changed")
+        raise InputError(f"output.dir {shown}: is an existing folder without a valid {MARKER} marker, so not a "
+                         "results folder of snrmoe (older versions wrote none); choose a new folder name or move "
+                         "it away; nothing was changed")
     foreign = _not_ours(target, set(map(str, marker["files"])))
     if foreign:
         raise InputError(f"output.dir {shown}: a previous results folder, but it holds {foreign}, which snrmoe "
