@@ -233,15 +233,6 @@ def test_previous_results_folder_is_replaced_only_when_all_ours(data, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snrmoe-cache", "res"]
 
 
-def test_timings_are_final_in_the_folder(data, tmp_path):
-    out = tmp_path / "res"
-    assert main(run_args(data, out)) == 0
-    timings = json.loads((out / "results.json").read_text())["timings_s"]
-    assert timings["total"] >= timings["pass"] + timings["solve"] + timings["test"]
-    report = (out / "report.md").read_text()
-    assert f"| `total` | 总计 | {timings['total']:.1f} s |" in report  # report and results.json agree
-
-
 # ----------------------------------------------------------------------------- 2. one run per folder
 PAUSE = """
 from snrmoe_dask.engine import graph
@@ -283,6 +274,14 @@ def _is_one_runs(out: Path, references: dict[float, Path]) -> float:
     for key in ("decision", "delta_r2", "models", "bins"):
         assert results[key] == expected[key], key
     return alpha
+
+
+def test_timings_are_final_in_the_folder(references):
+    out = references[10.0]
+    timings = json.loads((out / "results.json").read_text())["timings_s"]
+    assert timings["total"] >= timings["pass"] + timings["solve"] + timings["test"]
+    report = (out / "report.md").read_text()
+    assert f"| `total` | 总计 | {timings['total']:.1f} s |" in report  # report and results.json agree
 
 
 def test_second_run_is_refused_naming_the_first(data, tmp_path, references):
