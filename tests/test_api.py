@@ -278,3 +278,18 @@ def test_api_defaults_and_evaluate_equal_snrmoe_run(data, train, tmp_path):
     np.testing.assert_array_equal(metrics.value.values, written.value.values)
     np.testing.assert_array_equal(metrics.r2_low.values, written.r2_low.values)
     assert metrics.attrs["delta_r2"] == json.loads((out / "results.json").read_text())["delta_r2"]
+
+
+def test_per_expert_scaler_false_reaches_the_model(data, train, tmp_path):
+    out = tmp_path / "shared"
+    sets = [f"data.root={data}", 'data.train_shards=["train_1500_{0..1}/dataset.h5"]',
+            "data.test_file=test_400_0/dataset.h5", f"data.feature_dim={PIXELS}", f"output.dir={out}",
+            "compute.cache=false", "evaluation.bootstrap=0", "preprocessing.per_expert_scaler=false",
+            "compute.block_rows=512"]
+    assert main(["run", str(REPO / "config" / "oracle_snr.yaml"), "-q", *[a for s in sets for a in ("--set", s)]]) == 0
+    cli = BinnedRidge.load(out / "models.h5")
+    api = BinnedRidge(scaler="shared").fit(bin_statistics(train))
+    for name, expert in api.experts_.items():
+        if expert is not None:
+            np.testing.assert_array_equal(cli.experts_[name].coef_, expert.coef_)
+            np.testing.assert_array_equal(cli.experts_[name].scaler_scale_, api.global_.scaler_scale_)

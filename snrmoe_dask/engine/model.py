@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -113,22 +113,24 @@ class BinnedRidge(BaseEstimator):
                 raise InputError("BinnedRidge.fit: no statistics; pass the value of bin_statistics(...)")
         else:
             self._stats, result = _as_stats(stats, "BinnedRidge.fit")
-            self._problems: dict[tuple[str, str], ScaledRidge] = {}
+            self._problems: dict = {}  # prepared per-model problems (and the shared scaler) of these stats
             self.partition_: Partition | None = result.spec.bins if result is not None and result.spec else None
             self.pass_spec_ = result.spec if result is not None else None
         if val_stats is not None:
             self._val, _ = _as_stats(val_stats, "BinnedRidge.fit val_stats")
         train = self._stats
-        shared = scaler_of(train) if self.scaler == "shared" else None
+        if self.scaler == "shared" and "scaler" not in self._problems:
+            self._problems["scaler"] = scaler_of(train)
+        shared = self._problems["scaler"] if self.scaler == "shared" else None
         alphas = self._alphas(train, shared)
         names = list(train.names)
         self.n_features_in_ = train.d
-        self.global_ = self._problem(GLOBAL, train.total(GLOBAL), 0, None).model(alphas[GLOBAL])
+        self.global_ = self._problem(GLOBAL, lambda: train.total(GLOBAL), 0, None).model(alphas[GLOBAL])
         minimum = max(int(self.min_bin_samples), 1)
         self.experts_: dict[str, RidgeModel | None] = {}
         for k, name in enumerate(names):
             if train.n[k] >= minimum:
-                self.experts_[name] = self._problem(name, train, k, shared).model(alphas[name])
+                self.experts_[name] = self._problem(name, lambda: train, k, shared).model(alphas[name])
             else:
                 self.experts_[name] = None
                 log.warning("bin %s: %d training spectra < min_bin_samples=%d, no expert; the global model "
@@ -158,11 +160,11 @@ class BinnedRidge(BaseEstimator):
         self.alpha_choice_ = choice
         return {GLOBAL: choice.global_model.alpha, **choice.expert_alphas()}
 
-    def _problem(self, name: str, stats: BinStats, k: int, shared) -> ScaledRidge:
+    def _problem(self, name: str, stats: Callable[[], BinStats], k: int, shared) -> ScaledRidge:
         """The prepared scaled problem of one model, kept across fits on the same statistics."""
         key = (name, "own" if shared is None else "shared")
         if key not in self._problems:
-            self._problems[key] = ScaledRidge.from_stats(stats, k, shared)
+            self._problems[key] = ScaledRidge.from_stats(stats(), k, shared)
         return self._problems[key]
 
     # ------------------------------------------------------------------------- predicting
