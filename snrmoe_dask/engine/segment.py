@@ -1,8 +1,7 @@
 """The work of one task: a segment of consecutive blocks of one shard, read and folded in order.
 
-Each block is read (O_DIRECT where possible) and repaired one block ahead in a helper thread,
-then handed to the numpy fold of ``core.fold``. No dask here; ``graph`` maps these functions
-over the segments.
+Each block is read and repaired one block ahead in a helper thread, then handed to the numpy fold of
+``core.fold``. No dask here; ``graph`` maps these functions over the segments.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..core.fold import PassResult, PassSpec, sorted_rows
 from ..core.repair import RepairCounts, repair_block
@@ -17,57 +17,60 @@ from ..core.stats import BinStats
 from ..errors import InputError
 from ..io.shards import RowReader
 from .blocks import Block
+from .sources import RowSource
 
 
-def load_block(block: Block, clip_flux: bool = True,
+def load_block(source: RowSource, block: Block, clip_flux: bool = True,
                reader: RowReader | None = None) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
     """Read and repair one block: flux, error (rows, D) float32, and the repair counts.
 
-    With a ``reader`` the arrays live in its buffers, valid until its next read.
+    With a ``reader`` the arrays may live in its buffers, valid until its next read.
     """
     try:
-        flux, error = (reader or RowReader(reuse=False)).read(block.path, block.start, block.stop)
+        flux, error = source.read(block, reader)
     except OSError as exc:
-        raise InputError(f"{block.path}: cannot read rows {block.start}:{block.stop}: {exc}") from None
+        raise InputError(f"{source.name}: cannot read rows {block.row0}:{block.row0 + block.rows}: {exc}") from None
     try:
         counts = repair_block(flux, error, clip_flux=clip_flux)
     except ValueError as exc:
         row, _, why = str(exc).partition(": ")
-        where = int(row.split()[1]) + block.start if row.startswith("row ") else block.start
-        raise InputError(f"{block.path}: row {where}: {why or exc}") from None
+        where = int(row.split()[1]) + block.row0 if row.startswith("row ") else block.row0
+        raise InputError(f"{source.name}: row {where}: {why or exc}") from None
     return flux, error, counts
 
 
-def add_block(result: PassResult, block: Block, y: np.ndarray, table_snr: np.ndarray | None,
-              spec: PassSpec, bin_idx: np.ndarray | None = None) -> None:
-    """Fold one block into ``result`` in place. y, table_snr, bin_idx: (rows,) for the block's rows.
+def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None,
+                 bin_idx: np.ndarray | None, spec: PassSpec) -> PassResult:
+    """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,), the blocks' rows
+    one after the other; bin_idx is given when the partition is by table columns, else rows are binned
+    by their SNR. Only the upper triangles of the Gram sums are added per block, mirrored once at the end.
 
-    bin_idx is given when the partition is by table columns; otherwise the rows are binned by SNR.
-    Only the upper triangle of the Gram sums is updated: :func:`segment_pass` mirrors once at the end.
+    A helper thread reads and repairs the next block while this one is multiplied; the two share one
+    reader, whose buffers are free again once a block's rows are sorted out of them.
     """
-    rows, y, bins = sorted_rows(result, block.shard, block.start, load_block(block, spec.clip_flux), y, table_snr, spec, bin_idx, None)
-    result.stats.add_block(rows, y, bins, dtype=np.dtype(spec.precision), mirror=False, overwrite_x=True)
+    # One BLAS thread, whoever runs the task: a product's bits can depend on how many threads BLAS
+    # splits it over, and the numbers must not depend on the scheduler or the worker count.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fold_segment(source, blocks, y, table_snr, bin_idx, spec)
 
 
-def segment_pass(blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None, bin_idx: np.ndarray | None,
-                 spec: PassSpec) -> PassResult:
-    """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,).
-
-    A helper thread reads (O_DIRECT) and repairs the next block while this one is multiplied; the
-    two share one reader, whose buffers are free again once a block's rows are sorted out of them.
-    """
-    result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0))
-    offset, reader = blocks[0].start, RowReader()
+def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None,
+                  bin_idx: np.ndarray | None, spec: PassSpec) -> PassResult:
+    result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec)
+    reader = RowReader()
     out = np.empty((max(b.rows for b in blocks), len(spec.c)), dtype=np.float32)
+    dtype = np.dtype(spec.precision)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") as pool:
-        pending = pool.submit(load_block, blocks[0], spec.clip_flux, reader)
+        pending = pool.submit(load_block, source, blocks[0], spec.clip_flux, reader)
+        at = 0
         for i, block in enumerate(blocks):
-            rows = slice(block.start - offset, block.stop - offset)
-            x, yb, bins = sorted_rows(result, block.shard, block.start, pending.result(), y[rows],
-                                       None if table_snr is None else table_snr[rows], spec,
-                                       None if bin_idx is None else bin_idx[rows], out)
+            rows = slice(at, at + block.rows)
+            at += block.rows
+            x, yb, bins = sorted_rows(result, block.shard, block.row0, pending.result(), y[rows],
+                                      None if table_snr is None else table_snr[rows], spec,
+                                      None if bin_idx is None else bin_idx[rows], out)
             if i + 1 < len(blocks):
-                pending = pool.submit(load_block, blocks[i + 1], spec.clip_flux, reader)
-            result.stats.add_block(x, yb, bins, dtype=np.dtype(spec.precision), mirror=False, overwrite_x=True)
+                pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader)
+            result.stats.add_block(x, yb, bins, dtype=dtype, mirror=False, overwrite_x=True)
     result.stats.mirror()
     return result

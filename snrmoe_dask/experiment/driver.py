@@ -9,17 +9,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..core.fold import PassResult
-from ..core.ridge import RidgeModel, solve_ridge
+import numpy as np
+
+from ..core.alpha import is_selection
 from ..engine.cluster import compute_context
+from ..engine.dataset import open_shards
+from ..engine.model import BinnedRidge
+from ..engine.statistics import bin_statistics
 from ..errors import InputError
-from ..io.cache import remove_dead_temp_files
-from ..io.shards import ShardInfo, inspect_shards, resolve_shards
+from ..io.cache import ShardCache, remove_dead_temp_files
+from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
-from .evaluation import evaluate, load_test_set
+from .evaluation import load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
 from .outputs import Render, provenance, write_outputs
-from .training import VAL_SHARD_INDEX, pass_spec, run_pass
 
 log = logging.getLogger(__name__)
 
@@ -51,45 +54,25 @@ def cache_dir(cfg: ExperimentConfig) -> Path | None:
     return Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache"
 
 
-def solve_models(cfg: ExperimentConfig, train: PassResult, val: PassResult | None) -> tuple[
-        RidgeModel, dict[str, RidgeModel | None], dict | None]:
-    """The global model and one expert per bin with enough training spectra (None otherwise).
-
-    A fixed alpha is used as is; ``auto`` or a list picks one alpha per model by R² on the
-    validation statistics (no pass over the training data). Returns (global, experts, alpha report).
-    """
-    stats, names = train.stats, list(cfg.partition.names)
-    alphas, report = dict.fromkeys(["global", *names], cfg.model.alpha), None
-    if not isinstance(cfg.model.alpha, float):
-        from ..core.alpha import CARD_ALPHA, alpha_grid, select_alpha
-
-        choice = select_alpha(stats, val.stats, alpha_grid(cfg.model.alpha), CARD_ALPHA,
-                              cfg.evaluation.min_bin_samples)
-        alphas, report = {"global": choice.global_model.alpha, **choice.expert_alphas()}, choice.to_dict()
-    global_model = solve_ridge(stats.total(), alphas["global"])
-    experts: dict[str, RidgeModel | None] = {}
-    for k, name in enumerate(names):
-        if stats.n[k] >= max(cfg.evaluation.min_bin_samples, 1):
-            experts[name] = solve_ridge(stats, alphas[name], k)
-        else:
-            experts[name] = None
-            log.warning("bin %s: %d training spectra < min_bin_samples=%d, no expert; the global model serves it",
-                        name, stats.n[k], cfg.evaluation.min_bin_samples)
-    return global_model, experts, report
-
-
-def _open(cfg: ExperimentConfig) -> tuple[list[ShardInfo], ShardInfo, ShardInfo | None]:
-    """Inspect the training, test and (when alpha is chosen on it) validation shards."""
-    train_paths = resolve_shards(cfg.data.root, cfg.data.train_shards)
-    test_path = resolve_shards(cfg.data.root, [cfg.data.test_file])[0]
-    val_paths = []
-    if not isinstance(cfg.model.alpha, float):
-        if not cfg.data.val_file:
-            raise InputError(f"model.alpha: {cfg.model.alpha!r} chooses alpha on a validation set; set data.val_file")
-        val_paths = resolve_shards(cfg.data.root, [cfg.data.val_file])
-    infos = inspect_shards([*train_paths, test_path, *val_paths], cfg.data.target)
-    check_feature_dim(cfg, infos[0].d)
-    return infos[:len(train_paths)], infos[len(train_paths)], (infos[-1] if val_paths else None)
+def _open(cfg: ExperimentConfig):
+    """The training, test and (when alpha is chosen on it) validation sets as lazy Datasets."""
+    root, target, rows = cfg.data.root, cfg.data.target, cfg.compute.block_rows
+    if is_selection(cfg.model.alpha) and not cfg.data.val_file:
+        raise InputError(f"model.alpha: {cfg.model.alpha!r} chooses alpha on a validation set; set data.val_file")
+    train = open_shards(cfg.data.train_shards, target=target, block_rows=rows, root=root)
+    test = open_shards([cfg.data.test_file], target=target, block_rows=rows, root=root)
+    val = (open_shards([cfg.data.val_file], target=target, block_rows=rows, root=root, first_shard=plan.VAL_SHARD_INDEX)
+           if is_selection(cfg.model.alpha) else None)
+    check_feature_dim(cfg, train.sizes["pixel"])
+    for ds in (test, val):
+        if ds is None:
+            continue
+        path, first = ds.attrs["files"][0], train.attrs["files"][0]
+        if ds.sizes["pixel"] != train.sizes["pixel"]:
+            raise InputError(f"{path}: {ds.sizes['pixel']} pixels but {first} has {train.sizes['pixel']}")
+        if not np.allclose(ds.wave.values, train.wave.values, rtol=0, atol=1e-3):
+            raise InputError(f"{path}: wavelength grid differs from that of {first}")
+    return train, test, val
 
 
 def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:
@@ -100,38 +83,39 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     """
     timer = Timer()
     with timer.phase("open"):
-        train_infos, test_info, val_info = _open(cfg)
-        spec = pass_spec(cfg, train_infos)
-        log.info("training on %d shards, %s spectra x %d pixels", len(train_infos),
-                 f"{sum(i.n for i in train_infos):,}", train_infos[0].d)
-    cache = cache_dir(cfg)
-    files = [i.path for i in (*train_infos, test_info, *([val_info] if val_info else []))]
+        train_ds, test_ds, val_ds = _open(cfg)
+        log.info("training on %d shards, %s spectra x %d pixels", len(train_ds.attrs["files"]),
+                 f"{train_ds.sizes['sample']:,}", train_ds.sizes["pixel"])
+    folder = cache_dir(cfg)
+    cache = ShardCache(folder) if folder is not None else None
+    options = plan.pass_options(cfg)
+    files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
     # every check on output.dir, and the lock held until the results are in place, before the pass
-    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, cache)) as output:
-        remove_dead_temp_files(cache)
+    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder)) as output:
+        remove_dead_temp_files(folder)
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
             with timer.phase("pass"):
-                train = run_pass(cfg, spec, train_infos, compute, cache)
+                train = compute(bin_statistics(train_ds, **options, cache=cache, label="train"))
             val = None
-            if val_info is not None:
+            if val_ds is not None:
                 with timer.phase("validation pass"):
-                    val = run_pass(cfg, spec, [val_info], compute, cache, [VAL_SHARD_INDEX], label="validation")
+                    val = compute(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0), cache=cache,
+                                                 label="validation"))
         with timer.phase("solve"):
-            global_model, experts, alpha_report = solve_models(cfg, train, val)
+            model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
-            test = load_test_set(cfg, test_info)
-            results, predictions = evaluate(cfg, experts, global_model, train, test)
-        if alpha_report is not None:
-            results["alpha"] = alpha_report
-        results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y), "pixels": train_infos[0].d,
-                           "train_files": [str(i.path) for i in train_infos], "test_file": str(test_info.path),
-                           "val_file": str(val_info.path) if val_info else None}
+            test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
+            results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
+        results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y),
+                           "pixels": train_ds.sizes["pixel"], "train_files": train_ds.attrs["files"],
+                           "test_file": test_ds.attrs["files"][0],
+                           "val_file": val_ds.attrs["files"][0] if val_ds is not None else None}
         results["config"] = config_to_dict(cfg)
         results["provenance"] = provenance(cfg, files)
         results["output_dir"] = str(cfg.output_dir)
         with timer.phase("write"), output.build() as partial:
             results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
-            write_outputs(partial, results, predictions, global_model, experts, render)
+            write_outputs(partial, results, predictions, model.global_, model.experts_, render)
     log.info("results in %s", cfg.output_dir)
     return results
 

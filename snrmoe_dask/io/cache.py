@@ -48,6 +48,7 @@ from ..core.fold import PassResult, PassSpec
 from ..core.repair import RepairCounts
 from ..core.stats import BinStats
 from ..errors import InputError
+from .models import read_stats, write_stats
 from .shards import FLUX_KEY, ShardInfo
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def _write(path: Path, key: str, result: PassResult, snr: np.ndarray, features: 
            meta: dict[str, Any]) -> None:
     """Write the whole cache file at ``path`` (a temporary name; the caller publishes it)."""
     with h5py.File(path, "w") as f:
-        result.stats.save(f.create_group("stats"))
+        write_stats(f.create_group("stats"), result.stats)
         f.create_dataset("snr", data=snr)
         if features is not None:
             f.create_dataset("features", data=features)
@@ -241,7 +242,7 @@ def _read(path: Path, key: str) -> PassResult:
             if attrs.get("version") != CACHE_VERSION or attrs.get("key") != key:
                 raise _Invalid(f"written for version {attrs.get('version')} key {attrs.get('key')}, "
                                f"expected version {CACHE_VERSION} key {key}")
-            stats = BinStats.load(f["stats"])
+            stats = read_stats(f["stats"])
             snr = f["snr"][()]
             features = f["features"][()] if "features" in f else None
             repairs = RepairCounts(**{name: int(attrs[f"repairs.{name}"]) for name in RepairCounts().to_dict()})

@@ -127,8 +127,11 @@ def read_params(path: str | os.PathLike) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def inspect_shard(path: str | os.PathLike, target: str = "log_g") -> ShardInfo:
-    """Validate a shard's layout and read its small parts (wave, params). Arrays are not read."""
+def inspect_shard(path: str | os.PathLike, target: str | None = "log_g") -> ShardInfo:
+    """Validate a shard's layout and read its small parts (wave, params). Arrays are not read.
+
+    target: a params column that must exist, or None.
+    """
     path = Path(path)
     with _h5open(path) as f:
         missing = [k for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY) if k not in f or not isinstance(f[k], h5py.Dataset)]
@@ -148,14 +151,14 @@ def inspect_shard(path: str | os.PathLike, target: str = "log_g") -> ShardInfo:
         wave_values = np.asarray(wave[...], dtype=np.float64)
         chunk_rows = flux.chunks[0] if flux.chunks else n
     params = read_params(path)
-    if target not in params.columns:
+    if target is not None and target not in params.columns:
         raise InputError(f"{path}: params table has no column {target!r} (columns: {', '.join(map(str, params.columns))})")
     if len(params) != n:
         raise InputError(f"{path}: params table has {len(params)} rows but the arrays have {n} spectra")
     return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params)
 
 
-def inspect_shards(paths: Iterable[str | os.PathLike], target: str = "log_g") -> list[ShardInfo]:
+def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log_g") -> list[ShardInfo]:
     """Validate every shard, and that all share one pixel count and one wavelength grid."""
     infos = [inspect_shard(p, target) for p in paths]
     first = infos[0]
@@ -254,41 +257,6 @@ def aligned_block_rows(block_rows: int, chunk_rows: int) -> int:
     if block_rows <= 0:
         raise InputError(f"block_rows={block_rows}: expected a positive number of rows")
     return max(chunk_rows, (block_rows // chunk_rows) * chunk_rows)
-
-
-def open_shards(paths: Sequence[str | os.PathLike], block_rows: int = 4096, target: str = "log_g"):
-    """Open shards lazily as one ``xarray.Dataset``; nothing of size N x D is read.
-
-    Variables: ``flux``, ``error`` (sample, pixel) as dask arrays in row blocks aligned with the
-    HDF5 chunks; every params column (sample); ``shard`` (sample) the 0-based shard position and
-    ``row`` (sample) the row inside its shard. Coordinate ``wave`` (pixel). ``attrs['files']``.
-    """
-    import dask.array as da
-    import xarray as xr
-
-    infos = inspect_shards(paths, target)
-    flux_parts, error_parts = [], []
-    for info in infos:
-        rows = aligned_block_rows(block_rows, info.chunk_rows)
-        for key, parts in ((FLUX_KEY, flux_parts), (ERROR_KEY, error_parts)):
-            lazy = H5Rows(info.path, key, (info.n, info.d))
-            name = f"{key.split('/')[-2]}-{info.path.resolve()}-{os.path.getmtime(info.path)}-{rows}"
-            parts.append(da.from_array(lazy, chunks=(rows, info.d), name=name, lock=False, asarray=True,
-                                       meta=np.empty((0, 0), np.float32)))
-    params = pd.concat([i.params for i in infos], ignore_index=True)
-    data_vars = {
-        "flux": (("sample", "pixel"), da.concatenate(flux_parts, axis=0)),
-        "error": (("sample", "pixel"), da.concatenate(error_parts, axis=0)),
-        "shard": ("sample", np.concatenate([np.full(i.n, k, np.int32) for k, i in enumerate(infos)])),
-        "row": ("sample", np.concatenate([np.arange(i.n, dtype=np.int64) for i in infos])),
-    }
-    for col in params.columns:
-        data_vars[str(col)] = ("sample", params[col].to_numpy())
-    return xr.Dataset(
-        data_vars,
-        coords={"wave": ("pixel", infos[0].wave)},
-        attrs={"files": [str(i.path) for i in infos], "target": target},
-    )
 
 
 # ----------------------------------------------------------------------------- writing
