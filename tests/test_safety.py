@@ -20,7 +20,6 @@ import pytest
 
 from snrmoe_dask.cli import main
 from snrmoe_dask.experiment import output_dir
-from snrmoe_dask.io.cache import clear_cache, list_cache
 from snrmoe_dask.io.simulate import simulate_set
 
 REPO = Path(__file__).resolve().parent.parent
