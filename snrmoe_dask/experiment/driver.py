@@ -17,11 +17,12 @@ from ..engine.dataset import open_shards
 from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics
 from ..errors import InputError
-from ..io.cache import ShardCache
+from ..io.cache import ShardCache, remove_dead_temp_files
 from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import load_test_set, score
-from .outputs import Render, atomic_dir, provenance, write_json, write_outputs
+from .output_dir import claim_output_dir, protected_paths
+from .outputs import Render, provenance, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +89,33 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     folder = cache_dir(cfg)
     cache = ShardCache(folder) if folder is not None else None
     options = plan.pass_options(cfg)
-    with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
-        with timer.phase("pass"):
-            train = compute(bin_statistics(train_ds, **options, cache=cache, label="train"))
-        val = None
-        if val_ds is not None:
-            with timer.phase("validation pass"):
-                val = compute(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0), cache=cache,
-                                             label="validation"))
-    with timer.phase("solve"):
-        model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
-    with timer.phase("test"):
-        test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
-        results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
     files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
-    results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y), "pixels": train_ds.sizes["pixel"],
-                       "train_files": train_ds.attrs["files"], "test_file": test_ds.attrs["files"][0],
-                       "val_file": val_ds.attrs["files"][0] if val_ds is not None else None}
-    results["config"] = config_to_dict(cfg)
-    results["provenance"] = provenance(cfg, files)
-    results["output_dir"] = str(cfg.output_dir)
-    with timer.phase("write"), atomic_dir(cfg.output_dir) as partial:
-        results["timings_s"] = dict(timer.timings)
-        write_outputs(partial, results, predictions, model.global_, model.experts_, render)
-    results["timings_s"] = timer.finish()
-    write_json(cfg.output_dir / "results.json", results)
+    # every check on output.dir, and the lock held until the results are in place, before the pass
+    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder)) as output:
+        remove_dead_temp_files(folder)
+        with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
+            with timer.phase("pass"):
+                train = compute(bin_statistics(train_ds, **options, cache=cache, label="train"))
+            val = None
+            if val_ds is not None:
+                with timer.phase("validation pass"):
+                    val = compute(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0), cache=cache,
+                                                 label="validation"))
+        with timer.phase("solve"):
+            model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
+        with timer.phase("test"):
+            test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
+            results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
+        results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y),
+                           "pixels": train_ds.sizes["pixel"], "train_files": train_ds.attrs["files"],
+                           "test_file": test_ds.attrs["files"][0],
+                           "val_file": val_ds.attrs["files"][0] if val_ds is not None else None}
+        results["config"] = config_to_dict(cfg)
+        results["provenance"] = provenance(cfg, files)
+        results["output_dir"] = str(cfg.output_dir)
+        with timer.phase("write"), output.build() as partial:
+            results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
+            write_outputs(partial, results, predictions, model.global_, model.experts_, render)
     log.info("results in %s", cfg.output_dir)
     return results
 

@@ -1,16 +1,15 @@
 """Everything a run writes: results.json, predictions.csv, models.h5, metrics.nc (and, through the
-report layer's ``render``, figures and report), built in a hidden folder and renamed into place in one step."""
+report layer's ``render``, figures and report), into the hidden folder that ``output_dir.OutputDir.build``
+yields and renames into place in one step."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -42,25 +41,6 @@ def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
         "seeds": {"noise.seed": cfg.noise.seed, "noise.test_seed": cfg.noise.test_seed},
         "config": config_to_dict(cfg),
     }
-
-
-@contextmanager
-def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield a hidden sibling folder; on success it replaces ``out`` in one rename, on error it is removed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(partial, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 Render = Callable[[dict, pd.DataFrame, Path], None]

@@ -41,6 +41,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import psutil
 
 from .._version import __version__
 from ..core.fold import PassResult, PassSpec
@@ -57,8 +58,9 @@ CACHE_VERSION = 1  # see the bump rule in the module docstring
 
 _KEY = re.compile(r"[0-9a-f]{64}")  # a sha256 hex digest
 _ENTRY = re.compile(r"[0-9a-f]{64}\.h5")
-_TEMP = re.compile(r"\.[0-9a-f]{64}\.[0-9a-f]{32}\.tmp")
-# A temporary file younger than this may belong to a run that is writing it right now.
+# A temporary file ``.{key}.{pid}.{uuid}.tmp``; files of versions before the PID have none.
+_TEMP = re.compile(r"\.[0-9a-f]{64}\.(?:(\d+)\.)?[0-9a-f]{32}\.tmp")
+# A temporary file without a PID, younger than this, may belong to a run that is writing it right now.
 STALE_TEMP_S = 15 * 60
 
 
@@ -313,7 +315,7 @@ class ShardCache:
         if why:
             raise ValueError(f"cache save {key[:12]}: {why}")
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{uuid.uuid4().hex}.tmp"
+        tmp = self.root / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # the PID: see remove_dead_temp_files
         try:
             _write(tmp, key, result, snr, features, meta)
             _fsync(tmp)
@@ -357,14 +359,37 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def temp_files(root: str | os.PathLike) -> list[tuple[Path, int, bool]]:
+    """The temporary files of ``save`` under root: (path, PID of the run writing it, whether that run
+    is still alive). A killed run leaves its file behind; files named before the PID are not listed."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        m = _TEMP.fullmatch(path.name)
+        if m and m.group(1) and path.is_file() and not path.is_symlink():
+            out.append((path, int(m.group(1)), psutil.pid_exists(int(m.group(1)))))
+    return out
+
+
+def remove_dead_temp_files(root: str | os.PathLike | None) -> list[Path]:
+    """Delete the temporary files under root whose run has ended (it was killed); returns them.
+
+    A run calls this when it starts; files of live runs are left alone. None (no cache) does nothing.
+    """
+    dead = [path for path, _, alive in temp_files(root) if not alive] if root is not None else []
+    for path in dead:
+        path.unlink(missing_ok=True)
+        log.info("%s: removed, left by a run that ended while writing it", path)
+    return dead
+
+
 def list_cache(root: str | os.PathLike) -> list[str]:
-    """One line per cache file (key prefix, source shard, rows, bins, size MB, created) and a total line."""
+    """One line per cache file (key prefix, source shard, rows, bins, size MB, created), a total line,
+    then one line per temporary file left or being written by a run (PID, alive or not)."""
     root = Path(root)
     if not root.is_dir():
         return [f"no cache at {root} (folder does not exist)"]
-    entries = _entries(root)
-    if not entries:
-        return [f"cache {root} is empty"]
+    entries, temps = _entries(root), temp_files(root)
     lines, total = [], 0
     for path, attrs in entries:
         size = path.stat().st_size
@@ -376,15 +401,21 @@ def list_cache(root: str | os.PathLike) -> list[str]:
         lines.append(f"{path.name[:12]}  {_text(attrs.get('source', '?'))}  {int(attrs.get('rows', 0))} rows  "
                      f"bins {_text(attrs.get('bins', '?'))}  {size / 1e6:.1f} MB  "
                      f"created {_text(attrs.get('created', '?'))}")
-    lines.append(f"{len(entries)} cache files, {total / 1e6:.1f} MB in {root}")
+    lines.append(f"{len(entries)} cache files, {total / 1e6:.1f} MB in {root}" if entries
+                 else f"cache {root} is empty")
+    for path, pid, alive in temps:
+        state = ("its run is still writing it" if alive else
+                 "its run has ended: `snrmoe cache clear` or the next run removes it")
+        lines.append(f"{path.name[1:13]}  temporary file of PID {pid}, {path.stat().st_size / 1e6:.1f} MB; {state}")
     return lines
 
 
 def clear_cache(root: str | os.PathLike) -> int:
-    """Delete our cache files under root and our temporary files older than :data:`STALE_TEMP_S`.
+    """Delete our cache files under root, the temporary files of runs that have ended, and temporary
+    files without a PID (older versions) older than :data:`STALE_TEMP_S`.
 
     Returns the number of files deleted. Files that are not ours (other HDF5 files, other names)
-    are never touched; young temporary files may belong to a run writing right now and are kept.
+    are never touched; temporary files of a live run are kept.
     """
     root = Path(root)
     if not root.is_dir():
@@ -392,8 +423,9 @@ def clear_cache(root: str | os.PathLike) -> int:
     doomed = [path for path, _ in _entries(root)]
     now = time.time()
     for tmp in root.iterdir():
-        if _TEMP.fullmatch(tmp.name) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
+        m = _TEMP.fullmatch(tmp.name)
+        if m and not m.group(1) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
             doomed.append(tmp)
     for path in doomed:
         path.unlink(missing_ok=True)
-    return len(doomed)
+    return len(doomed) + len(remove_dead_temp_files(root))
