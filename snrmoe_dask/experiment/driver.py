@@ -17,6 +17,7 @@ from ..io.shards import ShardInfo, inspect_shards, resolve_shards
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import evaluate, load_test_set
 from .outputs import Render, atomic_dir, provenance, write_json, write_outputs
+from .summary import print_summary  # noqa: F401 - re-exported (the CLI, the notebook)
 from .training import VAL_SHARD_INDEX, pass_spec, run_pass
 
 log = logging.getLogger(__name__)
@@ -156,55 +157,3 @@ def ensure_demo_data(data_dir: Path = Path(".demo-data"), progress: bool = True)
                      progress=progress)
         marker.write_text("simulated by snrmoe demo\n")
     return root
-
-
-def print_summary(results: dict) -> None:
-    """The table users read first; then the deployable gate, the noisy-SNR baseline and the chosen
-    alphas when the run has them."""
-    from ..core.card import RHO_BAR
-
-    def fmt(v, spec="{:.4f}"):
-        return "   n/a" if v is None else spec.format(v)
-
-    models = results["models"]
-    g, o = models["global"], models["oracle"]
-    w = max(14, *(len(f"- bin {name} *") + 1 for name in results["bins"]))  # grid cells have long names
-    lines = [f"{results['experiment']}: {results['decision']}  "
-             f"dR2 = {results['delta_r2']:+.4f} (threshold {results['threshold']})"
-             + (f"  95% CI [{results['delta_r2_ci'][0]:+.4f}, {results['delta_r2_ci'][1]:+.4f}]"
-                if results.get("delta_r2_ci") else ""),
-             f"{'model':<{w}}{'R2':>8}{'MAE':>8}{'RMSE':>8}{'N_train':>11}{'N_test':>8}",
-             f"{'Global Ridge':<{w}}{fmt(g['r2']):>8}{fmt(g['mae']):>8}{fmt(g['rmse']):>8}{g['n_train']:>11,}{g['n_test']:>8,}",
-             f"{'Oracle MoE':<{w}}{fmt(o['r2']):>8}{fmt(o['mae']):>8}{fmt(o['rmse']):>8}{o['n_train']:>11,}{o['n_test']:>8,}"]
-    for name, b in results["bins"].items():
-        label = f"- bin {name}" + (" *" if b["skipped"] else "")
-        lines.append(f"{label:<{w}}{fmt(b['expert']['r2']):>8}{fmt(b['expert']['mae']):>8}{fmt(b['expert']['rmse']):>8}"
-                     f"{b['n_train']:>11,}{b['n_test']:>8,}   global R2 {fmt(b['global']['r2'])}"
-                     f"   dR2 {fmt(b['delta_r2'], '{:+.4f}')}")
-    if results.get("skipped_bins"):
-        lines.append("* no expert (too few training spectra): served by the global model")
-    gate = results.get("gate")
-    if gate and "deployed" in models:
-        d = models["deployed"]
-        ci = d.get("r2_ci")
-        headroom = g["r2"] is not None and o["r2"] is not None and o["r2"] > g["r2"]
-        lines.append(f"deployed gate: R2 {fmt(d['r2'])}"
-                     + (f" (95% CI [{ci[0]:.4f}, {ci[1]:.4f}])" if ci else "")
-                     + f"  rho {fmt(gate.get('rho'), '{:.2f}')} (bar {RHO_BAR:g}"
-                     + (")" if headroom else "; no oracle headroom, rho not meaningful)")
-                     + f"  accuracy {fmt(gate.get('accuracy'), '{:.1%}')}"
-                     f"  fallback rate {fmt(gate.get('fallback_rate'), '{:.1%}')}")
-    if "noisy_snr_routed" in models:
-        line = f"noisy-SNR hard routing: R2 {fmt(models['noisy_snr_routed']['r2'])}"
-        if gate and gate.get("noisy_snr_accuracy") is not None:
-            line += f"  routing accuracy {gate['noisy_snr_accuracy']:.1%}"
-        lines.append(line)
-    choice = results.get("alpha")
-    if choice:
-        chosen = [("global", choice["global"])] + list((choice.get("experts") or {}).items())
-        lines.append("alpha chosen on validation: " + ", ".join(f"{n} {m['alpha']:g}" for n, m in chosen)
-                     + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
-    lines.append(f"next step: {results['next_step']}")
-    lines.append(f"wall time {results['timings_s']['total']:.1f} s; report: "
-                 f"{Path(results.get('output_dir', '.')) / 'report.md'}")
-    print("\n".join(lines))

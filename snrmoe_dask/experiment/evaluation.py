@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fold import PassResult
-from ..core.metrics import decision_for, regression_metrics
+from ..core.metrics import regression_metrics
 from ..core.noise import add_noise
 from ..core.ridge import RidgeModel
 from ..core.routing import oracle_route
@@ -20,6 +20,7 @@ from ..engine.segment import load_block
 from ..errors import InputError
 from ..io.shards import ShardInfo
 from .config import ExperimentConfig
+from .verdict import verdict
 
 
 @dataclass
@@ -85,7 +86,7 @@ def evaluate(cfg: ExperimentConfig, experts: dict[str, RidgeModel | None], globa
     n_train = train.stats.n
     m_global, m_oracle = regression_metrics(y, y_global), regression_metrics(y, y_oracle)
     results = {
-        "experiment": cfg.experiment.id, "date": cfg.experiment.date or date.today().isoformat(),
+        "experiment": cfg.experiment.id, "date": date.today().isoformat(), "card_date": cfg.experiment.date,
         "threshold": cfg.evaluation.threshold, "delta_r2": m_oracle["r2"] - m_global["r2"],
         "models": {
             "global": {**m_global, "n_train": int(n_train.sum()), "n_test": len(y), "alpha": global_model.alpha},
@@ -107,9 +108,7 @@ def evaluate(cfg: ExperimentConfig, experts: dict[str, RidgeModel | None], globa
     if cfg.evaluation.deployable_gate:
         predictions.update(_deployed(cfg, experts, global_model, train, test, y_global, results))
     _intervals(cfg, results, y, y_global, y_oracle, test.bins, predictions.get("y_deployed"))
-    ci = results.get("delta_r2_ci")
-    results["decision"], results["next_step"] = decision_for(results["delta_r2"], cfg.evaluation.threshold,
-                                                             None if ci is None else tuple(ci))
+    results.update(verdict(results, cfg.evaluation.bootstrap))
     snr_train = train.snr_values
     results["snr"] = {"method": cfg.snr.method, "train_median": float(np.median(snr_train)),
                       "train_max": float(snr_train.max()), "test_median": float(np.median(test.snr)),

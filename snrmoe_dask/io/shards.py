@@ -33,6 +33,7 @@ FLUX_KEY = "dataset/arrays/flux/value"
 ERROR_KEY = "dataset/arrays/error/value"
 WAVE_KEY = "spectrumdataset/wave"
 PARAMS_KEY = "params"
+SOURCE_ATTR = "source"  # root attribute: where the spectra come from (written by the simulator)
 PARAM_COLUMNS = ("T_eff", "log_g", "M_H", "a_M", "C_M", "mag", "redshift", "snr")
 
 _BRACE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
@@ -153,6 +154,16 @@ def inspect_shard(path: str | os.PathLike, target: str = "log_g") -> ShardInfo:
     if len(params) != n:
         raise InputError(f"{path}: params table has {len(params)} rows but the arrays have {n} spectra")
     return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params)
+
+
+def read_source(path: str | os.PathLike) -> str | None:
+    """The file's own account of where its spectra come from (root attribute ``source``, written by
+    ``snrmoe simulate``); None when the file does not say (the real data set)."""
+    with _h5open(Path(path)) as f:
+        value = f.attrs.get(SOURCE_ATTR)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)
 
 
 def inspect_shards(paths: Iterable[str | os.PathLike], target: str = "log_g") -> list[ShardInfo]:
@@ -304,7 +315,8 @@ class ShardWriter:
             w.close(params)                       # DataFrame with N rows
     """
 
-    def __init__(self, path: str | os.PathLike, n: int, wave: np.ndarray, chunk_rows: int = 256):
+    def __init__(self, path: str | os.PathLike, n: int, wave: np.ndarray, chunk_rows: int = 256,
+                 source: str | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,6 +324,8 @@ class ShardWriter:
         chunk = (min(chunk_rows, self.n), self.d) if self.n else None
         self._file = h5py.File(self.partial, "w")
         self._file.create_dataset(WAVE_KEY, data=np.asarray(wave, dtype=np.float32))
+        if source is not None:
+            self._file.attrs[SOURCE_ATTR] = source
         self._flux = self._file.create_dataset(FLUX_KEY, shape=(self.n, self.d), dtype=np.float32, chunks=chunk)
         self._error = self._file.create_dataset(ERROR_KEY, shape=(self.n, self.d), dtype=np.float32, chunks=chunk)
 
