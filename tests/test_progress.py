@@ -76,10 +76,14 @@ def test_mode_follows_the_terminal(monkeypatch):
         def isatty(self) -> bool:
             return self.tty
 
+    monkeypatch.delitem(progress.sys.modules, "ipykernel", raising=False)  # the notebook test may import it
     monkeypatch.setattr(progress.sys, "stderr", Stream(True))
     assert not use_lines() and not isinstance(counter(10, "rows", "x"), LineProgress)
     monkeypatch.setattr(progress.sys, "stderr", Stream(False))
     assert use_lines() and isinstance(counter(10, "rows", "x"), LineProgress)
+    monkeypatch.setitem(progress.sys.modules, "ipykernel", object())  # a notebook redraws the bar
+    assert not use_lines()
+    monkeypatch.delitem(progress.sys.modules, "ipykernel")
     assert not isinstance(counter(10, "rows", "x", enabled=False), LineProgress)
     set_mode("bar")
     assert not use_lines()

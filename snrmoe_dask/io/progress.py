@@ -1,8 +1,8 @@
 """Progress that a person can follow: a live bar on a terminal, log lines anywhere else.
 
-When stderr is a terminal, progress is a live bar (tqdm, dask's and distributed's bars). When it
-is not (``nohup ... > log 2>&1 &``, a pipe, ``snrmoe run --log FILE``), progress is one log line
-about every 10 % or 30 s, through the logger ``snrmoe_dask.progress``:
+When stderr is a terminal (or in a Jupyter kernel), progress is a live bar (tqdm, dask's and
+distributed's bars). When it is not (``nohup ... > log 2>&1 &``, a pipe, ``snrmoe run --log FILE``),
+progress is one log line about every 10 % or 30 s, through the logger ``snrmoe_dask.progress``:
 
     pass: 12/40 tasks (30%), 1.9 tasks/s, ETA 15 s
 
@@ -32,11 +32,12 @@ def set_mode(mode: str) -> None:
 
 
 def use_lines() -> bool:
-    """True when progress should be written as log lines rather than drawn as a live bar."""
+    """True when progress should be written as log lines rather than drawn as a live bar: in "auto"
+    mode when stderr is not a terminal, unless this is a Jupyter kernel (its output redraws a bar)."""
     if _mode != "auto":
         return _mode == "lines"
     isatty = getattr(sys.stderr, "isatty", None)
-    return not (isatty is not None and isatty())
+    return not (isatty is not None and isatty()) and "ipykernel" not in sys.modules
 
 
 def _duration(seconds: float) -> str:
