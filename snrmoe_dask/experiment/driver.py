@@ -22,6 +22,7 @@ from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import load_test_set, score
 from .outputs import Render, atomic_dir, provenance, write_json, write_outputs
+from .scaling import in_order_sum, scaling_curve, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,10 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     options = plan.pass_options(cfg)
     with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
         with timer.phase("pass"):
-            train = compute(bin_statistics(train_ds, **options, cache=cache, label="train"))
+            train = compute(bin_statistics(train_ds, **options, **plan.per_shard_options(cfg), cache=cache,
+                                           label="train"))
+            if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their in-order sum
+                parts, train = train, in_order_sum(train)
         val = None
         if val_ds is not None:
             with timer.phase("validation pass"):
@@ -101,6 +105,12 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     with timer.phase("test"):
         test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
         results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
+    if cfg.evaluation.scaling:
+        with timer.phase("scaling"):
+            results["scaling"] = {"splits": cfg.evaluation.scaling_splits, **scaling_curve(
+                parts, model=BinnedRidge(**plan.model_options(cfg)), test=test, val=val, partition=cfg.partition,
+                **plan.scaling_options(cfg))}
+        del parts
     files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
     results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y), "pixels": train_ds.sizes["pixel"],
                        "train_files": train_ds.attrs["files"], "test_file": test_ds.attrs["files"][0],
@@ -188,6 +198,8 @@ def print_summary(results: dict) -> None:
         chosen = [("global", choice["global"])] + list((choice.get("experts") or {}).items())
         lines.append("alpha chosen on validation: " + ", ".join(f"{n} {m['alpha']:g}" for n, m in chosen)
                      + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
+    if results.get("scaling"):
+        lines.append(summary_line(results["scaling"]))
     lines.append(f"next step: {results['next_step']}")
     lines.append(f"wall time {results['timings_s']['total']:.1f} s; report: "
                  f"{Path(results.get('output_dir', '.')) / 'report.md'}")

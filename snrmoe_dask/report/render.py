@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .plots import make_figures
+from .scaling import plot_scaling
 from .text import write_report
 
 
@@ -21,6 +22,7 @@ def render(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = 
     when results has "gate" and img/snr_oracle_moe_alpha_curve.png when it has "alpha".
     """
     make_figures(results, predictions, out_dir / "img")
+    plot_scaling(results, out_dir / "img")  # img/snr_oracle_moe_scaling.png when results has "scaling"
     write_report(results, out_dir, lang=lang)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, InputError
+from .scaling import scaling_section
 from .plots import (
     FIG_ALPHA_CURVE,
     FIG_COMPARISON,
@@ -843,6 +844,7 @@ def render_report(results: Mapping[str, Any], lang: str = "zh") -> str:
     _status(results)
     lines = [*_header(results), *_upstream(results, t), *_at_a_glance(results, t), *_goal(results, t),
              *_design(results, t), *_figures(results, t), *_gate(results, t), *_alpha(results, t),
+             *scaling_section(results, t),
              *_insights(results, t), *_conclusion(results, t),
              *_appendix(results, t)]
     return "\n".join(lines).rstrip("\n") + "\n"
