@@ -109,7 +109,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         with timer.phase("scaling"):
             results["scaling"] = {"splits": cfg.evaluation.scaling_splits, **scaling_curve(
                 parts, model=BinnedRidge(**plan.model_options(cfg)), test=test, val=val, partition=cfg.partition,
-                **plan.scaling_options(cfg))}
+                last=results, **plan.scaling_options(cfg))}
         del parts
     files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
     results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y), "pixels": train_ds.sizes["pixel"],

@@ -97,7 +97,8 @@ def _point(results: dict, parts: int) -> dict:
 
 def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None, test: Any, val: Any = None,
                   partition: Partition | None = None, target: str = card.TARGET, noise: Any = None,
-                  bootstrap: int = 2000, seed: int = card.TEST_SEED, threshold: float = card.THRESHOLD) -> dict:
+                  bootstrap: int = 2000, seed: int = card.TEST_SEED, threshold: float = card.THRESHOLD,
+                  last: dict | None = None) -> dict:
     """R² and ΔR² against the training-set size, from the per-shard statistics of one pass.
 
     For k = 1..K the global model and every expert are solved on the sum of the first k results
@@ -123,6 +124,9 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
         parameters for the interval of the threshold crossing.
     threshold : float
         The ΔR² threshold whose crossing is extrapolated (the card's 0.02).
+    last : dict, optional
+        The results of ``score`` for the same model on the sum of all the statistics, with these
+        options (a run's own main results): the last point, which is then not solved again.
 
     Returns
     -------
@@ -132,7 +136,7 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
         ``n_train``, ``skipped``, ``expert`` and ``global`` R² with CI, ``delta_r2`` with CI)),
         ``threshold``, ``extrapolation`` (every value labelled an extrapolation: a fit
         R²(N) = R²∞ − a·(N/N_max)^(−b) of each curve, from 4 points up, and where ΔR² crosses
-        the threshold) and ``timings_s`` (``solve`` and ``score`` seconds per point).
+        the threshold) and ``timings_s`` (``solve`` and ``score`` seconds of each point solved here).
 
     Examples
     --------
@@ -168,7 +172,7 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
     test = _test_set(test, spec, partition, noise, target)
     model = model if model is not None else BinnedRidge()
     points, solve_s, score_s = [], [], []
-    for k, total in enumerate(running_sums(parts), start=1):
+    for k, total in enumerate(running_sums(parts if last is None else parts[:-1]), start=1):
         start = time.perf_counter()
         fitted = clone(model).fit(total, val)
         solve_s.append(round(time.perf_counter() - start, 3))
@@ -180,6 +184,8 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
         del fitted  # its prepared problems hold D x D arrays per model
         log.info("scaling point %d/%d: N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k, len(parts),
                  f"{points[-1]['n_train']:,}", results["delta_r2"], solve_s[-1], score_s[-1])
+    if last is not None:
+        points.append(_point(last, len(parts)))
     return {"threshold": threshold, "bootstrap": bootstrap, "points": points,
             "extrapolation": extrapolate(points, threshold, seed), "timings_s": {"solve": solve_s, "score": score_s}}
 
