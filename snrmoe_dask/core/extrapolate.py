@@ -8,9 +8,8 @@ uncertainty comes from the fit's covariance, scaled by the scatter of the points
 with Student-t quantiles for n − 3 degrees of freedom: it measures how well the points pin the
 curve's shape, not the test-set sampling error that every point of one curve shares (that is the
 interval of each point). Fewer than :data:`MIN_POINTS` points are refused, and a fit is
-"undetermined" when the points do not pin the limit: ``b`` on its lower bound or the limit on its
-upper bound, or an interval
-of the limit wider than :data:`MAX_WIDTH` (flat or noisy curves).
+"undetermined" when the points do not pin the limit: ``b`` on its lower bound, the limit on its
+upper bound, or an interval of the limit wider than :data:`MAX_WIDTH` (flat or noisy curves).
 
 The crossing N* of a threshold by a fitted ΔR² curve solves ΔR²∞ − a·(N*/N_max)^(−b) = threshold;
 its interval is the 2.5 and 97.5 percentiles of N* over parameter draws from the fit's multivariate
