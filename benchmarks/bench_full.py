@@ -3,7 +3,7 @@
     python benchmarks/bench_full.py [--train 5x200000] [--test 1000] [--workdir bench-data/full]
         [--pixels 4096] [--block-rows 4096] [--workers CORES] [--compare-rows N|auto] [--skip-compare]
         [--memory-block-rows 16384] [--dask-ml-solver lbfgs] [--dask-ml-max-iter 100]
-        [--lstsq-chunk-rows max(block rows, 4 D)]
+        [--lstsq-chunk-rows max(block rows, 4 D)] [--set KEY=VALUE]...
 
 1. Simulates the set (K training shards of N spectra, one test shard) into
    ``WORKDIR/set-<K>x<N>-test<T>-<D>px/`` once, after checking the free disk space; reused after
@@ -171,8 +171,9 @@ def ensure_set(workdir: Path, shards: int, rows: int, test: int, pixels: int) ->
 
 # ----------------------------------------------------------------------------- the experiment
 def experiment_config(root: Path, shards: int, rows: int, test: int, pixels: int, block_rows: int, workers: int,
-                      out: Path):
-    """config/oracle_snr.yaml pointed at the simulated set, cache off. Returns (cfg, cache_note)."""
+                      out: Path, extra: list[str] = ()):
+    """config/oracle_snr.yaml pointed at the simulated set, cache off, then the ``extra`` overrides
+    (e.g. evaluation.scaling=true). Returns (cfg, cache_note)."""
     overrides = [
         f"data.root={json.dumps(str(root))}",
         f"data.train_shards={json.dumps([f'train_{count_label(rows)}_{{0..{shards - 1}}}/dataset.h5'])}",
@@ -182,6 +183,7 @@ def experiment_config(root: Path, shards: int, rows: int, test: int, pixels: int
         f"output.dir={json.dumps(str(out))}",
         f"compute.block_rows={block_rows}",
         f"compute.workers={workers}",
+        *extra,
         "compute.cache=false",
     ]
     path = ROOT / "config" / "oracle_snr.yaml"
@@ -562,6 +564,8 @@ def main() -> int:
     ap.add_argument("--compare-rows", type=parse_compare, default=None,
                     help="N for the comparisons, or 'auto' (default): the largest that fits in memory")
     ap.add_argument("--skip-compare", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the experiment run, e.g. evaluation.scaling=true (repeatable)")
     ap.add_argument("--memory-block-rows", type=int, default=16384,
                     help="rows per block of ours on the in-memory matrix (16384)")
     ap.add_argument("--dask-ml-solver", default="lbfgs",
@@ -578,7 +582,7 @@ def main() -> int:
     root, train_paths, test_path = ensure_set(args.workdir, shards, rows, args.test, args.pixels)
     out = args.workdir / "results" / "cold"
     cfg, cache_note = experiment_config(root, shards, rows, args.test, args.pixels, args.block_rows, args.workers,
-                                        out)
+                                        out, args.set)
 
     gemm, rng = gemm_rate(args.block_rows, args.pixels), rng_rate()
     bound = bound_s(n_total, args.pixels, gemm, rng)

@@ -7,6 +7,7 @@ The engine as a library (experiment card LOGG-SNR-ORACLE-01; every default is th
     model = BinnedRidge(alpha=1e5).fit(stats)                  # global model + one expert per bin
     metrics = evaluate(model, open_shards("root/test_1k_0/dataset.h5"))  # model x bin x metric
     model.set_params(alpha=1e4).fit()                          # a new alpha: D x D solves, no pass
+    curve = scaling_curve(bin_statistics(ds, per_shard=True), test=open_shards(...))  # R² against N, no pass more
 
 ``snrmoe run CONFIG`` is one client of these functions; the notebook in ``notebooks/`` is another.
 The names are imported on first use, so that ``snrmoe --help`` does not load dask, xarray and
@@ -25,7 +26,7 @@ _EXPORTS = {
     "BinStats": "core.stats", "PassResult": "core.fold", "NoiseSpec": "core.noise", "add_noise": "core.noise",
     "open_shards": "engine.dataset", "bin_statistics": "engine.statistics", "BinnedRidge": "engine.model",
     "evaluate": "experiment.evaluation", "load_test_set": "experiment.evaluation",
-    "simulate_set": "io.simulate", "CARD_BINS": "core.card",
+    "simulate_set": "io.simulate", "CARD_BINS": "core.card", "scaling_curve": "experiment.scaling",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .engine.model import BinnedRidge  # noqa: F401
     from .engine.statistics import bin_statistics  # noqa: F401
     from .experiment.evaluation import evaluate, load_test_set  # noqa: F401
+    from .experiment.scaling import scaling_curve  # noqa: F401
     from .io.simulate import simulate_set  # noqa: F401
 
 

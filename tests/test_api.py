@@ -55,7 +55,7 @@ def in_memory(ds: xr.Dataset) -> xr.Dataset:
 def test_public_api_and_its_examples_run():
     assert {"open_shards", "bin_statistics", "BinnedRidge", "evaluate", "add_noise"} <= set(snrmoe_dask.__all__)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for name in ("open_shards", "bin_statistics", "BinnedRidge", "evaluate", "add_noise"):
+    for name in ("open_shards", "bin_statistics", "BinnedRidge", "evaluate", "add_noise", "scaling_curve"):
         tests = doctest.DocTestFinder(recurse=False).find(getattr(snrmoe_dask, name), name)
         assert tests and tests[0].examples, f"{name} has no Examples section"
         for test in tests:

@@ -75,3 +75,26 @@ def plan_segments(blocks: list[Block], block_rows: int, segment_rows: int) -> li
     per_segment = max(1, segment_rows // block_rows)
     count = -(-len(blocks) // per_segment)
     return [blocks[j * len(blocks) // count:(j + 1) * len(blocks) // count] for j in range(count)]
+
+
+def split_blocks(blocks: list[Block], parts: int, shard: str = "a shard") -> list[list[Block]]:
+    """The blocks of one shard cut into ``parts`` runs of consecutive blocks holding nearly equal rows.
+
+    The cuts fall on block edges (so every block, and hence the noise of every row, is unchanged):
+    cut j is the block edge nearest j/parts of the shard's rows, each run keeping one block at least.
+    ``shard`` names the shard in the error raised when it has fewer blocks than ``parts``.
+    """
+    if parts == 1:
+        return [list(blocks)]
+    if len(blocks) < parts:
+        raise InputError(f"{shard}: {len(blocks)} block(s) of rows cannot be split into {parts} parts; "
+                         "lower the number of splits or the block size (block_rows)")
+    edges = np.cumsum([b.rows for b in blocks])  # rows before the edge after block i
+    cuts = [0]
+    for j in range(1, parts):
+        # a cut leaves at least one block to each run before and after it
+        lo, hi = cuts[-1] + 1, len(blocks) - (parts - j)
+        nearest = lo + int(np.argmin(np.abs(edges[lo - 1:hi] - j * edges[-1] / parts)))
+        cuts.append(nearest)
+    cuts.append(len(blocks))
+    return [list(blocks[a:b]) for a, b in zip(cuts, cuts[1:])]

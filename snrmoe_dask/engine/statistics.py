@@ -9,7 +9,9 @@ The result is a ``dask.delayed`` object: ``.compute()``, ``.persist()``, ``dask.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import numbers
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,7 +25,7 @@ from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
 from ..errors import ConfigError, InputError
-from .blocks import Block, plan_blocks
+from .blocks import Block, plan_blocks, split_blocks
 from .dataset import DEFAULT_BLOCK_ROWS, shard_files
 from .graph import ShardRows, shard_graph, sum_shard, then, total_graph
 from .segment import load_block
@@ -41,7 +43,7 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
                    noise: NoiseSpec | Mapping[str, Any] | None = None, snr: str = card.SNR_METHOD,
                    precision: str = "float32", clip_flux: bool = True, features: bool = False,
                    block_rows: int | None = None, shift: tuple[np.ndarray, float] | None = None,
-                   per_shard: bool = False, cache=None, label: str = "train"):
+                   per_shard: bool = False, splits: int = 1, cache=None, label: str = "train"):
     """The per-bin sufficient statistics of a Dataset of spectra, lazily, in one pass.
 
     Parameters
@@ -79,6 +81,11 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
         Statistics to be added to others must share it.
     per_shard : bool
         Return one result per shard (in order) instead of their sum.
+    splits : int
+        Sum each shard as ``splits`` sub-shards of nearly equal rows, cut on block edges, each a
+        result of its own (with ``per_shard``: ``splits`` results per shard, in order). The noise
+        is unchanged; the sub-shards add up to the shard's statistics up to rounding (the sums run
+        in another order). Each sub-shard's statistics are held, and cached, separately.
     cache : snrmoe_dask.io.cache.ShardCache, optional
         Per-shard results kept on disk: used only when the Dataset is straight from shard files.
 
@@ -112,6 +119,8 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     table_snr = sample_values(ds, "snr", "the snr column") if snr == "column" else None
     cells = None if partition.is_snr else partition.assign(_labels(ds, partition, by))
     block_rows = int(block_rows or _row_chunk(flux))
+    if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or splits < 1:
+        raise ConfigError(f"splits: expected an integer >= 1, got {splits!r}")
     shard, row = _identity(ds, len(y))
     plan = plan_blocks(shard, row, block_rows)
     files = shard_files(ds)
@@ -120,20 +129,24 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     c, y0 = shift if shift is not None else _shift(sources[first], plan[first], y, clip_flux)
     spec = PassSpec(bins=partition, snr_method=snr, noise=noise, c=np.asarray(c, np.float64), y0=float(y0),
                     clip_flux=bool(clip_flux), precision=precision, features=bool(features))
-    token = _token(ds, spec, block_rows, files)
+    token = _token(ds, spec, block_rows, files, splits)
     parts, cached, computed = [], [], []
     for k, blocks in plan.items():
-        at = np.concatenate([np.arange(b.start, b.stop) for b in blocks])
-        rows = ShardRows(k, sources[k], tuple(blocks), y[at], None if table_snr is None else table_snr[at],
-                         None if cells is None else cells[at])
-        name = files[k - first].parent.name if files else f"shard {k}"
-        part = None
-        if cache is not None and files:
-            part, from_cache = _cached(cache, rows, files[k - first], spec, target, block_rows, token)
-            (cached if from_cache else computed).append(name + (" (merged bins)" if from_cache == "merged" else ""))
-        else:
-            computed.append(name)
-        parts.append(part if part is not None else shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token))
+        shard_name = files[k - first].parent.name if files else f"shard {k}"
+        for j, group in enumerate(split_blocks(blocks, splits, shard_name)):
+            at = np.concatenate([np.arange(b.start, b.stop) for b in group])
+            rows = ShardRows(k, sources[k], tuple(group), y[at], None if table_snr is None else table_snr[at],
+                             None if cells is None else cells[at])
+            split = (j, splits) if splits > 1 else None
+            name = shard_name + (f" part {j + 1}/{splits}" if split else "")
+            part_token = f"{token}-{j + 1}of{splits}" if split else token  # distinct task names per part
+            part = None
+            if cache is not None and files:
+                part, from_cache = _cached(cache, rows, files[k - first], spec, target, block_rows, part_token, split)
+                (cached if from_cache else computed).append(name + (" (merged bins)" if from_cache == "merged" else ""))
+            else:
+                computed.append(name)
+            parts.append(part if part is not None else shard_graph(rows, spec, block_rows, SEGMENT_ROWS, part_token))
     if cache is not None and files:
         log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
                  len(computed), computed)
@@ -243,23 +256,25 @@ def _shift(source: RowSource, blocks: list[Block], y: np.ndarray, clip_flux: boo
     return flux.mean(axis=0, dtype=np.float64), float(y[head.start:head.stop].mean())
 
 
-def _token(ds, spec: PassSpec, block_rows: int, files) -> str:
+def _token(ds, spec: PassSpec, block_rows: int, files, splits: int) -> str:
     from dask.base import tokenize
 
     data = files if files else (ds["flux"].data.name if hasattr(ds["flux"].data, "name") else id(ds))
-    return tokenize(data, spec, block_rows, SEGMENT_ROWS)
+    return tokenize(data, spec, block_rows, SEGMENT_ROWS, splits)
 
 
 # ----------------------------------------------------------------------------- the cache
-def _cached(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int, token: str):
-    """(delayed result, how) for one shard file: loaded from the cache (how "cache", or "merged" when
-    its bins are merged from finer cached bins), or computed and then saved (how None)."""
+def _cached(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int, token: str,
+            split: tuple[int, int] | None = None):
+    """(delayed result, how) for one shard file, or sub-shard ``split`` = (j, parts) of it: loaded
+    from the cache (how "cache", or "merged" when its bins are merged from finer cached bins), or
+    computed and then saved (how None)."""
     from ..io.cache import shard_key
 
-    key = shard_key(path, spec, target, block_rows, SEGMENT_ROWS, rows.index)
-    base = shard_key(path, replace(spec, bins=None), target, block_rows, SEGMENT_ROWS, rows.index)
+    key = _split_key(shard_key(path, spec, target, block_rows, SEGMENT_ROWS, rows.index), split)
+    base = _split_key(shard_key(path, replace(spec, bins=None), target, block_rows, SEGMENT_ROWS, rows.index), split)
     meta = {"source": str(path), "rows": rows.n, "base_key": base, "names": list(spec.bins.names),
-            "edges": _edges(spec)}
+            "edges": _edges(spec), **({"split": list(split)} if split else {})}
     found, groups = (key, None) if cache.path(key).exists() else _finer_entry(cache, base, spec)
     if found is not None:
         task = delayed(_load_or_pass, pure=False)(cache, found, groups, key, meta, rows, spec, block_rows,
@@ -267,6 +282,12 @@ def _cached(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, blo
         return task, "merged" if groups else "cache"
     graph = shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token)
     return then(_save, graph, cache, key, meta, name=f"save-{key}"), None
+
+
+def _split_key(key: str, split: tuple[int, int] | None) -> str:
+    """The cache key of sub-shard (j, parts) of the shard whose key is ``key`` (the blocks of each
+    part follow from the shard's rows, the block size and ``parts``, all in the key)."""
+    return key if split is None else hashlib.sha256(f"{key} part {split[0]} of {split[1]}".encode()).hexdigest()
 
 
 def _save(result: PassResult, cache, key: str, meta: dict) -> PassResult:

@@ -171,6 +171,8 @@ class EvaluationSection(_Section):
     bootstrap: NonNegInt = 2000
     deployable_gate: bool = False
     gate_fallback: float = Field(default=0.4, ge=0, le=1)
+    scaling: bool = False  # R² and ΔR² against N from the per-shard statistics of the one pass
+    scaling_splits: PosInt = 1  # each shard summed as this many sub-shards: more points on the curve
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -268,6 +270,14 @@ class ExperimentConfig(_Section):
             raise ValueError(
                 f"model.experts: must equal the number of {what} ({n_cells}), got {self.model.experts}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _splits_need_scaling(self) -> ExperimentConfig:
+        splits = self.evaluation.scaling_splits
+        if splits > 1 and not self.evaluation.scaling:
+            raise ValueError(f"evaluation.scaling_splits: {splits} sub-shards only add points to the scaling curve; "
+                             "set evaluation.scaling: true as well")
         return self
 
     @property

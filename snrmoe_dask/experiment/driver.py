@@ -23,6 +23,7 @@ from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
 from .outputs import Render, provenance, write_outputs
+from .scaling import in_order_sum, scaling_curve
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         remove_dead_temp_files(folder)
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
             with timer.phase("pass"):
-                train = compute(bin_statistics(train_ds, **options, cache=cache, label="train"))
+                train = compute(bin_statistics(train_ds, **options, **plan.per_shard_options(cfg), cache=cache,
+                                               label="train"))
+                if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their in-order sum
+                    parts, train = train, in_order_sum(train)
             val = None
             if val_ds is not None:
                 with timer.phase("validation pass"):
@@ -106,6 +110,12 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         with timer.phase("test"):
             test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
             results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
+        if cfg.evaluation.scaling:
+            with timer.phase("scaling"):
+                results["scaling"] = {"splits": cfg.evaluation.scaling_splits, **scaling_curve(
+                    parts, model=BinnedRidge(**plan.model_options(cfg)), test=test, val=val, partition=cfg.partition,
+                    last=results, **plan.scaling_options(cfg))}
+            del parts
         results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y),
                            "pixels": train_ds.sizes["pixel"], "train_files": train_ds.attrs["files"],
                            "test_file": test_ds.attrs["files"][0],

@@ -25,6 +25,18 @@ def pass_options(cfg: ExperimentConfig) -> dict[str, Any]:
             "features": cfg.evaluation.deployable_gate}
 
 
+def per_shard_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of the training pass's ``bin_statistics`` for the scaling curve: one result
+    per (sub-)shard instead of their sum; none when ``evaluation.scaling`` is off."""
+    return {"per_shard": True, "splits": cfg.evaluation.scaling_splits} if cfg.evaluation.scaling else {}
+
+
+def scaling_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of ``scaling_curve`` (the model, test set and partition come from the run)."""
+    return {"target": cfg.data.target, "bootstrap": cfg.evaluation.bootstrap, "seed": cfg.noise.test_seed,
+            "threshold": cfg.evaluation.threshold}
+
+
 def model_options(cfg: ExperimentConfig) -> dict[str, Any]:
     """Keyword arguments of ``BinnedRidge``."""
     return {"alpha": cfg.model.alpha, "min_bin_samples": cfg.evaluation.min_bin_samples,

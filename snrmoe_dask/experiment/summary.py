@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .scaling import summary_line
 from ..core.card import RHO_BAR
 from .verdict import describe
 
@@ -80,6 +81,8 @@ def print_summary(results: dict) -> None:
         chosen = [("global", choice["global"])] + list((choice.get("experts") or {}).items())
         lines.append("alpha chosen on validation: " + ", ".join(f"{n} {m['alpha']:g}" for n, m in chosen)
                      + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
+    if results.get("scaling"):
+        lines.append(summary_line(results["scaling"]))
     lines.append(f"next step: {results['next_step']}")
     lines.append(f"wall time {results['timings_s']['total']:.1f} s; report: "
                  f"{Path(results.get('output_dir', '.')) / 'report.md'}")

@@ -28,10 +28,11 @@ from .plots import (
     make_figures,
 )
 from .plots import written_by_snrmoe as png_written_by_snrmoe
+from .scaling import FIG_SCALING, plot_scaling
 from .text import LANGS, write_report
 from .text import written_by_snrmoe as report_written_by_snrmoe
 
-ALL_FIGURES = (*FIGURE_NAMES, FIG_GATE_CONFUSION, FIG_ALPHA_CURVE)
+ALL_FIGURES = (*FIGURE_NAMES, FIG_GATE_CONFUSION, FIG_ALPHA_CURVE, FIG_SCALING)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -111,10 +112,13 @@ class Renderer:
         """Figures and report into ``out_dir`` (the results folder being built), then the owner's copies.
 
         Figures (``plots.make_figures``): the card's four, plus img/snr_oracle_moe_gate_confusion.png
-        when results has "gate" and img/snr_oracle_moe_alpha_curve.png when it has "alpha".
+        when results has "gate", img/snr_oracle_moe_alpha_curve.png when it has "alpha" and
+        img/snr_oracle_moe_scaling.png when it has "scaling".
         """
         self.check()  # again: a file may have appeared while the run went on
         figures = make_figures(results, predictions, Path(out_dir) / "img")
+        scaling = plot_scaling(results, Path(out_dir) / "img")  # when results has "scaling"
+        figures += [scaling] if scaling is not None else []
         write_report(results, out_dir, lang=self.lang)
         if self.img_dir:
             self.img_dir.mkdir(parents=True, exist_ok=True)

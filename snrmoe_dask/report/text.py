@@ -29,6 +29,7 @@ from ..core.metrics import NEXT_STEP
 from ..errors import ConfigError, InputError
 from ..experiment.summary import shown_metrics
 from ..experiment.verdict import describe
+from .scaling import scaling_section
 from .plots import (
     FIG_ALPHA_CURVE,
     FIG_COMPARISON,
@@ -1057,7 +1058,8 @@ def render_report(results: Mapping[str, Any], lang: str = "zh", img_prefix: str 
     img = img_prefix.rstrip("/") or "."
     lines = [*_header(results), *_upstream(results, t), *_at_a_glance(results, t), *_goal(results, t),
              *_design(results, t), *_card_check(results, t), *_figures(results, t, img), *_gate(results, t, img),
-             *_alpha(results, t, img), *_insights(results, t), *_conclusion(results, t), *_appendix(results, t)]
+             *_alpha(results, t, img),
+             *scaling_section(results, t, img), *_insights(results, t), *_conclusion(results, t), *_appendix(results, t)]
     mark = f"{MARK} {__version__} ({results.get('experiment', 'LOGG-SNR-ORACLE-01')}); it rewrites this file -->"
     return "\n".join(lines).rstrip("\n") + "\n\n" + mark + "\n"
 

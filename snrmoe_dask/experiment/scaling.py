@@ -1,0 +1,242 @@
+"""Scaling curves from the one pass: R² and ΔR² against the training-set size, per bin.
+
+The per-shard statistics of ``bin_statistics(ds, per_shard=True)`` add up exactly, so the models
+trained on the first 1, 2, ..., K shards are only D x D solves away. Each prefix is summed in list
+order with ``+=`` on one running copy, which is bit-identical to a pass over the first k shards; it
+is solved, scored on the test set with the paired bootstrap of the main results, and dropped before
+the next shard is added (one accumulator of K_bins·D²·8 bytes, never K of them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterator, Sequence
+
+from sklearn.base import clone
+
+from ..core import card
+from ..core.extrapolate import FORM, LEVEL, MIN_POINTS, fit_curve, threshold_crossing
+from ..core.fold import PassResult
+from ..core.noise import NoiseSpec
+from ..core.partition import Partition
+from ..engine.model import BinnedRidge, _computed
+from ..errors import InputError
+from .evaluation import TestSet, load_test_set, score
+
+log = logging.getLogger(__name__)
+
+UNCERTAINTY = (f"{LEVEL:.0%} interval from the fit's covariance (scaled by the scatter of the points about the curve, "
+               "Student t with points − 3 degrees of freedom); it leaves out the test-set sampling error that all "
+               "points share (the interval of each point)")
+
+
+def _copy(result: PassResult) -> PassResult:
+    return PassResult(result.stats.copy(), result.repairs, list(result.snr), list(result.features), result.spec)
+
+
+def running_sums(parts: Sequence[PassResult]) -> Iterator[PassResult]:
+    """The sums of parts[:1], parts[:2], ... in order, each added with ``+=`` to one copy of parts[0]:
+    the same floating-point operations as the pass's own sum over shards. The same object is yielded
+    every time, updated in place: use each sum before asking for the next. ``parts`` is not changed."""
+    total = None
+    for part in parts:
+        if total is None:
+            total = _copy(part)
+        else:
+            total += part
+        yield total
+
+
+def in_order_sum(parts: Sequence[PassResult]) -> PassResult:
+    """The sum of all parts in list order (bit-identical to ``bin_statistics`` without ``per_shard``)."""
+    total = None
+    for total in running_sums(parts):
+        pass
+    if total is None:
+        raise InputError("no per-shard statistics to add up")
+    return total
+
+
+def _check_parts(per_shard_statistics: Any) -> list[PassResult]:
+    parts = _computed(per_shard_statistics)
+    if not isinstance(parts, (list, tuple)) or not parts or not all(isinstance(p, PassResult) for p in parts):
+        raise InputError("scaling_curve: expected the value of bin_statistics(..., per_shard=True), a non-empty "
+                         f"list of PassResult; got {type(parts).__name__}")
+    return list(parts)
+
+
+def _test_set(test: Any, spec, partition: Partition, noise, target: str) -> TestSet:
+    """The test spectra binned like the training pass (as ``evaluate`` reads them)."""
+    if isinstance(test, TestSet):
+        return test
+    level = spec.noise.level if spec is not None else card.NOISE_LEVEL
+    noise = NoiseSpec.of(noise) if noise is not None else NoiseSpec(level=level, seed=card.TEST_SEED)
+    return load_test_set(test, partition=partition, target=target, noise=noise,
+                         snr=spec.snr_method if spec is not None else card.SNR_METHOD,
+                         clip_flux=spec.clip_flux if spec is not None else True)
+
+
+def _r2(entry: dict) -> dict:
+    return {"r2": entry["r2"], "r2_ci": entry.get("r2_ci")}
+
+
+def _point(results: dict, parts: int) -> dict:
+    """One point of the curve from the results of ``score``."""
+    models = results["models"]
+    return {
+        "parts": parts, "n_train": models["global"]["n_train"],
+        "global": {**_r2(models["global"]), "alpha": models["global"]["alpha"]}, "oracle": _r2(models["oracle"]),
+        "delta_r2": results["delta_r2"], "delta_r2_ci": results.get("delta_r2_ci"),
+        "bins": {name: {"n_train": b["n_train"], "skipped": b["skipped"], "alpha": b["alpha"],
+                        "expert": _r2(b["expert"]), "global": _r2(b["global"]),
+                        "delta_r2": b["delta_r2"], "delta_r2_ci": b.get("delta_r2_ci")}
+                 for name, b in results["bins"].items()},
+    }
+
+
+def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None, test: Any, val: Any = None,
+                  partition: Partition | None = None, target: str = card.TARGET, noise: Any = None,
+                  bootstrap: int = 2000, seed: int = card.TEST_SEED, threshold: float = card.THRESHOLD,
+                  last: dict | None = None) -> dict:
+    """R² and ΔR² against the training-set size, from the per-shard statistics of one pass.
+
+    For k = 1..K the global model and every expert are solved on the sum of the first k results
+    (in list order) and scored on the test set with paired bootstrap intervals, exactly as a run on
+    those k shards would be; each sum is dropped before the next.
+
+    Parameters
+    ----------
+    per_shard_statistics : list of PassResult (or its lazy form)
+        ``bin_statistics(ds, per_shard=True)`` (with ``splits=S``: S results per shard, S·K points).
+    model : BinnedRidge, optional
+        The estimator's parameters (cloned and fitted per point; default ``BinnedRidge()``, the card's).
+    test : xarray.Dataset or TestSet
+        The test spectra, read, noised and binned like the training pass (as :func:`evaluate`).
+    val : PassResult, optional
+        Validation statistics, needed when ``model.alpha`` is chosen on them ("auto" or a list).
+    partition : Partition, optional
+        The bins (default: those of the pass).
+    target, noise
+        The target variable and test noise (default: the pass's level, seed ``card.TEST_SEED``).
+    bootstrap, seed : int
+        Resamples and seed of the 95 % paired bootstrap intervals (0: none); the seed also draws the
+        parameters for the interval of the threshold crossing.
+    threshold : float
+        The ΔR² threshold whose crossing is extrapolated (the card's 0.02).
+    last : dict, optional
+        The results of ``score`` for the same model on the sum of all the statistics, with these
+        options (a run's own main results): the last point, which is then not solved again.
+
+    Returns
+    -------
+    dict
+        As ``results.json`` ``scaling``: ``points`` (per k: ``parts``, ``n_train``, ``global`` and
+        ``oracle`` R² with ``r2_ci``, ``delta_r2`` and ``delta_r2_ci``, and ``bins`` (per bin
+        ``n_train``, ``skipped``, ``expert`` and ``global`` R² with CI, ``delta_r2`` with CI)),
+        ``threshold``, ``extrapolation`` (every value labelled an extrapolation: a fit
+        R²(N) = R²∞ − a·(N/N_max)^(−b) of each curve, from 4 points up, and where ΔR² crosses
+        the threshold) and ``timings_s`` (``solve`` and ``score`` seconds of each point solved here).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from snrmoe_dask import BinnedRidge, bin_statistics, scaling_curve
+    >>> rng = np.random.default_rng(2)
+    >>> def spectra(n, shards=1):
+    ...     flux = 1 + 0.5 * rng.random((n, 8))
+    ...     error = np.full((n, 8), 0.1) + 0.3 * rng.random((n, 1))
+    ...     return xr.Dataset({"flux": (("sample", "pixel"), flux), "error": (("sample", "pixel"), error),
+    ...                        "log_g": ("sample", flux @ np.arange(8.0))},
+    ...                       coords={"shard": ("sample", np.repeat(np.arange(shards), n // shards)),
+    ...                               "row": ("sample", np.tile(np.arange(n // shards), shards))})
+    >>> train = spectra(2000, shards=2)
+    >>> per_shard = bin_statistics(train, per_shard=True, splits=2, block_rows=250).compute()  # 2 shards x 2 parts
+    >>> curve = scaling_curve(per_shard, model=BinnedRidge(alpha=1.0, min_bin_samples=10), test=spectra(300),
+    ...                       bootstrap=200)
+    >>> [point["n_train"] for point in curve["points"]]
+    [500, 1000, 1500, 2000]
+    >>> last = curve["points"][-1]
+    >>> bool(last["oracle"]["r2"] > last["global"]["r2"]), len(last["delta_r2_ci"])
+    (True, 2)
+    >>> fit = curve["extrapolation"]["models"]["oracle"]
+    >>> fit["status"], fit["extrapolation"]
+    ('fitted', True)
+    """
+    parts = _check_parts(per_shard_statistics)
+    spec = parts[0].spec
+    if partition is None:
+        if spec is None:
+            raise InputError("scaling_curve: the statistics carry no partition (built by hand?); pass partition")
+        partition = spec.bins
+    test = _test_set(test, spec, partition, noise, target)
+    model = model if model is not None else BinnedRidge()
+    points, solve_s, score_s = [], [], []
+    for k, total in enumerate(running_sums(parts if last is None else parts[:-1]), start=1):
+        start = time.perf_counter()
+        fitted = clone(model).fit(total, val)
+        solve_s.append(round(time.perf_counter() - start, 3))
+        start = time.perf_counter()
+        results, _ = score(fitted, test, partition=partition, train=total, threshold=threshold,
+                           bootstrap=bootstrap, seed=seed)
+        score_s.append(round(time.perf_counter() - start, 3))
+        points.append(_point(results, k))
+        del fitted  # its prepared problems hold D x D arrays per model
+        log.info("scaling point %d/%d: N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k, len(parts),
+                 f"{points[-1]['n_train']:,}", results["delta_r2"], solve_s[-1], score_s[-1])
+    if last is not None:
+        points.append(_point(last, len(parts)))
+    return {"threshold": threshold, "bootstrap": bootstrap, "points": points,
+            "extrapolation": extrapolate(points, threshold, seed), "timings_s": {"solve": solve_s, "score": score_s}}
+
+
+def _fit(points: list[dict], value, upper: float) -> dict:
+    """fit_curve over the points where ``value(point)`` is a number."""
+    known = [(p["n_train"], value(p)) for p in points if value(p) is not None]
+    return fit_curve([n for n, _ in known], [v for _, v in known], upper)
+
+
+def _delta_fit(points: list[dict], value, threshold: float, seed: int) -> dict:
+    fit = _fit(points, value, float("inf"))
+    return {**fit, "crossing": threshold_crossing(fit, threshold, seed)}
+
+
+def extrapolate(points: list[dict], threshold: float, seed: int = 0) -> dict:
+    """The fits of every curve of ``points`` (as ``scaling_curve`` makes them); an extrapolation.
+
+    Per model (global, oracle) a fit of R²; for the overall and each bin's ΔR² a fit and its
+    threshold crossing; per bin a fit of the expert's R² over the points where the bin has an expert.
+    """
+    names = list(points[0]["bins"]) if points else []
+
+    def expert(name):
+        return lambda p: None if p["bins"][name]["skipped"] else p["bins"][name]["expert"]["r2"]
+
+    def delta(name):
+        return lambda p: None if p["bins"][name]["skipped"] else p["bins"][name]["delta_r2"]
+
+    return {
+        "extrapolation": True, "form": FORM, "min_points": MIN_POINTS, "uncertainty": UNCERTAINTY,
+        "models": {"global": _fit(points, lambda p: p["global"]["r2"], 1.0),
+                   "oracle": _fit(points, lambda p: p["oracle"]["r2"], 1.0),
+                   "delta": _delta_fit(points, lambda p: p["delta_r2"], threshold, seed)},
+        "bins": {name: {"expert": _fit(points, expert(name), 1.0),
+                        "delta": _delta_fit(points, delta(name), threshold, seed)} for name in names},
+    }
+
+
+def summary_line(scaling: dict) -> str:
+    """One line for the run's summary: the curve's ends and the extrapolated crossing."""
+    points = scaling["points"]
+    first, last = points[0], points[-1]
+    line = (f"scaling: {len(points)} points, N {first['n_train']:,} -> {last['n_train']:,}: "
+            f"dR2 {first['delta_r2']:+.4f} -> {last['delta_r2']:+.4f}")
+    fit = scaling["extrapolation"]["models"]["delta"]
+    if fit["status"] != "fitted":
+        return line + f"; no extrapolation ({fit['reason']})"
+    crossing = fit["crossing"]
+    where = {"crosses": f"reaches {crossing['threshold']:g} at N ~ {crossing['n']:,.0f}",
+             "falls below": f"falls below {crossing['threshold']:g} at N ~ {crossing['n']:,.0f}",
+             "above": f"stays above {crossing['threshold']:g}",
+             "does not cross": f"does not reach {crossing['threshold']:g}"}[crossing["status"]]
+    return line + f"; extrapolated: dR2_inf {fit['inf']:+.4f}, {where}"
