@@ -86,7 +86,8 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         log.info("training on %d shards, %s spectra x %d pixels", len(train_ds.attrs["files"]),
                  f"{train_ds.sizes['sample']:,}", train_ds.sizes["pixel"])
     folder = cache_dir(cfg)
-    cache = ShardCache(folder) if folder is not None else None
+    cache = (ShardCache(folder, max_gb=cfg.compute.cache_max_gb, min_gflop=cfg.compute.cache_min_gflop)
+             if folder is not None else None)
     options = plan.pass_options(cfg)
     with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
         with timer.phase("pass"):
