@@ -4,6 +4,7 @@ writes, ls / clear."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -25,7 +26,8 @@ from snrmoe_dask.core.stats import BinStats
 from snrmoe_dask import bin_statistics, open_shards
 from snrmoe_dask.engine import graph
 from snrmoe_dask.io.cache import ShardCache, clear_cache, list_cache, shard_key, verify_cache
-from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, inspect_shard
+from snrmoe_dask.io.digest import block_digest, shard_digest
+from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, inspect_shard, read_rows
 
 INF = math.inf
 BINS = {"H": [7, INF], "M": [4, 7], "L": [2, 4], "X": [0, 2]}
@@ -548,14 +550,19 @@ def test_merged_entry_is_one_load_bit_identical_to_the_shards_and_a_cold_pass(sh
     assert len(cold.digests) == 3 * 4  # one per block read: 4 blocks of 64 rows per 200-row shard
 
 
-def test_upper_triangle_is_stored_and_s_comes_back_symmetric(shards, tmp_path):
+def test_upper_triangle_and_digests_of_the_raw_blocks_are_stored(shards, tmp_path):
+    _edit(shards[0], FLUX_KEY, lambda flux: np.where(np.arange(ROWS)[:, None] == 3, -1.0, flux))  # to be clipped
     store = ShardCache(tmp_path / "cache", min_gflop=0)
     result = run_pass(shards[:1], store, per_shard=True)[0]
+    assert result.repairs.flux_negative == D
+    raw = [read_rows(shards[0], start, min(start + 64, ROWS)) for start in range(0, ROWS, 64)]
+    assert result.digests == [block_digest(flux, error) for flux, error in raw]  # before the repairs
     (entry,) = (tmp_path / "cache").glob("*.h5")
     with h5py.File(entry, "r") as f:
         assert "stats/S" not in f and f["stats/S_upper"].shape == (4, D * (D + 1) // 2)
         assert f["content/digests"].shape == (4, 16) and f["content/blocks"][()].tolist() == [
             [0, 0, 64], [0, 64, 64], [0, 128, 64], [0, 192, 8]]
+        assert json.loads(f["content"].attrs["file_digests"]) == [shard_digest(result.digests)]
     back = store.load(entry.stem)
     assert np.array_equal(back.stats.S, np.swapaxes(back.stats.S, 1, 2))
     assert same_bits(back.stats.S, result.stats.S) and back.digests == result.digests
@@ -618,6 +625,9 @@ def test_cap_evicts_the_least_recently_used_never_one_in_use(tmp_path, caplog):
         assert store.save(keys[5], make_result(), {"source": "train_5/dataset.h5"}) is None
     assert "train_5/dataset.h5 not cached (the run goes on)" in caplog.text and "compute.cache_max_gb" in caplog.text
     assert sorted(p.stem for p in (tmp_path / "cache").iterdir()) == sorted([keys[2], keys[3], keys[4]])
+    small = ShardCache(tmp_path / "cache", max_gb=size / 1e9)  # an entry larger than the cap on its own:
+    assert small.save(keys[5], make_result()) is None  # skipped, and nothing evicted for nothing
+    assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
 def test_write_is_skipped_when_the_disk_is_short(tmp_path, monkeypatch, caplog, shards):
@@ -641,3 +651,12 @@ def test_a_hit_marks_the_entry_and_its_parts_as_used(tmp_path):
     _backdate(store, [part, merged])
     assert store.load(merged) is not None
     assert all(time.time() - store.path(k).stat().st_mtime < 60 for k in (part, merged))
+
+
+def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(shards, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.engine.statistics"):
+        assert_same(run_pass(shards[:2], ShardCache(blocker / "cache", min_gflop=0)), run_pass(shards[:2]))
+    assert caplog.text.count("not cached (the run goes on)") == 3  # two shards and their sum
+    assert blocker.read_text() == "not a folder"

@@ -338,7 +338,11 @@ def _find(cache, entry: _Entry, spec: PassSpec) -> None:
 
 
 def _save(result: PassResult, cache, entry: _Entry) -> PassResult:
-    cache.save(entry.key, result, entry.meta, entry.content)
+    """Cache ``result``; a failed write (read-only folder, full disk...) costs the cache, not the run."""
+    try:
+        cache.save(entry.key, result, entry.meta, entry.content)
+    except OSError as exc:
+        log.warning("%s: statistics of %s not cached (the run goes on): %s", cache.root, entry.meta["source"], exc)
     return result
 
 

@@ -19,8 +19,9 @@ sum of its shards in list order (a re-solve loads one file). Layout of a file:
                  S_upper (K, D(D+1)/2): the upper triangle of each symmetric S_k, row by row
     snr          (N,) the SNR of every row, in row order
     features     (N, F) the quality features, only when the result had any
-    content/     attrs files (JSON list of shard paths); datasets blocks (B, 3) int64 (file index,
-                 first row, rows) and digests (B, 16) uint8: every block the pass read, in order
+    content/     attrs files (JSON list of shard paths), file_digests (JSON list: each file's block
+                 digests combined in order, ``io.digest.shard_digest``); datasets blocks (B, 3) int64
+                 (file index, first row, rows) and digests (B, 16) uint8: every block the pass read, in order
 
 Files are written atomically (temporary file in the same folder, fsync, ``os.replace``); a file
 that fails its checksum is logged, deleted and reported as a miss, so the caller recomputes. The
@@ -242,18 +243,6 @@ class Content:
         return shard_digest(d for d, k in zip(digests, self.blocks[:, 0]) if k == part)
 
 
-def _pack_upper(S: np.ndarray) -> np.ndarray:
-    """(K, D(D+1)/2): the upper triangle of each (D, D) S_k, row by row."""
-    k, d = S.shape[0], S.shape[-1]
-    packed = np.empty((k, d * (d + 1) // 2))
-    for b in range(k):
-        at = 0
-        for i in range(d):
-            packed[b, at:at + d - i] = S[b, i, i:]
-            at += d - i
-    return packed
-
-
 def _empty_small_pages(shape: tuple[int, ...]) -> np.ndarray:
     """``np.empty(shape)`` float64 in an anonymous mapping of ordinary pages. numpy asks the kernel for
     transparent huge pages, whose first touch can stall for seconds (direct compaction) on a machine
@@ -264,6 +253,18 @@ def _empty_small_pages(shape: tuple[int, ...]) -> np.ndarray:
     except (AttributeError, TypeError, OSError):  # no such mapping on this platform
         return np.empty(shape)
     return np.frombuffer(buffer, dtype=np.float64, count=count).reshape(shape)
+
+
+def _pack_upper(S: np.ndarray) -> np.ndarray:
+    """(K, D(D+1)/2): the upper triangle of each (D, D) S_k, row by row."""
+    k, d = S.shape[0], S.shape[-1]
+    packed = _empty_small_pages((k, d * (d + 1) // 2))
+    for b in range(k):
+        at = 0
+        for i in range(d):
+            packed[b, at:at + d - i] = S[b, i, i:]
+            at += d - i
+    return packed
 
 
 def _expand_upper(S: np.ndarray) -> None:
@@ -329,6 +330,9 @@ def _write(path: Path, key: str, kind: str, head: dict[str, Any], arrays: dict[s
         f["stats"].attrs["y0"] = float(head["y0"])
         if head["files"] is not None:
             f["content"].attrs["files"] = json.dumps(head["files"])
+            content = Content(tuple(head["files"]), arrays["content/blocks"])
+            digests = [bytes(row) for row in arrays["content/digests"]]
+            f["content"].attrs["file_digests"] = json.dumps([content.digest(digests, i) for i in range(len(head["files"]))])
         for name, count in repairs.to_dict().items():
             f.attrs[f"repairs.{name}"] = count
         f.attrs["source"] = str(meta.get("source", ""))
@@ -549,21 +553,21 @@ class ShardCache:
 
     def _make_room(self, need: int, path: Path) -> str | None:
         """Evict least recently used entries not in use until ``need`` more bytes fit under the cap;
-        None when they fit, else why not."""
-        entries = [(p, p.stat()) for p, _ in _entries(self.root) if p != path]
+        None when they fit, else why not (and then nothing is evicted)."""
+        entries = [(p, st) for p, st in _stats(p for p, _ in _entries(self.root)) if p != path]
         total = sum(st.st_size for _, st in entries)
-        for victim, st in sorted(entries, key=lambda e: e[1].st_mtime_ns):
+        evictable = sorted((e for e in entries if e[0].stem not in self.in_use), key=lambda e: e[1].st_mtime_ns)
+        kept = total - sum(st.st_size for _, st in evictable)
+        if kept + need > self.max_bytes:
+            return (f"{need / 1e6:.0f} MB more would exceed the cap compute.cache_max_gb = {self.max_bytes / 1e9:g} "
+                    f"GB, with {kept / 1e6:.0f} MB held by entries this run uses")
+        for victim, st in evictable:
             if total + need <= self.max_bytes:
                 break
-            if victim.stem in self.in_use:
-                continue
             victim.unlink(missing_ok=True)
             total -= st.st_size
             log.info("%s: evicted (least recently used, %.0f MB) to stay under the cap of %.1f GB", victim,
                      st.st_size / 1e6, self.max_bytes / 1e9)
-        if total + need > self.max_bytes:
-            return (f"{need / 1e6:.0f} MB more would exceed the cap compute.cache_max_gb = {self.max_bytes / 1e9:g} "
-                    f"GB, held by entries this run uses ({total / 1e6:.0f} MB)")
         return None
 
     def _short_of_space(self, need: int) -> str | None:
@@ -603,6 +607,17 @@ def _entries(root: Path) -> list[tuple[Path, dict[str, Any] | None]]:
     return out
 
 
+def _stats(paths) -> list[tuple[Path, os.stat_result]]:
+    """(path, stat) of each path that still exists: another run may evict an entry at any time."""
+    out = []
+    for path in paths:
+        try:
+            out.append((path, path.stat()))
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def _age(seconds: float) -> str:
     """A short duration: 40 s, 12 min, 5.0 h, 3.2 d."""
     seconds = max(0.0, seconds)
@@ -621,7 +636,8 @@ def list_cache(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         return [f"no cache at {root} (folder does not exist)"]
-    entries = sorted(((p, a, p.stat()) for p, a in _entries(root)), key=lambda e: e[2].st_mtime_ns)
+    attrs = dict(_entries(root))
+    entries = sorted(((p, attrs[p], st) for p, st in _stats(attrs)), key=lambda e: e[2].st_mtime_ns)
     if not entries:
         return [f"cache {root} is empty"]
     lines, total, now = [], 0, time.time()
