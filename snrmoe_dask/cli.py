@@ -107,11 +107,15 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_cache(args) -> int:
-    from .io.cache import clear_cache, list_cache
+    """ls, clear, or verify (exit 1 when an entry's shard changed since it was cached)."""
+    from .io.cache import clear_cache, list_cache, verify_cache
 
     if args.action == "ls":
-        for line in list_cache(Path(args.dir)):
-            print(line)
+        print("\n".join(list_cache(Path(args.dir))))
+    elif args.action == "verify":
+        lines, changed = verify_cache(Path(args.dir))
+        print("\n".join(lines))
+        return 1 if changed else 0
     else:
         print(f"removed {clear_cache(Path(args.dir))} cache files")
     return 0
@@ -243,8 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_logging(s)
     s.set_defaults(func=_cmd_demo)
 
-    s = sub.add_parser("cache", help="list or clear the per-shard statistics cache")
-    s.add_argument("action", choices=("ls", "clear"))
+    s = sub.add_parser("cache", help="list, clear or verify the statistics cache",
+                       description="ls: entries (least recently used first) with size, age and last use; "
+                                   "clear: delete them; verify: re-read every entry's shards, compare their "
+                                   "content digests, drop the entries whose shards changed (exit 1 if any)")
+    s.add_argument("action", choices=("ls", "clear", "verify"))
     s.add_argument("--dir", default="results/.snrmoe-cache",
                    help="the cache folder (compute.cache_dir; default: .snrmoe-cache beside the results folders)")
     s.set_defaults(func=_cmd_cache)

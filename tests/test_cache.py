@@ -4,11 +4,14 @@ writes, ls / clear."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -20,8 +23,11 @@ from snrmoe_dask.core.noise import NoiseSpec
 from snrmoe_dask.core.repair import RepairCounts
 from snrmoe_dask.core.snr import Bins
 from snrmoe_dask.core.stats import BinStats
-from snrmoe_dask.io.cache import ShardCache, clear_cache, list_cache, shard_key
-from snrmoe_dask.io.shards import inspect_shard
+from snrmoe_dask import bin_statistics, open_shards
+from snrmoe_dask.engine import graph
+from snrmoe_dask.io.cache import ShardCache, clear_cache, list_cache, shard_key, verify_cache
+from snrmoe_dask.io.digest import block_digest, shard_digest
+from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, inspect_shard, read_rows
 
 INF = math.inf
 BINS = {"H": [7, INF], "M": [4, 7], "L": [2, 4], "X": [0, 2]}
@@ -237,7 +243,7 @@ def _damage(kind: str, path) -> None:
     elif kind.startswith("flip:"):
         _flip_byte(path, kind[5:])
         with h5py.File(path, "r") as f:  # still valid HDF5: only the checksum can tell
-            f["stats/S"][()]
+            f["stats/S_upper"][()]
     elif kind == "not-hdf5":
         path.write_bytes(b"this is not an HDF5 file\n" * 10)
     elif kind == "foreign-hdf5":
@@ -246,7 +252,7 @@ def _damage(kind: str, path) -> None:
             f["x"] = np.arange(3)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "flip:stats/S", "flip:snr", "flip:features", "not-hdf5",
+@pytest.mark.parametrize("kind", ["truncated", "flip:stats/S_upper", "flip:snr", "flip:features", "not-hdf5",
                                   "foreign-hdf5"])
 def test_damaged_file_is_logged_deleted_and_missed(tmp_path, caplog, kind):
     store = ShardCache(tmp_path)
@@ -308,17 +314,23 @@ def test_list_missing_and_empty(tmp_path):
     assert clear_cache(tmp_path / "missing") == 0
 
 
-def test_list_shows_entries_and_total(tmp_path):
+def test_list_shows_entries_size_age_last_use_and_total(tmp_path):
     store = ShardCache(tmp_path)
-    store.save("a1" * 32, make_result(rows=90), {"source": "train_0/dataset.h5"})
-    store.save("b2" * 32, make_result(rows=60), {"source": "train_1/dataset.h5"})
+    first = store.save("a1" * 32, make_result(rows=90), {"source": "train_0/dataset.h5"})
+    second = store.save("b2" * 32, make_result(rows=60), {"source": "train_1/dataset.h5", "parts": ["a1" * 32]})
     (tmp_path / "notes.txt").write_text("not ours")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(second, (hours_ago, hours_ago))  # last used two hours ago: listed first, evicted first
     lines = list_cache(tmp_path)
     assert len(lines) == 3
-    assert lines[0].startswith("a1" * 6) and "train_0/dataset.h5" in lines[0] and "90 rows" in lines[0]
-    assert lines[1].startswith("b2" * 6) and "train_1/dataset.h5" in lines[1] and "60 rows" in lines[1]
-    assert all("bins H,M,L,X" in line and " MB " in line and "created 20" in line for line in lines[:2])
-    assert lines[2].startswith("2 cache files, ") and str(tmp_path) in lines[2]
+    assert lines[0].startswith("b2" * 6) and "merged" in lines[0] and "train_1/dataset.h5" in lines[0]
+    assert "60 rows" in lines[0] and "last used 2.0 h ago" in lines[0]
+    assert lines[1].startswith("a1" * 6) and "shard" in lines[1] and "train_0/dataset.h5" in lines[1]
+    assert "90 rows" in lines[1] and re.search(r"last used \d+ s ago", lines[1])
+    sizes = [first.stat().st_size, second.stat().st_size]
+    for line, size in zip(lines[:2], sizes[::-1]):
+        assert "bins H,M,L,X" in line and f" {size / 1e6:.1f} MB " in line and re.search(r"created \d+ s ago", line)
+    assert lines[2] == f"2 cache files, {sum(sizes) / 1e6:.1f} MB in {tmp_path}"
 
 
 def test_clear_removes_only_ours(tmp_path, shard_factory):
@@ -342,3 +354,309 @@ def test_clear_removes_only_ours(tmp_path, shard_factory):
     assert clear_cache(tmp_path) == 0
     assert list_cache(tmp_path) == [f"cache {tmp_path} is empty"]
 
+
+
+# ----------------------------------------------------------------------------- stale statistics
+ROWS = 200
+
+
+@pytest.fixture
+def shards(shard_factory):
+    """Three shards of the same shape (and file size) with different spectra."""
+    return [shard_factory(f"train_{k}/dataset.h5", n=ROWS, d=D, seed=k) for k in range(3)]
+
+
+def run_pass(paths, store=None, **kw) -> PassResult:
+    ds = open_shards([str(p) for p in paths], block_rows=64)
+    return bin_statistics(ds, cache=store, **kw).compute(scheduler="sync")
+
+
+def assert_same(a: PassResult, b: PassResult) -> None:
+    for name in ("c", "n", "s", "S", "t", "u", "q"):
+        assert same_bits(getattr(a.stats, name), getattr(b.stats, name)), name
+    assert a.stats.names == b.stats.names and a.stats.y0 == b.stats.y0
+    assert same_bits(a.snr_values, b.snr_values) and a.repairs == b.repairs and a.digests == b.digests
+
+
+def source_of(entry) -> str:
+    with h5py.File(entry, "r") as f:
+        return f.attrs["source"]
+
+
+def identity(path) -> tuple:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _edit(path, key: str, change) -> None:
+    with h5py.File(path, "r+") as f:
+        f[key][...] = change(f[key][...])
+
+
+def _target_column(path):
+    """(params block dataset, column index) holding log_g in a pandas fixed-format table."""
+    with h5py.File(path, "r") as f:
+        for name in f["params"]:
+            if name.endswith("_items") and b"log_g" in list(f["params"][name][()]):
+                return f"params/{name[:-6]}_values", list(f["params"][name][()]).index(b"log_g")
+    raise AssertionError("no log_g column")
+
+
+def _rewrite(kind: str, path, other, tmp_path) -> None:
+    """Change shard ``path`` as a user might, keeping its size and shape (and, except for a replaced
+    file, its inode); the caller restores atime and mtime to the nanosecond."""
+    if kind == "flux halved":
+        _edit(path, FLUX_KEY, lambda flux: flux / 2)
+    elif kind == "error changed":
+        _edit(path, ERROR_KEY, lambda error: error * 1.5)
+    elif kind == "target changed":
+        block, column = _target_column(path)
+        _edit(path, block, lambda values: np.concatenate([values[:, :column], values[:, column:column + 1] + 0.5,
+                                                          values[:, column + 1:]], axis=1))
+    elif kind == "copy of another, in place":
+        shutil.copyfile(other, path)  # same inode: copyfile truncates and rewrites
+    elif kind == "replaced by a copy of another":
+        shutil.copyfile(other, tmp_path / "new.h5")
+        os.replace(tmp_path / "new.h5", path)  # a new inode
+    elif kind == "truncated and re-extended":
+        raw = path.read_bytes()
+        with open(path, "r+b") as f:
+            f.truncate(len(raw) // 2)
+            f.seek(len(raw) // 2)
+            f.write(raw[len(raw) // 2:])  # the same bytes again: only ctime tells
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["flux halved", "error changed", "target changed", "copy of another, in place",
+                                  "replaced by a copy of another", "truncated and re-extended"])
+def test_shard_rewritten_with_restored_mtime_is_recomputed(shards, tmp_path, caplog, kind):
+    """Issue 12's reproduction (flux halved in place, same size and shape, atime and mtime restored
+    to the nanosecond) and variants: the next pass recomputes the shard and says why."""
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    victim = shards[1]  # not the first shard: the shift c and y0 come from the first one's rows
+    before = run_pass(shards[:2], store)
+    st = victim.stat()
+    _rewrite(kind, victim, shards[2], tmp_path)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    size, mtime, inode = identity(victim)
+    assert (size, mtime) == (st.st_size, st.st_mtime_ns)  # what the old key looked at is unchanged
+    assert inode == st.st_ino or kind == "replaced by a copy of another"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+        after = run_pass(shards[:2], store)
+    assert_same(after, run_pass(shards[:2]))  # = a pass over the files as they are now
+    if kind == "truncated and re-extended":
+        assert_same(after, before)  # same bytes: recomputed all the same (ctime changed), same numbers
+    else:
+        assert not same_bits(after.stats.S, before.stats.S) or not same_bits(after.stats.t, before.stats.t)
+    assert "1 shard(s) from the cache ['train_0']" in caplog.text and "1 to compute ['train_1']" in caplog.text
+    why = [r.getMessage() for r in caplog.records if "recomputing its statistics" in r.getMessage()]
+    assert len(why) == 1 and str(victim) in why[0] and "ctime_ns" in why[0]
+    if kind == "target changed":
+        assert "target, SNR-column or bin values" in why[0]
+    if kind == "replaced by a copy of another":
+        assert "inode" in why[0]
+
+
+def test_the_key_covers_inode_ctime_and_the_row_values(shard, tmp_path):
+    facts = cache.key_facts(shard, make_spec(), "log_g", 64, 256, 0, values=(np.arange(50.0), None, None))
+    st = shard.stat()
+    assert facts["file"] == {"path": str(shard.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                             "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "shape": [50, D]}
+    key = cache.key_of(facts)
+    values = np.arange(50.0)
+
+    def key_with(v):
+        return shard_key(shard, make_spec(), "log_g", 64, 256, 0, values=v)
+    assert key_with((values, None, None)) == key
+    values[7] = np.nextafter(values[7], INF)
+    assert key_with((values, None, None)) != key  # one target value
+    assert key_with((np.arange(40.0), None, None)) != key  # fewer rows of the file used
+    assert key_with((np.arange(50.0), np.ones(50), None)) != key  # an SNR column
+    assert key_with((np.arange(50.0), None, np.zeros(50, np.int64))) != key  # bins from columns
+    os.chmod(shard, 0o600)  # only ctime changes: a new key (the safe direction)
+    assert shard.stat().st_mtime_ns == st.st_mtime_ns and key_with((np.arange(50.0), None, None)) != key
+
+
+def test_fewer_rows_of_a_shard_are_not_served_for_all_of_it(shards, tmp_path):
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    ds = open_shards([str(shards[0])], block_rows=64, max_rows=100)
+    bin_statistics(ds, cache=store).compute(scheduler="sync")
+    assert_same(run_pass(shards[:1], store), run_pass(shards[:1]))
+
+
+def test_forged_identity_is_served_stale_and_verify_drops_it(shards, tmp_path, monkeypatch, capsys):
+    """What the key cannot see (content changed with size, mtime, ctime and inode forged back, as
+    root or a clock change could) is served from the cache; ``cache verify`` finds it and drops it."""
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    before = run_pass(shards[:2], store)
+    forged = {str(p.resolve()): cache._file_identity(p) for p in shards[:2]}
+    _edit(shards[1], FLUX_KEY, lambda flux: flux / 2)
+    real_identity = cache._file_identity
+    monkeypatch.setattr(cache, "_file_identity", lambda p: forged.get(str(Path(p).resolve())) or real_identity(p))
+    assert_same(run_pass(shards[:2], ShardCache(tmp_path / "cache", min_gflop=0)), before)  # the limit
+    lines, changed = verify_cache(tmp_path / "cache")
+    status = {line.split()[0]: line for line in lines[:-1]}
+    assert changed == 2 and len(status) == 3  # train_1 and the sum of both changed; train_0 is fine
+    assert sum("changed" in line for line in status.values()) == 2
+    assert sum(" ok " in line for line in status.values()) == len(status) - 2
+    for line in status.values():
+        if "changed" in line:
+            assert str(shards[1]) in line and "rows 0:64 and 3 more blocks differ" in line and line.endswith("dropped")
+    assert "2 changed (dropped)" in lines[-1]
+    assert_same(run_pass(shards[:2], ShardCache(tmp_path / "cache", min_gflop=0)), run_pass(shards[:2]))
+    assert verify_cache(tmp_path / "cache")[1] == 0
+    from snrmoe_dask.cli import main
+
+    assert main(["cache", "verify", "--dir", str(tmp_path / "cache")]) == 0
+    assert " ok " in capsys.readouterr().out
+
+
+def test_verify_reports_a_missing_source_and_a_damaged_entry(shards, tmp_path):
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    run_pass(shards[:1], store, per_shard=True)
+    run_pass(shards[1:2], store, per_shard=True)
+    entries = sorted((tmp_path / "cache").glob("*.h5"))
+    assert len(entries) == 2
+    shards[0].unlink()
+    victim = next(p for p in entries if source_of(p) == str(shards[1]))
+    _flip_byte(victim, "stats/S_upper")
+    lines, changed = verify_cache(tmp_path / "cache")
+    assert changed == 0
+    assert any("source missing" in line and f"{shards[0]}: missing" in line for line in lines)
+    assert any(line.startswith(victim.name[:12]) and "damaged (checksum mismatch" in line and "dropped" in line
+               for line in lines)
+    assert not victim.exists() and len(list((tmp_path / "cache").glob("*.h5"))) == 1  # the missing one is kept
+
+
+# ----------------------------------------------------------------------------- the merged entry
+def test_merged_entry_is_one_load_bit_identical_to_the_shards_and_a_cold_pass(shards, tmp_path, monkeypatch):
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    cold = run_pass(shards)
+    first = run_pass(shards, store)  # computes, caches 3 shards and their sum
+    assert len(list((tmp_path / "cache").glob("*.h5"))) == 4
+    loads = []
+    real_load = ShardCache.load
+    monkeypatch.setattr(ShardCache, "load", lambda self, key: loads.append(key) or real_load(self, key))
+    monkeypatch.setattr(graph, "segment_pass", lambda *a, **k: pytest.fail("a data pass ran"))
+    merged = run_pass(shards, ShardCache(tmp_path / "cache", min_gflop=0))
+    assert len(loads) == 1
+    (tmp_path / "cache" / f"{loads[0]}.h5").unlink()  # now the per-shard path: three loads
+    per_shard = run_pass(shards, ShardCache(tmp_path / "cache", min_gflop=0))
+    assert len(loads) == 4
+    for result in (first, merged, per_shard):
+        assert_same(result, cold)
+    assert len(cold.digests) == 3 * 4  # one per block read: 4 blocks of 64 rows per 200-row shard
+
+
+def test_upper_triangle_and_digests_of_the_raw_blocks_are_stored(shards, tmp_path):
+    _edit(shards[0], FLUX_KEY, lambda flux: np.where(np.arange(ROWS)[:, None] == 3, -1.0, flux))  # to be clipped
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    result = run_pass(shards[:1], store, per_shard=True)[0]
+    assert result.repairs.flux_negative == D
+    raw = [read_rows(shards[0], start, min(start + 64, ROWS)) for start in range(0, ROWS, 64)]
+    assert result.digests == [block_digest(flux, error) for flux, error in raw]  # before the repairs
+    (entry,) = (tmp_path / "cache").glob("*.h5")
+    with h5py.File(entry, "r") as f:
+        assert "stats/S" not in f and f["stats/S_upper"].shape == (4, D * (D + 1) // 2)
+        assert f["content/digests"].shape == (4, 16) and f["content/blocks"][()].tolist() == [
+            [0, 0, 64], [0, 64, 64], [0, 128, 64], [0, 192, 8]]
+        assert json.loads(f["content"].attrs["file_digests"]) == [shard_digest(result.digests)]
+    back = store.load(entry.stem)
+    assert np.array_equal(back.stats.S, np.swapaxes(back.stats.S, 1, 2))
+    assert same_bits(back.stats.S, result.stats.S) and back.digests == result.digests
+
+
+# ----------------------------------------------------------------------------- size: rule, cap, free space
+def test_small_shards_are_not_cached(shards, tmp_path, caplog):
+    store = ShardCache(tmp_path / "cache", min_gflop=(2 * ROWS + 1) * D ** 2 / 1e9)
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+        assert_same(run_pass(shards[:2], store), run_pass(shards[:2]))
+    assert "train_0 (too small to cache)" in caplog.text
+    assert not (tmp_path / "cache").exists()  # 400 rows in all: their sum is not cached either
+    run_pass(shards[:2], ShardCache(tmp_path / "cache", min_gflop=(2 * ROWS - 0.5) * D ** 2 / 1e9))
+    assert len(list((tmp_path / "cache").glob("*.h5"))) == 1  # only the sum has enough rows
+
+
+def test_config_defaults_are_the_library_defaults():
+    from snrmoe_dask.experiment.config import ComputeSection
+
+    compute = ComputeSection()
+    assert (compute.cache_max_gb, compute.cache_min_gflop) == (cache.DEFAULT_MAX_GB, cache.DEFAULT_MIN_GFLOP)
+    assert ShardCache("x").worth(60, 4096) and not ShardCache("x").worth(59, 4096)  # at D = 4096: always
+    assert ShardCache("x").worth(15_259, 256) and not ShardCache("x").worth(15_258, 256)
+
+
+def _entry_bytes(tmp_path) -> int:
+    probe = ShardCache(tmp_path / "probe").save("ff" * 32, make_result())
+    return probe.stat().st_size
+
+
+def _backdate(store: ShardCache, keys: list[str]) -> None:
+    """Last uses one minute apart, in the order given, an hour ago."""
+    start = time.time() - 3600
+    for i, key in enumerate(keys):
+        os.utime(store.path(key), (start + 60 * i, start + 60 * i))
+
+
+def test_cap_evicts_the_least_recently_used_never_one_in_use(tmp_path, caplog):
+    size = _entry_bytes(tmp_path)
+    need = sum(a.nbytes for a in cache._stored(make_result(), None)[1].values()) + cache.HDF5_OVERHEAD
+    assert size < need  # the estimate of a write is generous
+    store = ShardCache(tmp_path / "cache", max_gb=(3 * size + need - 1) / 1e9)  # 3 entries, or 2 and a write
+    keys = [f"{i:02x}" * 32 for i in range(1, 7)]
+    for key in keys[:3]:
+        assert store.save(key, make_result()) is not None
+    _backdate(store, keys[:3])
+    assert store.load(keys[0]) is not None  # a hit: keys[0] becomes the most recently used
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.io.cache"):
+        assert store.save(keys[3], make_result()) is not None
+    assert not store.path(keys[1]).exists()  # the least recently used (not the oldest created) went
+    assert all(store.path(k).exists() for k in (keys[0], keys[2], keys[3]))
+    assert "evicted (least recently used" in caplog.text
+    _backdate(store, [keys[2], keys[0], keys[3]])
+    store.use(keys[2])  # the run needs it: keys[0] goes although keys[2] is older
+    assert store.save(keys[4], make_result()) is not None
+    assert not store.path(keys[0]).exists() and store.path(keys[2]).exists()
+    store.use(keys[3], keys[4])  # every entry in use: the write is skipped, nothing is evicted
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.io.cache"):
+        assert store.save(keys[5], make_result(), {"source": "train_5/dataset.h5"}) is None
+    assert "train_5/dataset.h5 not cached (the run goes on)" in caplog.text and "compute.cache_max_gb" in caplog.text
+    assert sorted(p.stem for p in (tmp_path / "cache").iterdir()) == sorted([keys[2], keys[3], keys[4]])
+    small = ShardCache(tmp_path / "cache", max_gb=size / 1e9)  # an entry larger than the cap on its own:
+    assert small.save(keys[5], make_result()) is None  # skipped, and nothing evicted for nothing
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
+def test_write_is_skipped_when_the_disk_is_short(tmp_path, monkeypatch, caplog, shards):
+    usage = shutil._ntuple_diskusage(total=100 * 10**9, used=98 * 10**9, free=2 * 10**9)
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage)  # 2 GB free < the 2 % margin
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.io.cache"):
+        assert store.save("ab" * 32, make_result()) is None
+        assert_same(run_pass(shards[:2], store), run_pass(shards[:2]))  # the run goes on, uncached
+    assert "not cached (the run goes on): only 2.0 GB free" in caplog.text
+    assert list((tmp_path / "cache").iterdir()) == []
+    usage = shutil._ntuple_diskusage(total=100 * 10**9, used=90 * 10**9, free=10 * 10**9)
+    assert store.save("ab" * 32, make_result()) is not None
+
+
+def test_a_hit_marks_the_entry_and_its_parts_as_used(tmp_path):
+    store = ShardCache(tmp_path)
+    part, merged = "0a" * 32, "0b" * 32
+    store.save(part, make_result())
+    store.save(merged, make_result(), {"parts": [part, "0c" * 32]})  # a part that is gone is no error
+    _backdate(store, [part, merged])
+    assert store.load(merged) is not None
+    assert all(time.time() - store.path(k).stat().st_mtime < 60 for k in (part, merged))
+
+
+def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(shards, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.engine.statistics"):
+        assert_same(run_pass(shards[:2], ShardCache(blocker / "cache", min_gflop=0)), run_pass(shards[:2]))
+    assert caplog.text.count("not cached (the run goes on)") == 3  # two shards and their sum
+    assert blocker.read_text() == "not a folder"

@@ -37,7 +37,8 @@ def run_args(data: Path, out, *extra: str, config: Path = REPO / "config" / "dem
     return ["run", str(config), "-q", "--set", f"data.root={data}",
             "--set", 'data.train_shards=["train_300_{0..1}/dataset.h5"]', "--set", "data.val_file=null",
             "--set", "data.test_file=test_200_0/dataset.h5", "--set", f"data.feature_dim={PIXELS}",
-            "--set", "evaluation.bootstrap=0", "--set", "compute.block_rows=128", "--set", f"output.dir={out}", *extra]
+            "--set", "evaluation.bootstrap=0", "--set", "compute.block_rows=128", "--set", f"output.dir={out}",
+            "--set", "compute.cache_min_gflop=0", *extra]  # cache even these tiny shards
 
 
 def cli(*args: str, **popen) -> subprocess.Popen:
@@ -229,7 +230,7 @@ def test_previous_results_folder_is_replaced_only_when_all_ours(data, tmp_path, 
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["model"]["alpha"] == 1000
     assert hidden_leftovers(out) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".snrmoe-cache", "res"]
+    assert {p.name for p in tmp_path.iterdir()} - {".snrmoe-cache"} == {"res"}  # the cache: tiny runs skip it
 
 
 # ----------------------------------------------------------------------------- 2. one run per folder

@@ -31,7 +31,8 @@ def args(root: Path, out: Path, shards: str = "{0..2}", *extra: str) -> list[str
             "--set", f"data.root={root}", "--set", f'data.train_shards=["train_1500_{shards}/dataset.h5"]',
             "--set", "data.val_file=val_300/dataset.h5", "--set", "data.test_file=test_400_0/dataset.h5",
             "--set", f"data.feature_dim={PIXELS}", "--set", f"output.dir={out}", "--set", "compute.block_rows=256",
-            "--set", "evaluation.bootstrap=200", "--set", "evaluation.min_bin_samples=50", *extra]
+            "--set", "evaluation.bootstrap=200", "--set", "evaluation.min_bin_samples=50",
+            "--set", "compute.cache_min_gflop=0", *extra]  # shards this small are not cached by default
 
 
 def numbers(out: Path) -> dict:
@@ -108,19 +109,34 @@ def test_resolve_needs_no_data_pass(data, tmp_path, monkeypatch):
         assert json.loads((out / "results.json").read_text())["models"]["global"]["n_train"] == 4500
 
 
+def entries(cache: Path) -> dict[str, list[Path]]:
+    """The cache files by kind ("shard", "merged")."""
+    import h5py
+
+    out = {"shard": [], "merged": []}
+    for path in sorted(cache.glob("*.h5")):
+        with h5py.File(path, "r") as f:
+            out[f.attrs["kind"]].append(path)
+    return out
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_damaged_cache_is_detected_and_recomputed(data, cold, tmp_path, caplog, damage):
+@pytest.mark.parametrize("victims", [("merged",), ("merged", "shard")])
+def test_damaged_cache_is_detected_and_recomputed(data, cold, tmp_path, caplog, damage, victims):
     cache = tmp_path / "cache"
     assert main(args(data, tmp_path / "a", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
-    victim = sorted(cache.glob("*.h5"))[0]
-    raw = victim.read_bytes()
-    victim.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"not an hdf5 file" * 100)
+    kinds = entries(cache)
+    assert len(kinds["shard"]) == 3 and len(kinds["merged"]) == 1
+    for victim in (kinds[kind][0] for kind in victims):
+        raw = victim.read_bytes()
+        victim.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"not an hdf5 file" * 100)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert main(args(data, tmp_path / "b", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
-    assert victim.name in caplog.text
-    assert numbers(tmp_path / "b") == numbers(tmp_path / "a")
-    assert len(list(cache.glob("*.h5"))) == 3  # recomputed and cached again
+    for kind in victims:  # the merged entry's loss falls back on the shards', a shard's on its pass
+        assert kinds[kind][0].name in caplog.text
+    assert numbers(tmp_path / "b") == numbers(tmp_path / "a") == numbers(cold)
+    assert {k: len(v) for k, v in entries(cache).items()} == {"shard": 3, "merged": 1}  # recomputed, cached again
 
 
 def test_cache_ls_and_clear(data, tmp_path, capsys):
@@ -149,3 +165,41 @@ def test_merged_bins_resolve_from_finer_cached_bins(data, tmp_path, monkeypatch)
     for name in ("HM", "L", "X"):  # same model as a fresh pass with the merged bins, to rounding
         assert warm["bins"][name]["expert"]["r2"] == pytest.approx(cold["bins"][name]["expert"]["r2"], rel=1e-6)
     assert warm["delta_r2"] == pytest.approx(cold["delta_r2"], rel=1e-6, abs=1e-9)
+
+
+def test_shard_rewritten_in_place_is_recomputed_and_verify_drops_the_old_entries(data, tmp_path, caplog, capsys):
+    """Issue 12's reproduction through the command: flux halved in place (same size and shape), atime
+    and mtime restored to the nanosecond; the next run recomputes and says why."""
+    import os
+    import shutil
+
+    import h5py
+
+    from snrmoe_dask.io.shards import FLUX_KEY
+
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    shutil.copytree(data, root)
+    assert main(args(root, tmp_path / "before", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
+    victim = root / "train_1500_1" / "dataset.h5"
+    st = victim.stat()
+    with h5py.File(victim, "r+") as f:
+        f[FLUX_KEY][...] = f[FLUX_KEY][...] / 2
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(args(root, tmp_path / "after", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
+    assert f"{victim}: recomputing its statistics: entry " in caplog.text and "ctime_ns changed" in caplog.text
+    assert "2 shard(s) from the cache ['train_1500_0', 'train_1500_2'], 1 to compute ['train_1500_1']" in caplog.text
+    assert main(args(root, tmp_path / "cold", "{0..2}", "--set", "compute.cache=false")) == 0
+    assert numbers(tmp_path / "after") == numbers(tmp_path / "cold") != numbers(tmp_path / "before")
+    capsys.readouterr()
+    assert main(["cache", "verify", "--dir", str(cache)]) == 1  # the entries made before the rewrite
+    report = capsys.readouterr().out.splitlines()
+    assert sum("changed" in line and str(victim) in line and "dropped" in line for line in report) == 2
+    assert report[-1].startswith("verified 6 entries") and "4 ok, 2 changed (dropped)" in report[-1]
+    assert main(["cache", "verify", "--dir", str(cache)]) == 0
+    capsys.readouterr()
+    assert main(["cache", "ls", "--dir", str(cache)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 5 and listing[-1].startswith("4 cache files, ") and "last used" in listing[0]

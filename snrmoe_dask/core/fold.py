@@ -39,6 +39,8 @@ class PassResult:
 
     spec: the pass that made them (None for sums built by hand); it tells a model fitted on them how
     to bin, noise and measure the SNR of other spectra the same way.
+    digests: a digest of the raw flux and error of every block read (``io.digest.block_digest``), in
+    the order of the pass; the statistics cache stores them to tell later whether a shard changed.
     """
 
     stats: BinStats
@@ -46,12 +48,14 @@ class PassResult:
     snr: list[np.ndarray] = field(default_factory=list)  # (rows,) per block
     features: list[np.ndarray] = field(default_factory=list)  # (rows, F) per block; empty when not asked for
     spec: PassSpec | None = None
+    digests: list[bytes] = field(default_factory=list)  # per block read, in order: its content digest
 
     def __iadd__(self, other: "PassResult") -> "PassResult":
         self.stats += other.stats
         self.repairs = self.repairs + other.repairs
         self.snr.extend(other.snr)
         self.features.extend(other.features)
+        self.digests.extend(other.digests)
         return self
 
     @property

@@ -38,10 +38,16 @@ class ShardRows:
     target: np.ndarray
     table_snr: np.ndarray | None = None  # only read by snr method "column"
     bins: np.ndarray | None = None  # bin of every row when the partition is by table columns
+    split: tuple[int, int] | None = None  # (j, parts): sub-shard j of the shard cut in parts, or None
 
     @property
     def n(self) -> int:
         return len(self.target)
+
+    @property
+    def label(self) -> str:
+        """The shard's number, and its part for a sub-shard ('3', '3.1of2'), for task names."""
+        return f"{self.index}" if self.split is None else f"{self.index}.{self.split[0] + 1}of{self.split[1]}"
 
 
 def _add(total: PassResult, other: PassResult) -> PassResult:
@@ -72,9 +78,9 @@ def _segment_inputs(shard: ShardRows, block_rows: int, segment_rows: int):
 
 def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, token: str):
     """A delayed :class:`PassResult` of one shard: its segments summed in row order."""
-    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"segment-{shard.index}-{i}-{token}")
+    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"segment-{shard.label}-{i}-{token}")
              for i, inputs in enumerate(_segment_inputs(shard, block_rows, segment_rows))]
-    return _chain(parts, f"shard-{shard.index}-{token}")
+    return _chain(parts, f"shard-{shard.label}-{token}")
 
 
 def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:

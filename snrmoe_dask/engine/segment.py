@@ -19,21 +19,25 @@ from ..core.fold import PassResult, PassSpec, sorted_rows
 from ..core.repair import RepairCounts, repair_block
 from ..core.stats import BinStats
 from ..errors import InputError
+from ..io.digest import block_digest
 from ..io.shards import RowReader
 from .blocks import Block
 from .sources import RowSource
 
 
-def load_block(source: RowSource, block: Block, clip_flux: bool = True,
-               reader: RowReader | None = None) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
+def load_block(source: RowSource, block: Block, clip_flux: bool = True, reader: RowReader | None = None,
+               digests: list[bytes] | None = None) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
     """Read and repair one block: flux, error (rows, D) float32, and the repair counts.
 
-    With a ``reader`` the arrays may live in its buffers, valid until its next read.
+    With a ``reader`` the arrays may live in its buffers, valid until its next read. With
+    ``digests``, the digest of the block's values as read (before the repairs) is appended to it.
     """
     try:
         flux, error = source.read(block, reader)
     except OSError as exc:
         raise InputError(f"{source.name}: cannot read rows {block.row0}:{block.row0 + block.rows}: {exc}") from None
+    if digests is not None:
+        digests.append(block_digest(flux, error))
     try:
         counts = repair_block(flux, error, clip_flux=clip_flux)
     except ValueError as exc:
@@ -50,7 +54,8 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
     by their SNR. Only the upper triangles of the Gram sums are added per block, mirrored once at the end.
 
     A helper thread reads and repairs the next block while this one is multiplied; the two share one
-    reader, whose buffers are free again once a block's rows are sorted out of them.
+    reader, whose buffers are free again once a block's rows are sorted out of them. The result's
+    ``digests`` hold each block's content digest, in block order (one read is in flight at a time).
     """
     with one_blas_thread():
         return _fold_segment(source, blocks, y, table_snr, bin_idx, spec)
@@ -63,7 +68,7 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
     out = np.empty((max(b.rows for b in blocks), len(spec.c)), dtype=np.float32)
     dtype = np.dtype(spec.precision)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") as pool:
-        pending = pool.submit(load_block, source, blocks[0], spec.clip_flux, reader)
+        pending = pool.submit(load_block, source, blocks[0], spec.clip_flux, reader, result.digests)
         at = 0
         for i, block in enumerate(blocks):
             rows = slice(at, at + block.rows)
@@ -72,7 +77,7 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
                                       None if table_snr is None else table_snr[rows], spec,
                                       None if bin_idx is None else bin_idx[rows], out)
             if i + 1 < len(blocks):
-                pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader)
+                pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader, result.digests)
             result.stats.add_block(x, yb, bins, dtype=dtype, mirror=False, overwrite_x=True)
     result.stats.mirror()
     return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import numbers
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -87,7 +87,8 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
         is unchanged; the sub-shards add up to the shard's statistics up to rounding (the sums run
         in another order). Each sub-shard's statistics are held, and cached, separately.
     cache : snrmoe_dask.io.cache.ShardCache, optional
-        Per-shard results kept on disk: used only when the Dataset is straight from shard files.
+        Results kept on disk, per shard and (without ``per_shard``) summed over the shard list:
+        used only when the Dataset is straight from shard files.
 
     Returns
     -------
@@ -114,13 +115,13 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     noise = NoiseSpec.of(noise)
     if snr not in SNR_METHODS:
         raise ConfigError(f"snr: expected one of {', '.join(SNR_METHODS)}, got {snr!r}")
+    if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or splits < 1:
+        raise ConfigError(f"splits: expected an integer >= 1, got {splits!r}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: expected float32 or float64, got {precision!r}")
     table_snr = sample_values(ds, "snr", "the snr column") if snr == "column" else None
     cells = None if partition.is_snr else partition.assign(_labels(ds, partition, by))
     block_rows = int(block_rows or _row_chunk(flux))
-    if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or splits < 1:
-        raise ConfigError(f"splits: expected an integer >= 1, got {splits!r}")
     shard, row = _identity(ds, len(y))
     plan = plan_blocks(shard, row, block_rows)
     files = shard_files(ds)
@@ -130,26 +131,17 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     spec = PassSpec(bins=partition, snr_method=snr, noise=noise, c=np.asarray(c, np.float64), y0=float(y0),
                     clip_flux=bool(clip_flux), precision=precision, features=bool(features))
     token = _token(ds, spec, block_rows, files, splits)
-    parts, cached, computed = [], [], []
+    shards, paths = [], []
     for k, blocks in plan.items():
-        shard_name = files[k - first].parent.name if files else f"shard {k}"
-        for j, group in enumerate(split_blocks(blocks, splits, shard_name)):
+        name = files[k - first].parent.name if files else f"shard {k}"
+        for j, group in enumerate(split_blocks(blocks, splits, name)):
             at = np.concatenate([np.arange(b.start, b.stop) for b in group])
-            rows = ShardRows(k, sources[k], tuple(group), y[at], None if table_snr is None else table_snr[at],
-                             None if cells is None else cells[at])
-            split = (j, splits) if splits > 1 else None
-            name = shard_name + (f" part {j + 1}/{splits}" if split else "")
-            part_token = f"{token}-{j + 1}of{splits}" if split else token  # distinct task names per part
-            part = None
-            if cache is not None and files:
-                part, from_cache = _cached(cache, rows, files[k - first], spec, target, block_rows, part_token, split)
-                (cached if from_cache else computed).append(name + (" (merged bins)" if from_cache == "merged" else ""))
-            else:
-                computed.append(name)
-            parts.append(part if part is not None else shard_graph(rows, spec, block_rows, SEGMENT_ROWS, part_token))
+            shards.append(ShardRows(k, sources[k], tuple(group), y[at], None if table_snr is None else table_snr[at],
+                                    None if cells is None else cells[at], (j, splits) if splits > 1 else None))
+            paths.append(files[k - first] if files else None)
     if cache is not None and files:
-        log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
-                 len(computed), computed)
+        return _cached(cache, shards, paths, spec, target, block_rows, token, label, per_shard)
+    parts = [shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token) for rows in shards]
     if per_shard:
         return delayed(list, pure=True)(parts, dask_key_name=f"{label}-shards-{token}")
     return total_graph(parts, name=f"{label}-total")
@@ -264,24 +256,91 @@ def _token(ds, spec: PassSpec, block_rows: int, files, splits: int) -> str:
 
 
 # ----------------------------------------------------------------------------- the cache
-def _cached(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int, token: str,
-            split: tuple[int, int] | None = None):
-    """(delayed result, how) for one shard file, or sub-shard ``split`` = (j, parts) of it: loaded
-    from the cache (how "cache", or "merged" when its bins are merged from finer cached bins), or
-    computed and then saved (how None)."""
-    from ..io.cache import shard_key
+@dataclass(eq=False)
+class _Entry:
+    """A result's place in the cache: its key, what its file records, and an entry to load instead
+    of a pass (``found``, with its bins merged into ``groups`` when they are finer) or None."""
 
-    key = _split_key(shard_key(path, spec, target, block_rows, SEGMENT_ROWS, rows.index), split)
-    base = _split_key(shard_key(path, replace(spec, bins=None), target, block_rows, SEGMENT_ROWS, rows.index), split)
+    key: str
+    meta: dict
+    content: Any  # io.cache.Content
+    store: bool  # worth caching (cache.worth)
+    found: str | None = None
+    groups: dict[str, list[str]] | None = None
+    rows: ShardRows | None = None  # a shard's rows (None for the merged entry)
+
+
+def _cached(cache, shards: list[ShardRows], paths: list[Path], spec: PassSpec, target: str, block_rows: int,
+            token: str, label: str, per_shard: bool):
+    """The pass through the cache: one load of the merged entry of this shard list when there is
+    one; else per shard a load or a pass (saved when worth it), summed and saved as the merged entry."""
+    entries = [_shard_entry(cache, rows, path, spec, target, block_rows) for rows, path in zip(shards, paths)]
+    names = [path.parent.name + (f" part {rows.split[0] + 1}/{rows.split[1]}" if rows.split else "")
+             for rows, path in zip(shards, paths)]
+    merged = None if per_shard or len(entries) == 1 else _merged_entry(cache, entries, paths, spec)
+    if merged is not None and merged.found:
+        cache.use(merged.key, merged.found, *(e.key for e in entries), *(e.found for e in entries))
+        log.info("%s pass: %d shard(s) from the cache %s in one merged entry%s, 0 to compute []", label,
+                 len(names), names, " (merged bins)" if merged.groups else "")
+        return delayed(_load_total, pure=False)(cache, merged, entries, spec, block_rows,
+                                                dask_key_name=f"cached-{merged.key}")
+    parts, cached, computed = [], [], []
+    for e, name in zip(entries, names):
+        if e.found:
+            parts.append(delayed(_load_or_pass, pure=False)(cache, e, spec, block_rows, dask_key_name=f"cached-{e.key}"))
+            cached.append(name + (" (merged bins)" if e.groups else ""))
+            continue
+        graph = shard_graph(e.rows, spec, block_rows, SEGMENT_ROWS, token)
+        parts.append(then(_save, graph, cache, e, name=f"save-{e.key}") if e.store else graph)
+        computed.append(name + ("" if e.store else " (too small to cache)"))
+    log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
+             len(computed), computed)
+    if per_shard:
+        return delayed(list, pure=True)(parts, dask_key_name=f"{label}-shards-{token}")
+    total = total_graph(parts, name=f"{label}-total")
+    return then(_save, total, cache, merged, name=f"save-{merged.key}") if merged and merged.store else total
+
+
+def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpec) -> _Entry:
+    """The entry of the sum of ``entries`` in list order; ``found`` set when the cache holds it (or
+    finer bins of it)."""
+    from ..io.cache import Content, merged_key
+
+    sources = [str(path) for path in paths]
+    rows = sum(e.rows.n for e in entries)
+    meta = {"source": f"{sources[0]} + {len(sources) - 1} more", "rows": rows, "sources": sources,
+            "parts": [e.key for e in entries], "base_key": merged_key([e.meta["base_key"] for e in entries]),
+            "names": list(spec.bins.names), "edges": _edges(spec)}
+    blocks = [(i, b.row0, b.rows) for i, e in enumerate(entries) for b in e.rows.blocks]
+    merged = _Entry(merged_key([e.key for e in entries]), meta, Content(tuple(sources), blocks),
+                    cache.worth(rows, len(spec.c)))
+    if merged.store:
+        _find(cache, merged, spec)
+    return merged
+
+
+def _shard_entry(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int) -> _Entry:
+    """One shard's entry; ``found`` set when the cache holds it (or finer bins of it). A shard too
+    small for the cache (``cache.worth``) neither loads nor stores: its pass costs about a load."""
+    from ..io.cache import Content, key_facts, key_of
+
+    values = (rows.target, rows.table_snr, rows.bins)
+    facts = key_facts(path, spec, target, block_rows, SEGMENT_ROWS, rows.index, values)
+    base = key_of(key_facts(path, replace(spec, bins=None), target, block_rows, SEGMENT_ROWS, rows.index, values))
     meta = {"source": str(path), "rows": rows.n, "base_key": base, "names": list(spec.bins.names),
-            "edges": _edges(spec), **({"split": list(split)} if split else {})}
-    found, groups = (key, None) if cache.path(key).exists() else _finer_entry(cache, base, spec)
-    if found is not None:
-        task = delayed(_load_or_pass, pure=False)(cache, found, groups, key, meta, rows, spec, block_rows,
-                                                  dask_key_name=f"cached-{key}")
-        return task, "merged" if groups else "cache"
-    graph = shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token)
-    return then(_save, graph, cache, key, meta, name=f"save-{key}"), None
+            "edges": _edges(spec), "facts": facts}
+    if rows.split:
+        meta.update(base_key=_split_key(base, rows.split), split=list(rows.split))
+    entry = _Entry(_split_key(key_of(facts), rows.split), meta,
+                   Content((str(path),), [(0, b.row0, b.rows) for b in rows.blocks]),
+                   cache.worth(rows.n, len(spec.c)), rows=rows)
+    if entry.store:
+        _find(cache, entry, spec)
+        if entry.found is None:
+            why = cache.why_missed(facts)
+            if why:
+                log.info("%s: recomputing its statistics: %s", path, why)
+    return entry
 
 
 def _split_key(key: str, split: tuple[int, int] | None) -> str:
@@ -290,8 +349,21 @@ def _split_key(key: str, split: tuple[int, int] | None) -> str:
     return key if split is None else hashlib.sha256(f"{key} part {split[0]} of {split[1]}".encode()).hexdigest()
 
 
-def _save(result: PassResult, cache, key: str, meta: dict) -> PassResult:
-    cache.save(key, result, meta)
+def _find(cache, entry: _Entry, spec: PassSpec) -> None:
+    """Set ``entry.found`` (and ``groups``) to the entry itself when cached, else to a finer one."""
+    if cache.path(entry.key).exists():
+        entry.found = entry.key
+    else:
+        entry.found, entry.groups = _finer_entry(cache, entry.meta["base_key"], spec)
+    cache.use(entry.key, entry.found)
+
+
+def _save(result: PassResult, cache, entry: _Entry) -> PassResult:
+    """Cache ``result``; a failed write (read-only folder, full disk...) costs the cache, not the run."""
+    try:
+        cache.save(entry.key, result, entry.meta, entry.content)
+    except OSError as exc:
+        log.warning("%s: statistics of %s not cached (the run goes on): %s", cache.root, entry.meta["source"], exc)
     return result
 
 
@@ -304,7 +376,7 @@ def _edges(spec: PassSpec) -> list[list[float]] | None:
 
 
 def _finer_entry(cache, base: str, spec: PassSpec) -> tuple[str | None, dict[str, list[str]] | None]:
-    """A cached result of the same shard and pass whose SNR bins merge into ``spec``'s bins.
+    """A cached result of the same shard(s) and pass whose SNR bins merge into ``spec``'s bins.
 
     Each new bin must be the union of whole cached bins; the statistics then add up exactly
     (BinStats.merge), so merging bins needs no pass. Returns (key, {new bin: [cached bins]}).
@@ -328,15 +400,38 @@ def _finer_entry(cache, base: str, spec: PassSpec) -> tuple[str | None, dict[str
     return None, None
 
 
-def _load_or_pass(cache, found: str, groups: dict[str, list[str]] | None, key: str, meta: dict,
-                  rows: ShardRows, spec: PassSpec, block_rows: int) -> PassResult:
-    """The cached result ``found`` of a shard, its bins merged into ``groups`` when given. If the file
-    turns out damaged (the cache logs and drops it), the shard is summed here in the graph's order
-    and cached under ``key``."""
-    result = cache.load(found)
+def _loaded(cache, entry: _Entry, spec: PassSpec) -> PassResult | None:
+    """The entry's cached result, its bins merged into ``entry.groups`` when given; None when the
+    file turned out damaged (the cache logged and dropped it) or went away."""
+    result = cache.load(entry.found) if entry.found else None
+    if result is not None:
+        if entry.groups is not None:
+            result.stats = result.stats.merge(entry.groups)
+        result.spec = spec
+    return result
+
+
+def _load_or_pass(cache, entry: _Entry, spec: PassSpec, block_rows: int) -> PassResult:
+    """A shard's cached result; if it cannot be loaded, the shard summed here in the graph's order
+    (and cached when worth it)."""
+    result = _loaded(cache, entry, spec)
     if result is None:
-        return _save(sum_shard(rows, spec, block_rows, SEGMENT_ROWS), cache, key, meta)
-    if groups is not None:
-        result.stats = result.stats.merge(groups)
-    result.spec = spec
+        result = sum_shard(entry.rows, spec, block_rows, SEGMENT_ROWS)
+        if entry.store:
+            _save(result, cache, entry)
+    return result
+
+
+def _load_total(cache, merged: _Entry, entries: list[_Entry], spec: PassSpec, block_rows: int) -> PassResult:
+    """The merged entry; if it cannot be loaded, the shards' results summed here in list order, the
+    graph's order (each loaded or passed as :func:`_load_or_pass`), and cached again."""
+    result = _loaded(cache, merged, spec)
+    if result is None:
+        for entry in entries:
+            part = _load_or_pass(cache, entry, spec, block_rows)
+            if result is None:
+                result = part
+            else:
+                result += part
+        _save(result, cache, merged)
     return result

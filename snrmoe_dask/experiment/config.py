@@ -218,6 +218,11 @@ class ComputeSection(_Section):
     precision: Literal["float32", "float64"] = "float32"
     cache: bool = True  # keep each shard's finished statistics (see snrmoe_dask.cache)
     cache_dir: str | None = None  # default: .snrmoe-cache beside the results folder
+    # the cache's size cap: least recently used entries are evicted (io.cache.DEFAULT_MAX_GB)
+    cache_max_gb: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 20.0
+    # shards (and shard lists) whose pass multiplies fewer than rows x pixels² = this x 1e9 are not
+    # cached: such a pass costs about what a load does (io.cache.DEFAULT_MIN_GFLOP)
+    cache_min_gflop: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
 
     @field_validator("scheduler")
     @classmethod

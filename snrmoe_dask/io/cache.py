@@ -1,26 +1,39 @@
-"""Per-shard cache of a training shard's complete pass result, one HDF5 file per key.
+"""Cache of finished pass results (per-bin statistics, repairs, per-row SNR), one HDF5 file per key.
 
-A training shard's :class:`~snrmoe_dask.blockwork.PassResult` (per-bin statistics, repair counts,
-per-row SNR and optional quality features) depends only on the shard file, its position in the
-training list (it seeds the noise), the target column, the :class:`PassSpec` and the block cut.
-:func:`shard_key` hashes exactly those; :class:`ShardCache` stores one result per key as
-``<root>/<key>.h5``:
+A training shard's :class:`~snrmoe_dask.core.fold.PassResult` depends only on the shard's content,
+its position in the training list (it seeds the noise), the per-row values the pass takes from the
+params table (target, SNR column, bins), the :class:`PassSpec` and the block cut. :func:`shard_key`
+hashes what can be known without reading the spectra: the file's identity (resolved path, size,
+mtime_ns, ctime_ns, inode, flux shape), those per-row values, the PassSpec and the block cut. The
+spectra themselves are covered by a content digest (``io.digest``) that the pass takes of every
+block it reads and that each entry stores; :func:`verify_cache` re-reads the shards to compare it.
 
-    attrs        format, version, key, checksum, source, rows, bins, created, package_version, meta (JSON),
-                 repairs.<field> (int) for every RepairCounts field
-    stats/       the BinStats group written by ``BinStats.save`` (c, n, s, S, t, u, q)
-    snr          (N,) the SNR of every row of the shard, in row order
+:class:`ShardCache` keeps two kinds of entries as ``<root>/<key>.h5``: one per shard (resume
+after a kill, add a shard for one shard's pass) and one *merged* entry per shard list holding the
+sum of its shards in list order (a re-solve loads one file). Layout of a file:
+
+    attrs        format, version, key, kind ("shard" | "merged"), checksum (XXH3-128 over every
+                 stored value), source (the first shard, for ls), rows, bins, created,
+                 package_version, meta (JSON: key facts, parts...), repairs.<field> per RepairCounts field
+    stats/       attrs names, y0; datasets c (D,), n (K,), s (K, D), t, u, q (K,), and
+                 S_upper (K, D(D+1)/2): the upper triangle of each symmetric S_k, row by row
+    snr          (N,) the SNR of every row, in row order
     features     (N, F) the quality features, only when the result had any
+    content/     attrs files (JSON list of shard paths), file_digests (JSON list: each file's block
+                 digests combined in order, ``io.digest.shard_digest``); datasets blocks (B, 3) int64
+                 (file index, first row, rows) and digests (B, 16) uint8: every block the pass read, in order
 
-Files are written atomically (temporary file in the same folder, fsync, ``os.replace``) and carry a
-sha256 over every stored value, checked on load: a damaged file is logged, deleted and reported as
-a miss, so the caller simply recomputes the shard. No pickle: HDF5 through h5py only.
+Files are written atomically (temporary file in the same folder, fsync, ``os.replace``); a file
+that fails its checksum is logged, deleted and reported as a miss, so the caller recomputes. The
+cache keeps its folder under ``max_bytes`` by evicting the least recently used entries (the file's
+mtime is its last use: set on write and on every hit), never one that the current run uses, and
+skips a write (with a warning) that would leave the file system short of space. No pickle.
 
 Bump rule for :data:`CACHE_VERSION`: increase it whenever the same inputs could produce different
 stored numbers or a different file layout -- a change to the noise generator, the repairs, the SNR
 formulas, the binning, the order or precision of the block products, the meaning of a PassSpec
-field, or what this module writes. Old files then simply stop matching any key
-(``snrmoe cache clear`` removes them).
+field, the content digest, or what this module writes. Old files then simply stop matching any key
+(they are evicted first, being the least recently used; ``snrmoe cache clear`` removes them).
 """
 
 from __future__ import annotations
@@ -30,38 +43,62 @@ import enum
 import hashlib
 import json
 import logging
+import mmap
 import numbers
 import os
 import re
+import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
 import psutil
+import xxhash
 
 from .._version import __version__
 from ..core.fold import PassResult, PassSpec
 from ..core.repair import RepairCounts
 from ..core.stats import BinStats
 from ..errors import InputError
-from .models import read_stats, write_stats
-from .shards import FLUX_KEY, ShardInfo
+from .digest import DIGEST_BYTES, block_digest, shard_digest
+from .shards import FLUX_KEY, RowReader, ShardInfo
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "snrmoe_dask.ShardCache"
-CACHE_VERSION = 1  # see the bump rule in the module docstring
+CACHE_VERSION = 2  # see the bump rule in the module docstring
+
+# compute.cache_max_gb: about 70 entries of 4 bins at D = 4096 (270 MB each), i.e. a dozen runs of
+# five shards, each with its merged entry, kept on a laptop disk
+DEFAULT_MAX_GB = 20.0
+# compute.cache_min_gflop: a result whose pass multiplies fewer than rows x pixels² = 1e9 is not cached.
+# Measured (2 cores): a pass costs about what a load costs at 1e7-1e8 (20-50 ms either way), 2.4x a
+# load at 5e8, 5x at 8e9 (D = 1024) and 3-7x at D = 4096 whatever the rows (README, "The statistics cache")
+DEFAULT_MIN_GFLOP = 1.0
+# A write must leave this much of the file system free: 1 GiB, or 2 % of its size if more.
+FREE_MARGIN_BYTES = 1 << 30
+FREE_MARGIN_FRACTION = 0.02
+
+HDF5_OVERHEAD = 64 * 1024  # bytes of an entry besides its arrays, generously (~20 kB)
 
 _KEY = re.compile(r"[0-9a-f]{64}")  # a sha256 hex digest
 _ENTRY = re.compile(r"[0-9a-f]{64}\.h5")
 # A temporary file ``.{key}.{pid}.{uuid}.tmp``; files of versions before the PID have none.
 _TEMP = re.compile(r"\.[0-9a-f]{64}\.(?:(\d+)\.)?[0-9a-f]{32}\.tmp")
-# A temporary file without a PID, younger than this, may belong to a run that is writing it right now.
+# A temporary file younger than this may belong to a run that is writing it right now.
 STALE_TEMP_S = 15 * 60
+# The fields of a file's identity in the key, in the order a stale entry's log line names them.
+IDENTITY = ("size", "mtime_ns", "ctime_ns", "inode", "shape")
+
+
+def _temp_path(root: Path, key: str) -> Path:
+    """A fresh temporary name for writing the entry ``key`` under ``root`` (matches ``_TEMP``)."""
+    return root / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # the PID: see remove_dead_temp_files
 
 
 class _Invalid(Exception):
@@ -118,7 +155,13 @@ def _canonical(value: Any, blobs: list[bytes]) -> Any:
 
 
 def _file_identity(info_or_path: ShardInfo | str | os.PathLike) -> dict[str, Any]:
-    """Resolved path, size, mtime_ns and flux shape (N, D) of a shard (the shape read when only a path)."""
+    """Resolved path, size, mtime_ns, ctime_ns, inode and flux shape (N, D) of a shard (the shape
+    read from the file when only a path is given).
+
+    ctime and inode cannot be set back by a user (``touch`` sets mtime, and sets ctime to now), so a
+    file rewritten in place gets a new key even when its size and mtime are restored; a chmod, a
+    rename, a copy or a move also give a new key (a recomputation, the safe direction).
+    """
     if isinstance(info_or_path, ShardInfo):
         path, shape = Path(info_or_path.path), (int(info_or_path.n), int(info_or_path.d))
     else:
@@ -132,88 +175,177 @@ def _file_identity(info_or_path: ShardInfo | str | os.PathLike) -> dict[str, Any
         st = path.stat()
     except OSError as exc:
         raise InputError(f"{path}: cannot stat the shard for the cache key: {exc}") from None
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "shape": list(shape)}
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "shape": list(shape)}
 
 
-def shard_key(info_or_path: ShardInfo | str | os.PathLike, spec: PassSpec, target: str, block_rows: int,
-              segment_rows: int, shard_index: int) -> str:
-    """The 64-character sha256 hex key of one training shard's pass result.
-
-    It covers everything the result depends on: the file (resolved path, size, mtime_ns, flux shape
-    (N, D)), the shard's position in the training list (it seeds the noise), the target column, every
-    PassSpec field (bins names and edges, snr_method, level, seed, the bytes of c, y0, clip_flux,
-    precision, noise_mode and any field added later), block_rows and segment_rows (they fix the
-    floating-point sum order; pass the values actually used, e.g. after ``aligned_block_rows``) and
-    :data:`CACHE_VERSION`. Hash input: canonical JSON, then the bytes of every array in it.
-    """
-    blobs: list[bytes] = []
-    head = {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "file": _file_identity(info_or_path),
-        "shard_index": int(shard_index),
-        "target": str(target),
-        "block_rows": int(block_rows),
-        "segment_rows": int(segment_rows),
-        "spec": _canonical(spec, blobs),
-    }
+def _sha256(head: Any, blobs: Sequence[bytes] = ()) -> str:
+    """sha256 of canonical JSON, then of each blob (the JSON records each array's dtype and shape,
+    so the blob lengths are unambiguous)."""
     digest = hashlib.sha256(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
-    for blob in blobs:  # the JSON records each array's dtype and shape, so the lengths are unambiguous
+    for blob in blobs:
         digest.update(blob)
     return digest.hexdigest()
 
 
+def key_facts(info_or_path: ShardInfo | str | os.PathLike, spec: PassSpec, target: str, block_rows: int,
+              segment_rows: int, shard_index: int, values: Sequence[np.ndarray | None] = ()) -> dict[str, Any]:
+    """What a shard's key is made of, as JSON-able facts (stored in the entry to say why it went stale).
+
+    ``file``: the file's identity (see :func:`_file_identity`); ``recipe``: sha256 of the shard's
+    position in the training list (it seeds the noise), the target column name, every PassSpec field,
+    block_rows and segment_rows (they fix the floating-point sum order; pass the values actually
+    used) and :data:`CACHE_VERSION`; ``values``: sha256 of the per-row values the pass takes besides
+    the spectra (the target, the SNR column, the bin of each row: (rows,) arrays or None), whose
+    shapes also record how many rows of the file are used.
+    """
+    blobs: list[bytes] = []
+    recipe = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "shard_index": int(shard_index),
+              "target": str(target), "block_rows": int(block_rows), "segment_rows": int(segment_rows),
+              "spec": _canonical(spec, blobs)}
+    value_blobs: list[bytes] = []
+    described = _canonical([None if v is None else np.asarray(v) for v in values], value_blobs)
+    return {"file": _file_identity(info_or_path), "recipe": _sha256(recipe, blobs),
+            "values": _sha256(described, value_blobs)}
+
+
+def key_of(facts: dict[str, Any]) -> str:
+    """The 64-character key of :func:`key_facts`' facts."""
+    return _sha256({"format": CACHE_FORMAT, "version": CACHE_VERSION, "facts": facts})
+
+
+def shard_key(info_or_path: ShardInfo | str | os.PathLike, spec: PassSpec, target: str, block_rows: int,
+              segment_rows: int, shard_index: int, values: Sequence[np.ndarray | None] = ()) -> str:
+    """The 64-character sha256 hex key of one training shard's pass result (see :func:`key_facts`)."""
+    return key_of(key_facts(info_or_path, spec, target, block_rows, segment_rows, shard_index, values))
+
+
+def merged_key(keys: Sequence[str]) -> str:
+    """The key of the sum of the results of ``keys``, added in that order."""
+    return _sha256({"format": CACHE_FORMAT, "version": CACHE_VERSION, "merged": list(keys)})
+
+
 # ----------------------------------------------------------------------------- stored values
-def _flatten(result: PassResult) -> tuple[np.ndarray, np.ndarray | None]:
-    """snr (N,) and features (N, F) or None, concatenated over the result's blocks."""
-    snr = np.concatenate(result.snr) if result.snr else np.empty(0)
-    features = np.concatenate(result.features) if result.features else None
-    return snr, features
+@dataclass(frozen=True)
+class Content:
+    """Where a result's rows were read: shard ``files`` and, for every block read in order,
+    ``blocks`` (B, 3) int64 rows (index into files, first row, rows); the result's ``digests`` hold
+    one content digest per block."""
+
+    files: tuple[str, ...]
+    blocks: np.ndarray
+
+    def __post_init__(self) -> None:
+        blocks = np.asarray(self.blocks, dtype=np.int64).reshape(-1, 3)
+        object.__setattr__(self, "blocks", blocks)
+        object.__setattr__(self, "files", tuple(str(f) for f in self.files))
+
+    def digest(self, digests: Sequence[bytes], part: int) -> str:
+        """The content digest of file ``part``: its block digests combined in order."""
+        return shard_digest(d for d, k in zip(digests, self.blocks[:, 0]) if k == part)
 
 
-def _checksum(stats: BinStats, repairs: RepairCounts, snr: np.ndarray, features: np.ndarray | None) -> str:
-    """sha256 over every stored value: bin names, y0, repairs, then each array's dtype, shape and bytes."""
-    arrays = {"c": stats.c, "n": stats.n, "s": stats.s, "S": stats.S, "t": stats.t, "u": stats.u,
-              "q": stats.q, "snr": snr}
-    if features is not None:
-        arrays["features"] = features
-    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
-    head = {"names": list(stats.names), "y0": repr(stats.y0), "repairs": repairs.to_dict(),
-            "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]}
-    digest = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
-    for a in arrays.values():
-        digest.update(memoryview(a).cast("B"))  # no copy: S alone is K * D * D * 8 bytes
+def _empty_small_pages(shape: tuple[int, ...]) -> np.ndarray:
+    """``np.empty(shape)`` float64 in an anonymous mapping of ordinary pages. numpy asks the kernel for
+    transparent huge pages, whose first touch can stall for seconds (direct compaction) on a machine
+    whose memory is full of page cache, as it is right after a pass: 3 s against 0.6 s for 537 MB."""
+    count = int(np.prod(shape))
+    try:
+        buffer = mmap.mmap(-1, max(8 * count, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (AttributeError, TypeError, OSError):  # no such mapping on this platform
+        return np.empty(shape)
+    return np.frombuffer(buffer, dtype=np.float64, count=count).reshape(shape)
+
+
+def _pack_upper(S: np.ndarray) -> np.ndarray:
+    """(K, D(D+1)/2): the upper triangle of each (D, D) S_k, row by row."""
+    k, d = S.shape[0], S.shape[-1]
+    packed = _empty_small_pages((k, d * (d + 1) // 2))
+    for b in range(k):
+        at = 0
+        for i in range(d):
+            packed[b, at:at + d - i] = S[b, i, i:]
+            at += d - i
+    return packed
+
+
+def _expand_upper(S: np.ndarray) -> None:
+    """Move the packed upper triangles (:func:`_pack_upper`) stored at the start of each (D, D) S_k's
+    memory to their places, in place; the lower triangles are left for ``BinStats.mirror``."""
+    k, d = S.shape[0], S.shape[-1]
+    flat = S.reshape(k, d * d)
+    for b in range(k):
+        for i in range(d - 1, -1, -1):  # last row first: a row's place never covers a row not yet moved
+            at = i * d - i * (i - 1) // 2
+            flat[b, i * d + i:(i + 1) * d] = flat[b, at:at + d - i]
+
+
+def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(head, arrays): everything an entry stores, as the checksum sees it; arrays by dataset name."""
+    stats = result.stats
+    arrays = {"stats/c": stats.c, "stats/n": stats.n, "stats/s": stats.s, "stats/S_upper": _pack_upper(stats.S),
+              "stats/t": stats.t, "stats/u": stats.u, "stats/q": stats.q,
+              "snr": np.concatenate(result.snr) if result.snr else np.empty(0)}
+    if result.features:
+        arrays["features"] = np.concatenate(result.features)
+    head = {"names": list(stats.names), "y0": repr(stats.y0), "repairs": result.repairs.to_dict(), "files": None}
+    if content is not None:
+        arrays["content/blocks"] = content.blocks
+        arrays["content/digests"] = np.frombuffer(b"".join(result.digests), np.uint8).reshape(-1, DIGEST_BYTES)
+        head["files"] = list(content.files)
+    return head, {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+
+
+def _checksum(head: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    """XXH3-128 over the head's JSON and every array's name, dtype, shape and bytes."""
+    digest = xxhash.xxh3_128(json.dumps([head, [[n, a.dtype.str, list(a.shape)] for n, a in arrays.items()]],
+                                        sort_keys=True).encode())
+    for a in arrays.values():  # no copy: S_upper alone is K * D * D * 4 bytes
+        for part in [a] if a.flags.c_contiguous else a:  # S_upper is read as rows of a larger buffer
+            digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
     return digest.hexdigest()
 
 
-def _check_rows(stats: BinStats, snr: np.ndarray, features: np.ndarray | None) -> str | None:
-    """Why snr (N,) / features (N, F) disagree with the statistics' row count, or None when they agree."""
-    rows = int(stats.n.sum())
+def _check_rows(result: PassResult, arrays: dict[str, np.ndarray], content: Content | None) -> str | None:
+    """Why the stored values disagree with each other, or None when they agree."""
+    rows = int(result.stats.n.sum())
+    snr, features = arrays["snr"], arrays.get("features")
     if snr.shape != (rows,):
         return f"snr has shape {snr.shape} but the statistics count {rows} rows"
     if features is not None and (features.ndim != 2 or features.shape[0] != rows):
         return f"features have shape {features.shape}; expected ({rows}, F)"
+    if content is not None:
+        if len(result.digests) != len(content.blocks):
+            return f"{len(result.digests)} block digests for {len(content.blocks)} blocks"
+        if int(content.blocks[:, 2].sum()) != rows:
+            return f"the blocks hold {int(content.blocks[:, 2].sum())} rows, the statistics {rows}"
     return None
 
 
-def _write(path: Path, key: str, result: PassResult, snr: np.ndarray, features: np.ndarray | None,
-           meta: dict[str, Any]) -> None:
+def _write(path: Path, key: str, kind: str, head: dict[str, Any], arrays: dict[str, np.ndarray],
+           repairs: RepairCounts, meta: dict[str, Any]) -> None:
     """Write the whole cache file at ``path`` (a temporary name; the caller publishes it)."""
     with h5py.File(path, "w") as f:
-        write_stats(f.create_group("stats"), result.stats)
-        f.create_dataset("snr", data=snr)
-        if features is not None:
-            f.create_dataset("features", data=features)
-        for name, count in result.repairs.to_dict().items():
+        for name, values in arrays.items():
+            f.create_dataset(name, data=values)
+        f["stats"].attrs["names"] = head["names"]
+        f["stats"].attrs["y0"] = float(head["y0"])
+        if head["files"] is not None:
+            f["content"].attrs["files"] = json.dumps(head["files"])
+            content = Content(tuple(head["files"]), arrays["content/blocks"])
+            digests = [bytes(row) for row in arrays["content/digests"]]
+            f["content"].attrs["file_digests"] = json.dumps([content.digest(digests, i) for i in range(len(head["files"]))])
+        for name, count in repairs.to_dict().items():
             f.attrs[f"repairs.{name}"] = count
         f.attrs["source"] = str(meta.get("source", ""))
-        f.attrs["rows"] = int(snr.shape[0])
-        f.attrs["bins"] = ",".join(result.stats.names)
+        f.attrs["rows"] = int(arrays["snr"].shape[0])
+        f.attrs["bins"] = ",".join(head["names"])
         f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         f.attrs["package_version"] = __version__
         f.attrs["meta"] = json.dumps(meta, sort_keys=True, default=str)
+        f.attrs["kind"] = kind
         f.attrs["key"] = key
-        f.attrs["checksum"] = _checksum(result.stats, result.repairs, snr, features)
+        f.attrs["checksum"] = _checksum(head, arrays)
         f.attrs["version"] = CACHE_VERSION
         f.attrs["format"] = CACHE_FORMAT
 
@@ -232,8 +364,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _read(path: Path, key: str) -> PassResult:
-    """Read and verify one cache file; raise _Invalid saying why it cannot be used."""
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_ORDER = ("stats/c", "stats/n", "stats/s", "stats/S_upper", "stats/t", "stats/u", "stats/q", "snr", "features",
+          "content/blocks", "content/digests")  # the datasets of an entry, in the order _stored makes them
+
+
+def _read(path: Path, key: str) -> tuple[PassResult, Content | None]:
+    """Read and verify one cache file; raise _Invalid saying why it cannot be used.
+
+    The packed upper triangles are read straight into the memory of the (K, D, D) S and expanded
+    there, so that loading touches K * D * D * 8 bytes once.
+    """
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
@@ -242,28 +386,60 @@ def _read(path: Path, key: str) -> PassResult:
             if attrs.get("version") != CACHE_VERSION or attrs.get("key") != key:
                 raise _Invalid(f"written for version {attrs.get('version')} key {attrs.get('key')}, "
                                f"expected version {CACHE_VERSION} key {key}")
-            stats = read_stats(f["stats"])
-            snr = f["snr"][()]
-            features = f["features"][()] if "features" in f else None
+            arrays = {name: f[name][()] for name in _ORDER if name in f and name != "stats/S_upper"}
+            packed = f["stats/S_upper"]
+            k, d = packed.shape[0], arrays["stats/c"].shape[0]
+            if packed.shape != (k, d * (d + 1) // 2):
+                raise _Invalid(f"stats/S_upper has shape {packed.shape}; expected ({k}, {d * (d + 1) // 2})")
+            S = _empty_small_pages((k, d, d))
+            upper = S.reshape(k, d * d)[:, :packed.shape[1]]
+            packed.read_direct(S.reshape(k, d * d), np.s_[:, :], np.s_[:, :packed.shape[1]])
+            arrays["stats/S_upper"] = upper
+            names = [_text(n) for n in f["stats"].attrs["names"]]
+            y0 = float(f["stats"].attrs["y0"])
+            files = json.loads(f["content"].attrs["files"]) if "content" in f else None
             repairs = RepairCounts(**{name: int(attrs[f"repairs.{name}"]) for name in RepairCounts().to_dict()})
     except _Invalid:
         raise
     except Exception as exc:  # h5py/HDF5 raise OSError, KeyError, ValueError... for damaged files
         raise _Invalid(f"unreadable ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if _checksum(stats, repairs, snr, features) != attrs.get("checksum"):
+    arrays = {name: arrays[name] for name in _ORDER if name in arrays}
+    head = {"names": names, "y0": repr(y0), "repairs": repairs.to_dict(), "files": files}
+    if _checksum(head, arrays) != attrs.get("checksum"):
         raise _Invalid("checksum mismatch (the stored values changed after writing)")
-    why = _check_rows(stats, snr, features)
+    _expand_upper(S)
+    try:
+        stats = BinStats(tuple(names), arrays["stats/c"], y0, arrays["stats/n"], arrays["stats/s"], S,
+                         arrays["stats/t"], arrays["stats/u"], arrays["stats/q"])
+    except (KeyError, ValueError, InputError) as exc:
+        raise _Invalid(f"inconsistent arrays: {exc}") from None
+    stats.mirror()
+    content = None if files is None else Content(tuple(files), arrays["content/blocks"])
+    digests = [] if content is None else [bytes(row) for row in arrays["content/digests"]]
+    result = PassResult(stats, repairs, [arrays["snr"]], [arrays["features"]] if "features" in arrays else [],
+                        digests=digests)
+    why = _check_rows(result, arrays, content)
     if why:
         raise _Invalid(why)
-    return PassResult(stats, repairs, [snr], [] if features is None else [features])
+    return result, content
 
 
 # ----------------------------------------------------------------------------- the cache
 class ShardCache:
-    """One HDF5 file per shard key under ``root`` (created on the first save)."""
+    """Pass results under ``root`` (created on the first save), one HDF5 file per key.
 
-    def __init__(self, root: str | os.PathLike):
+    max_gb: the folder's size cap (least recently used entries are evicted to stay under it);
+    min_gflop: results of smaller passes are not worth caching (see :meth:`worth`). ``in_use`` holds the
+    keys the current run needs (:meth:`use`): they are never evicted by this object.
+    """
+
+    def __init__(self, root: str | os.PathLike, max_gb: float = DEFAULT_MAX_GB,
+                 min_gflop: float = DEFAULT_MIN_GFLOP):
         self.root = Path(root)
+        self.max_bytes = int(max_gb * 1e9)
+        self.min_gflop = float(min_gflop)
+        self.in_use: set[str] = set()
+        self._metas: tuple[int, list[tuple[str, dict[str, Any]]]] | None = None
 
     def path(self, key: str) -> Path:
         """``root / f"{key}.h5"``; the key must be a :func:`shard_key` digest (no path tricks)."""
@@ -271,17 +447,28 @@ class ShardCache:
             raise ValueError(f"cache key {key!r}: expected a 64-character lowercase hex digest from shard_key")
         return self.root / f"{key}.h5"
 
+    def worth(self, rows: int, pixels: int) -> bool:
+        """Whether a pass over ``rows`` spectra of ``pixels`` is worth caching: its Gram products
+        (rows x pixels² flops) reach ``min_gflop``. Below that a pass costs about what loading an
+        entry of K x pixels² values does, and the file is not worth keeping."""
+        return rows * pixels ** 2 >= self.min_gflop * 1e9
+
+    def use(self, *keys: str | None) -> None:
+        """Mark entries as needed by the current run: this object never evicts them."""
+        self.in_use.update(k for k in keys if k)
+
     def load(self, key: str) -> PassResult | None:
         """The cached result (snr and features as one block each), or None on a miss.
 
-        A file that is truncated, not HDF5, not ours, or fails its checksum is logged as a warning,
-        deleted and reported as a miss, so the caller recomputes the shard.
+        A hit marks the entry (and, for a merged entry, its parts) as just used, for the eviction
+        order. A file that is truncated, not HDF5, not ours, or fails its checksum is logged as a
+        warning, deleted and reported as a miss, so the caller recomputes.
         """
         path = self.path(key)
         if not path.is_file():
             return None
         try:
-            result = _read(path, key)
+            result, _ = _read(path, key)
         except _Invalid as why:
             log.warning("%s: cache file discarded, the shard will be recomputed: %s", path, why)
             try:
@@ -289,45 +476,112 @@ class ShardCache:
             except OSError as exc:
                 log.warning("%s: could not delete the damaged cache file: %s", path, exc)
             return None
+        for used in [key, *self._parts(path)]:
+            try:
+                os.utime(self.path(used))  # last use = mtime: atime depends on how the disk is mounted
+            except OSError:
+                pass
         log.debug("%s: cache hit (%d rows)", path, len(result.snr[0]))
         return result
 
+    def _parts(self, path: Path) -> list[str]:
+        try:
+            with h5py.File(path, "r") as f:
+                return list(json.loads(f.attrs.get("meta", "{}")).get("parts", []))
+        except (OSError, ValueError):
+            return []
+
     def metas(self) -> list[tuple[str, dict[str, Any]]]:
-        """(key, meta) of every readable entry, from the file attributes only (no arrays read)."""
-        out = []
-        for path, attrs in _entries(self.root) if self.root.is_dir() else []:
-            if attrs is not None:
-                out.append((str(attrs.get("key", "")), json.loads(attrs.get("meta", "{}"))))
-        return out
+        """(key, meta) of every readable entry, from the file attributes only (no arrays read);
+        remembered until the folder changes."""
+        try:
+            stamp = self.root.stat().st_mtime_ns
+        except OSError:
+            return []
+        if self._metas is None or self._metas[0] != stamp:
+            found = [(_text(attrs.get("key", "")), json.loads(attrs.get("meta", "{}")))
+                     for _, attrs in _entries(self.root) if attrs is not None]
+            self._metas = (stamp, found)
+        return self._metas[1]
 
-    def save(self, key: str, result: PassResult, meta: dict[str, Any] | None = None) -> Path:
-        """Store ``result`` under ``key`` atomically and return the file's path.
+    def why_missed(self, facts: dict[str, Any]) -> str | None:
+        """Why an entry of the same shard file and pass no longer matches ``facts``, or None when
+        there is none: the identity fields or per-row values that changed."""
+        for key, meta in self.metas():
+            old = meta.get("facts")
+            if not old or old.get("recipe") != facts["recipe"] or old["file"]["path"] != facts["file"]["path"]:
+                continue
+            changed = [name for name in IDENTITY if old["file"].get(name) != facts["file"][name]]
+            if old.get("values") != facts["values"]:
+                changed.append("the target, SNR-column or bin values of its rows")
+            if changed:
+                return f"entry {key[:12]} was cached from it before its {', '.join(changed)} changed"
+        return None
 
-        meta: small JSON-able facts for ``snrmoe cache ls`` (``meta["source"]`` is the shard path
-        shown there); stored as the JSON attribute ``meta``. Rows, bins, creation time and package
-        version are added here. On any error the temporary file is removed and the error raised;
-        an existing file for ``key`` is left untouched.
+    def save(self, key: str, result: PassResult, meta: dict[str, Any] | None = None,
+             content: Content | None = None) -> Path | None:
+        """Store ``result`` under ``key`` atomically and return the file's path, or None when the
+        write was skipped (logged as a warning): the size cap cannot be met without evicting an entry
+        in use, or the file system would be left with less than its free-space margin.
+
+        meta: small JSON-able facts (``meta["source"]`` is the shard path that ``snrmoe cache ls``
+        shows; ``meta["parts"]``, the keys a merged entry sums). content: where the rows were read,
+        one block per digest in ``result.digests``. On a write error the temporary file is removed
+        and the error raised; an existing file for ``key`` is left untouched.
         """
         meta = dict(meta or {})
         path = self.path(key)
-        snr, features = _flatten(result)
-        why = _check_rows(result.stats, snr, features)
+        head, arrays = _stored(result, content)
+        why = _check_rows(result, arrays, content)
         if why:
             raise ValueError(f"cache save {key[:12]}: {why}")
+        need = sum(a.nbytes for a in arrays.values()) + HDF5_OVERHEAD
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # the PID: see remove_dead_temp_files
+        short = self._make_room(need, path) or self._short_of_space(need)
+        if short:
+            log.warning("%s: statistics of %s not cached (the run goes on): %s", self.root,
+                        meta.get("source", key[:12]), short)
+            return None
+        tmp = _temp_path(self.root, key)
         try:
-            _write(tmp, key, result, snr, features, meta)
+            _write(tmp, key, "merged" if "parts" in meta else "shard", head, arrays, result.repairs, meta)
             _fsync(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         _fsync(self.root)  # makes the rename itself durable
-        log.debug("%s: cached %d rows of %s", path, snr.shape[0], meta.get("source", "?"))
+        log.debug("%s: cached %d rows of %s", path, arrays["snr"].shape[0], meta.get("source", "?"))
         return path
 
+    def _make_room(self, need: int, path: Path) -> str | None:
+        """Evict least recently used entries not in use until ``need`` more bytes fit under the cap;
+        None when they fit, else why not (and then nothing is evicted)."""
+        entries = [(p, st) for p, st in _stats(p for p, _ in _entries(self.root)) if p != path]
+        total = sum(st.st_size for _, st in entries)
+        evictable = sorted((e for e in entries if e[0].stem not in self.in_use), key=lambda e: e[1].st_mtime_ns)
+        kept = total - sum(st.st_size for _, st in evictable)
+        if kept + need > self.max_bytes:
+            return (f"{need / 1e6:.0f} MB more would exceed the cap compute.cache_max_gb = {self.max_bytes / 1e9:g} "
+                    f"GB, with {kept / 1e6:.0f} MB held by entries this run uses")
+        for victim, st in evictable:
+            if total + need <= self.max_bytes:
+                break
+            victim.unlink(missing_ok=True)
+            total -= st.st_size
+            log.info("%s: evicted (least recently used, %.0f MB) to stay under the cap of %.1f GB", victim,
+                     st.st_size / 1e6, self.max_bytes / 1e9)
+        return None
 
-# ----------------------------------------------------------------------------- ls / clear
+    def _short_of_space(self, need: int) -> str | None:
+        usage = shutil.disk_usage(self.root)
+        margin = max(FREE_MARGIN_BYTES, int(FREE_MARGIN_FRACTION * usage.total))
+        if usage.free - need < margin:
+            return (f"only {usage.free / 1e9:.1f} GB free on its file system; writing {need / 1e6:.0f} MB would "
+                    f"leave less than the margin of {margin / 1e9:.1f} GB")
+        return None
+
+
+# ----------------------------------------------------------------------------- ls / clear / verify
 def _entry_attrs(path: Path) -> dict[str, Any] | None:
     """The attributes of one of our cache files, None for another HDF5 file; raises OSError if unreadable."""
     with h5py.File(path, "r") as f:
@@ -341,7 +595,7 @@ def _entries(root: Path) -> list[tuple[Path, dict[str, Any] | None]]:
     Readable HDF5 files without our format attribute are not ours and are skipped.
     """
     out = []
-    for path in sorted(root.glob("*.h5")):
+    for path in sorted(root.glob("*.h5")) if root.is_dir() else []:
         if not path.is_file():
             continue
         try:
@@ -355,8 +609,56 @@ def _entries(root: Path) -> list[tuple[Path, dict[str, Any] | None]]:
     return out
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _stats(paths) -> list[tuple[Path, os.stat_result]]:
+    """(path, stat) of each path that still exists: another run may evict an entry at any time."""
+    out = []
+    for path in paths:
+        try:
+            out.append((path, path.stat()))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def _age(seconds: float) -> str:
+    """A short duration: 40 s, 12 min, 5.0 h, 3.2 d."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def list_cache(root: str | os.PathLike) -> list[str]:
+    """One line per cache file (key prefix, kind, source shard, rows, bins, size, age, last use) and a
+    total line; the entries least recently used come first (they are the first to be evicted)."""
+    root = Path(root)
+    if not root.is_dir():
+        return [f"no cache at {root} (folder does not exist)"]
+    attrs = dict(_entries(root))
+    entries = sorted(((p, attrs[p], st) for p, st in _stats(attrs)), key=lambda e: e[2].st_mtime_ns)
+    lines, total, now = [], 0, time.time()
+    for path, attrs, st in entries:
+        total += st.st_size
+        size = f"{st.st_size / 1e6:.1f} MB"
+        if attrs is None:
+            lines.append(f"{path.name[:12]}  damaged or truncated file ({size}); "
+                         f"loading recomputes it, `snrmoe cache clear` removes it")
+            continue
+        created = datetime.fromisoformat(_text(attrs.get("created", "1970-01-01T00:00:00+00:00"))).timestamp()
+        lines.append(f"{path.name[:12]}  {_text(attrs.get('kind', 'shard')):<6}  {_text(attrs.get('source', '?'))}  "
+                     f"{int(attrs.get('rows', 0))} rows  bins {_text(attrs.get('bins', '?'))}  {size}  "
+                     f"created {_age(now - created)} ago  last used {_age(now - st.st_mtime)} ago")
+    lines.append(f"{len(entries)} cache files, {total / 1e6:.1f} MB in {root}" if entries
+                 else f"cache {root} is empty")
+    for path, pid, alive in temp_files(root):
+        state = ("its run is still writing it" if alive else
+                 "its run has ended: `snrmoe cache clear` or the next run removes it")
+        lines.append(f"{path.name[1:13]}  temporary file of PID {pid}, {path.stat().st_size / 1e6:.1f} MB; {state}")
+    return lines
 
 
 def temp_files(root: str | os.PathLike) -> list[tuple[Path, int, bool]]:
@@ -383,33 +685,6 @@ def remove_dead_temp_files(root: str | os.PathLike | None) -> list[Path]:
     return dead
 
 
-def list_cache(root: str | os.PathLike) -> list[str]:
-    """One line per cache file (key prefix, source shard, rows, bins, size MB, created), a total line,
-    then one line per temporary file left or being written by a run (PID, alive or not)."""
-    root = Path(root)
-    if not root.is_dir():
-        return [f"no cache at {root} (folder does not exist)"]
-    entries, temps = _entries(root), temp_files(root)
-    lines, total = [], 0
-    for path, attrs in entries:
-        size = path.stat().st_size
-        total += size
-        if attrs is None:
-            lines.append(f"{path.name[:12]}  damaged or truncated file ({size / 1e6:.1f} MB); "
-                         f"loading recomputes it, `snrmoe cache clear` removes it")
-            continue
-        lines.append(f"{path.name[:12]}  {_text(attrs.get('source', '?'))}  {int(attrs.get('rows', 0))} rows  "
-                     f"bins {_text(attrs.get('bins', '?'))}  {size / 1e6:.1f} MB  "
-                     f"created {_text(attrs.get('created', '?'))}")
-    lines.append(f"{len(entries)} cache files, {total / 1e6:.1f} MB in {root}" if entries
-                 else f"cache {root} is empty")
-    for path, pid, alive in temps:
-        state = ("its run is still writing it" if alive else
-                 "its run has ended: `snrmoe cache clear` or the next run removes it")
-        lines.append(f"{path.name[1:13]}  temporary file of PID {pid}, {path.stat().st_size / 1e6:.1f} MB; {state}")
-    return lines
-
-
 def clear_cache(root: str | os.PathLike) -> int:
     """Delete our cache files under root, the temporary files of runs that have ended, and temporary
     files without a PID (older versions) older than :data:`STALE_TEMP_S`.
@@ -429,3 +704,70 @@ def clear_cache(root: str | os.PathLike) -> int:
     for path in doomed:
         path.unlink(missing_ok=True)
     return len(doomed) + len(remove_dead_temp_files(root))
+
+
+def _read_digests(path: str, blocks: np.ndarray, reader: RowReader) -> list[bytes]:
+    """The content digest of every (row0, rows) block of a shard file, read as the pass reads it."""
+    out = []
+    for row0, rows in blocks:
+        flux, error = reader.read(path, int(row0), int(row0 + rows))
+        out.append(block_digest(flux, error))
+    return out
+
+
+def verify_cache(root: str | os.PathLike) -> tuple[list[str], int]:
+    """Re-read the shards of every entry under root and compare their content digests.
+
+    Returns (one line per entry and a summary line, number of entries found changed). An entry whose
+    shard content changed since it was cached (the key cannot always see that: see the README) can
+    only give stale statistics: it is deleted, as is a damaged entry. An entry whose shard is missing
+    or unreadable is kept (the disk may be unmounted) and reported.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return [f"no cache at {root} (folder does not exist)"], 0
+    lines, counts, seen = [], {"ok": 0, "changed": 0, "source missing": 0, "damaged": 0}, {}
+    reader = RowReader()
+    for path, attrs in _entries(root):
+        name = path.name[:12]
+        try:
+            if attrs is None:
+                raise _Invalid("unreadable")
+            result, content = _read(path, _text(attrs.get("key", "")))
+        except _Invalid as why:
+            path.unlink(missing_ok=True)
+            counts["damaged"] += 1
+            lines.append(f"{name}  damaged ({why}); dropped")
+            continue
+        if content is None:
+            counts["ok"] += 1
+            lines.append(f"{name}  ok  (no content digest stored: nothing to compare)")
+            continue
+        status, notes = "ok", []
+        for part, file in enumerate(content.files):
+            mine = content.blocks[:, 0] == part
+            blocks = content.blocks[mine][:, 1:]
+            stored = [d for d, m in zip(result.digests, mine) if m]
+            memo = (file, blocks.tobytes())
+            try:
+                if memo not in seen:
+                    seen[memo] = _read_digests(file, blocks, reader)
+            except (OSError, KeyError, ValueError) as exc:
+                status = "changed" if status == "changed" else "source missing"
+                notes.append(f"{file}: {'missing' if not Path(file).exists() else f'unreadable ({exc})'}")
+                continue
+            differ = [(int(r0), int(r0 + n)) for (r0, n), a, b in zip(blocks, seen[memo], stored) if a != b]
+            if differ:
+                status = "changed"
+                more = f" and {len(differ) - 1} more blocks" if len(differ) > 1 else ""
+                notes.append(f"{file}: rows {differ[0][0]}:{differ[0][1]}{more} differ from when it was cached")
+        counts[status] += 1
+        if status == "changed":
+            path.unlink(missing_ok=True)
+            notes.append("dropped")
+        lines.append(f"{name}  {status}  " + ("; ".join(notes) if notes else _text(attrs.get("source", ""))))
+    if not lines:
+        return [f"cache {root} is empty"], 0
+    lines.append(f"verified {sum(counts.values())} entries in {root}: {counts['ok']} ok, {counts['changed']} changed "
+                 f"(dropped), {counts['source missing']} with a shard missing, {counts['damaged']} damaged (dropped)")
+    return lines, counts["changed"]
