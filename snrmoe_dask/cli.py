@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import SnrmoeError
+from .errors import ConfigError, SnrmoeError
 
 
 def _train_spec(text: str) -> tuple[int, int]:
@@ -62,8 +62,15 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
     """The experiment with the report layer's figures and report, the tracking blocks, the summary."""
     from .experiment.driver import print_summary, run_experiment
     from .report.render import renderer
-    from .report.text import hub_block, roadmap_block, update_tracking_block
+    from .report.text import check_tracking_file, hub_block, roadmap_block, update_tracking_block
 
+    # the tracking files are checked before the run, so that a bad marker cannot fail it after the results
+    if roadmap and hub and roadmap.resolve() == hub.resolve():
+        raise ConfigError(f"--roadmap and --hub name the same file {roadmap}; the two blocks share one marker, "
+                          "expected two files")
+    for path in (roadmap, hub):
+        if path:
+            check_tracking_file(path, cfg.experiment.id)
     results = run_experiment(cfg, render=renderer(lang), progress=progress)
     if roadmap:
         update_tracking_block(roadmap, results["experiment"], roadmap_block(results))

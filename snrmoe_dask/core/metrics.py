@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
+from ..errors import InputError
+
 # The card's Decision Gate table (Gate-2).
 NEXT_STEP = {
     "PASS": "Continue to MVP-2.0 (Deployable Gate)",
@@ -20,6 +22,15 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "rmse": float(root_mean_squared_error(y_true, y_pred)),
     }
+
+
+def check_r2_defined(y_true: np.ndarray, where: str) -> None:
+    """Raise InputError (prefixed by ``where``) when R² of targets y_true (n,) is undefined: fewer
+    than 2 values, or all equal (scikit-learn would then quietly return 0 or 1)."""
+    if len(y_true) < 2:
+        raise InputError(f"{where}: {len(y_true)} spectrum; R² needs at least 2")
+    if np.ptp(y_true) == 0:
+        raise InputError(f"{where}: all {len(y_true)} target values equal {float(y_true[0])!r}; R² needs targets that vary")
 
 
 def decision_for(delta_r2: float, threshold: float, ci: tuple[float, float] | None = None) -> tuple[str, str]:

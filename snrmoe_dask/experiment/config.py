@@ -327,8 +327,36 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+# Deeper than any config needs (routing.bins of a grid is 4 levels); PyYAML's parser recurses per level.
+MAX_DEPTH = 32
+
+
+class _TooDeep(yaml.YAMLError):
+    pass
+
+
 def _load_yaml_text(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    """YAML text -> data; _TooDeep (a YAMLError) when nested more than MAX_DEPTH levels."""
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise _TooDeep(f"nested too deeply (more than {MAX_DEPTH} levels of lists or mappings)") from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """Raise _TooDeep when lists and mappings nest more than MAX_DEPTH levels (iteratively: no recursion)."""
+    stack, seen = [(value, 1)], set()
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)) or id(node) in seen:
+            continue
+        if depth > MAX_DEPTH:
+            raise _TooDeep(f"nested too deeply (more than {MAX_DEPTH} levels of lists or mappings)")
+        seen.add(id(node))  # YAML anchors share nodes; visit each once
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -360,13 +388,13 @@ def _parse_override(where: str, item: str) -> tuple[str, Any]:
     dotted, sep, text = str(item).partition("=")
     dotted = dotted.strip()
     if not sep or not dotted:
-        raise ConfigError(f"{where}: override {item!r}: expected KEY.PATH=VALUE, e.g. model.alpha=1e3")
+        raise ConfigError(f"{where}: override {_short_repr(item)}: expected KEY.PATH=VALUE, e.g. model.alpha=1e3")
     if any(not part for part in dotted.split(".")):
-        raise ConfigError(f"{where}: override {item!r}: {dotted!r} is not a dotted key such as model.alpha")
+        raise ConfigError(f"{where}: override {_short_repr(item)}: {dotted!r} is not a dotted key such as model.alpha")
     try:
         value = _load_yaml_text(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: override {item!r}: value is not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{where}: override {_short_repr(item)}: value is not valid YAML: {_yaml_problem(exc)}") from None
     return dotted, value
 
 
@@ -382,13 +410,13 @@ def _set_path(where: str, raw: dict[str, Any], dotted: str, value: Any, item: st
                 allowed = ", ".join(model.model_fields)
                 scope = f" in {prefix}" if prefix else ""
                 raise ConfigError(
-                    f"{where}: override {item!r}: unknown key {dotted}{scope} (expected one of: {allowed})"
+                    f"{where}: override {_short_repr(item)}: unknown key {dotted}{scope} (expected one of: {allowed})"
                 )
             annotation = model.model_fields[part].annotation
             model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
             if model is None and depth < len(parts) - 1 and not _is_mapping_field(parts[: depth + 1]):
                 raise ConfigError(
-                    f"{where}: override {item!r}: {'.'.join(parts[: depth + 1])} is not a section, "
+                    f"{where}: override {_short_repr(item)}: {'.'.join(parts[: depth + 1])} is not a section, "
                     f"so {dotted} is not a key"
                 )
         if depth == len(parts) - 1:
@@ -399,7 +427,7 @@ def _set_path(where: str, raw: dict[str, Any], dotted: str, value: Any, item: st
             child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(
-                f"{where}: override {item!r}: {'.'.join(parts[: depth + 1])} is not a mapping in the file"
+                f"{where}: override {_short_repr(item)}: {'.'.join(parts[: depth + 1])} is not a mapping in the file"
             )
         node = child
 
@@ -493,9 +521,9 @@ def _describe(exc: ValidationError, overridden: list[tuple[str, str]]) -> str:
         line = _describe_one(err)
         # a cross-field rule has no loc; its message starts with the key it is about
         key = _dotted(tuple(err["loc"])) or line.partition(":")[0]
-        for dotted, item in overridden:
+        for dotted, item in reversed(overridden):  # the last override of a key is the one that holds
             if key == dotted or key.startswith(dotted + ".") or key.startswith(dotted + "["):
-                line += f" (set by override {item!r})"
+                line += f" (set by override {_short_repr(item)})"
                 break
         lines.append(line)
     return "; ".join(lines)

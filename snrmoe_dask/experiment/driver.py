@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Iterator
 
 from ..core.fold import PassResult
+from ..core.metrics import check_r2_defined
 from ..core.ridge import RidgeModel, solve_ridge
 from ..engine.cluster import compute_context
 from ..errors import InputError
-from ..io.shards import ShardInfo, inspect_shards, resolve_shards
+from ..io.shards import ShardInfo, check_same_grid, inspect_shard, refuse_duplicates, resolve_shards
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import evaluate, load_test_set
 from .outputs import Render, atomic_dir, provenance, write_json, write_outputs
@@ -77,7 +78,8 @@ def solve_models(cfg: ExperimentConfig, train: PassResult, val: PassResult | Non
 
 
 def _open(cfg: ExperimentConfig) -> tuple[list[ShardInfo], ShardInfo, ShardInfo | None]:
-    """Inspect the training, test and (when alpha is chosen on it) validation shards."""
+    """Inspect the training, test and (when alpha is chosen on it) validation shards: layout, dtypes,
+    the params columns the run reads, and no file named twice; all before any pass."""
     train_paths = resolve_shards(cfg.data.root, cfg.data.train_shards)
     test_path = resolve_shards(cfg.data.root, [cfg.data.test_file])[0]
     val_paths = []
@@ -85,9 +87,19 @@ def _open(cfg: ExperimentConfig) -> tuple[list[ShardInfo], ShardInfo, ShardInfo 
         if not cfg.data.val_file:
             raise InputError(f"model.alpha: {cfg.model.alpha!r} chooses alpha on a validation set; set data.val_file")
         val_paths = resolve_shards(cfg.data.root, [cfg.data.val_file])
-    infos = inspect_shards([*train_paths, test_path, *val_paths], cfg.data.target)
-    check_feature_dim(cfg, infos[0].d)
-    return infos[:len(train_paths)], infos[len(train_paths)], (infos[-1] if val_paths else None)
+    refuse_duplicates({"data.train_shards": train_paths, "data.test_file": [test_path], "data.val_file": val_paths})
+    partition, target = cfg.partition, cfg.data.target
+    columns = [] if partition.is_snr else list(partition.columns)  # routing columns of the table
+    train_columns = columns + ["snr"] * (cfg.snr.method == "column")
+    test_columns = train_columns + ["snr"] * (cfg.noise.test == "pre_noised")
+    train = [inspect_shard(p, target, train_columns) for p in train_paths]
+    test = inspect_shard(test_path, target, test_columns)
+    val = [inspect_shard(p, target, train_columns) for p in val_paths]
+    check_same_grid([*train, test, *val])
+    check_feature_dim(cfg, train[0].d)
+    for info, key in ((test, "data.test_file"), *((v, "data.val_file") for v in val)):
+        check_r2_defined(info.params[target].to_numpy(), f"{info.path} ({key}, column {target!r})")
+    return train, test, (val[0] if val else None)
 
 
 def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:
@@ -204,7 +216,23 @@ def print_summary(results: dict) -> None:
         chosen = [("global", choice["global"])] + list((choice.get("experts") or {}).items())
         lines.append("alpha chosen on validation: " + ", ".join(f"{n} {m['alpha']:g}" for n, m in chosen)
                      + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
+    lines += _repair_lines(results)
     lines.append(f"next step: {results['next_step']}")
     lines.append(f"wall time {results['timings_s']['total']:.1f} s; report: "
                  f"{Path(results.get('output_dir', '.')) / 'report.md'}")
     print("\n".join(lines))
+
+
+def _repair_lines(results: dict) -> list[str]:
+    """A line per set (training, test) whose repairs changed more than 0.1 % of its pixels."""
+    from ..core.repair import REPAIR_LABELS, notable_repairs
+
+    data, lines = results.get("data") or {}, []
+    for name, key, rows in (("training", "repairs", data.get("n_train", 0)), ("test", "test_repairs", data.get("n_test", 0))):
+        pixels = rows * data.get("pixels", 0)
+        counts = notable_repairs(results.get(key), pixels)
+        if counts:
+            total = sum(counts.values())
+            lines.append(f"repairs: {total:,} of {pixels:,} {name} pixels ({total / pixels:.1%}) changed on read: "
+                         + ", ".join(f"{REPAIR_LABELS.get(kind, kind)} {n:,}" for kind, n in counts.items()))
+    return lines

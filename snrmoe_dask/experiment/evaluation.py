@@ -12,11 +12,12 @@ import pandas as pd
 from ..core.fold import PassResult
 from ..core.metrics import decision_for, regression_metrics
 from ..core.noise import add_noise
+from ..core.repair import RepairCounts
 from ..core.ridge import RidgeModel
 from ..core.routing import oracle_route
 from ..core.snr import compute_snr
 from ..engine.blocks import Block
-from ..engine.segment import load_block
+from ..engine.segment import check_rows_fit, load_block
 from ..errors import InputError
 from ..io.shards import ShardInfo
 from .config import ExperimentConfig
@@ -32,6 +33,7 @@ class TestSet:
     bins: np.ndarray
     features: np.ndarray | None = None
     noisy_snr: np.ndarray | None = None
+    repairs: RepairCounts | None = None  # pixels changed on read
 
 
 def load_test_set(cfg: ExperimentConfig, info: ShardInfo) -> TestSet:
@@ -42,8 +44,8 @@ def load_test_set(cfg: ExperimentConfig, info: ShardInfo) -> TestSet:
     clipped: the noise is already in it) and the table's ``snr`` column.
     """
     pre_noised = cfg.noise.test == "pre_noised"
-    flux, error, _ = load_block(Block(str(info.path), 0, 0, info.n),
-                                clip_flux=cfg.preprocessing.clip_flux and not pre_noised)
+    block = Block(str(info.path), 0, 0, info.n)
+    flux, error, repairs = load_block(block, clip_flux=cfg.preprocessing.clip_flux and not pre_noised)
     level, params = cfg.noise.level, info.params
     table_snr = params["snr"].to_numpy(np.float64) if "snr" in params else None
     if pre_noised:
@@ -53,11 +55,12 @@ def load_test_set(cfg: ExperimentConfig, info: ShardInfo) -> TestSet:
     else:
         snr = compute_snr(cfg.snr.method, flux, error, level, table_snr)
         noisy = add_noise(flux, error, level, seed=cfg.noise.test_seed, shard=0, row0=0, out=flux)
+    check_rows_fit(noisy, block, cfg.preprocessing.clip_flux and not pre_noised, level, cfg.compute.precision)
     try:  # by SNR or by table columns: the partition reads what it routes on
         bins = cfg.partition.assign(cfg.partition.labels(params, snr))
     except InputError as exc:
         raise InputError(f"{info.path}: {exc}") from None
-    test = TestSet(noisy, params[cfg.data.target].to_numpy(np.float64), snr, bins)
+    test = TestSet(noisy, params[cfg.data.target].to_numpy(np.float64), snr, bins, repairs=repairs)
     if cfg.evaluation.deployable_gate:
         from ..core.gate import noisy_snr, quality_features
 
@@ -115,6 +118,7 @@ def evaluate(cfg: ExperimentConfig, experts: dict[str, RidgeModel | None], globa
                       "train_max": float(snr_train.max()), "test_median": float(np.median(test.snr)),
                       "test_max": float(test.snr.max())}
     results["repairs"] = train.repairs.to_dict()
+    results["test_repairs"] = (test.repairs or RepairCounts()).to_dict()
     return results, pd.DataFrame(predictions)
 
 

@@ -276,6 +276,9 @@ class ShardCache:
         """
         path = self.path(key)
         if not path.is_file():
+            if path.exists():
+                log.warning("%s: not a cache file (something else has its name): left alone; the shard is "
+                            "recomputed", path)
             return None
         try:
             result = _read(path, key)
@@ -307,6 +310,10 @@ class ShardCache:
         """
         meta = dict(meta or {})
         path = self.path(key)
+        if path.exists() and not path.is_file():
+            log.warning("%s: not a cache file (something else has its name): left alone; this shard's result is "
+                        "not cached", path)
+            return path
         snr, features = _flatten(result)
         why = _check_rows(result.stats, snr, features)
         if why:
@@ -359,12 +366,17 @@ def _text(value: Any) -> str:
 def list_cache(root: str | os.PathLike) -> list[str]:
     """One line per cache file (key prefix, source shard, rows, bins, size MB, created) and a total line."""
     root = Path(root)
-    if not root.is_dir():
+    if not _cache_folder(root):
         return [f"no cache at {root} (folder does not exist)"]
-    entries = _entries(root)
+    try:
+        entries = _entries(root)
+        strays = [f"{path.name[:12]}  not a file: not ours, left alone ({path})" for path in sorted(root.glob("*.h5"))
+                  if _ENTRY.fullmatch(path.name) and not path.is_file()]
+    except OSError as exc:
+        raise InputError(f"{root}: cannot list the cache folder: {exc.strerror}") from None
     if not entries:
-        return [f"cache {root} is empty"]
-    lines, total = [], 0
+        return [*strays, f"cache {root} is empty"]
+    lines, total = strays, 0
     for path, attrs in entries:
         size = path.stat().st_size
         total += size
@@ -386,13 +398,31 @@ def clear_cache(root: str | os.PathLike) -> int:
     are never touched; young temporary files may belong to a run writing right now and are kept.
     """
     root = Path(root)
-    if not root.is_dir():
+    if not _cache_folder(root):
         return 0
-    doomed = [path for path, _ in _entries(root)]
-    now = time.time()
-    for tmp in root.iterdir():
-        if _TEMP.fullmatch(tmp.name) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
-            doomed.append(tmp)
+    try:
+        doomed = [path for path, _ in _entries(root)]
+        now = time.time()
+        for tmp in root.iterdir():
+            if _TEMP.fullmatch(tmp.name) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
+                doomed.append(tmp)
+    except OSError as exc:
+        raise InputError(f"{root}: cannot list the cache folder: {exc.strerror}") from None
+    failed = []
     for path in doomed:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            failed.append((path, exc))
+    if failed:
+        path, exc = failed[0]
+        raise InputError(f"{path}: cannot delete: {exc.strerror}; removed {len(doomed) - len(failed)} of "
+                         f"{len(doomed)} cache files in {root}, {len(failed)} left")
     return len(doomed)
+
+
+def _cache_folder(root: Path) -> bool:
+    """True if ``root`` is a folder, False if nothing is there; InputError if it is something else."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: is not a folder; expected the cache folder (compute.cache_dir)")
+    return root.exists()
