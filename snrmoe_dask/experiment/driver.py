@@ -228,8 +228,8 @@ def _repair_lines(results: dict) -> list[str]:
     from ..core.repair import REPAIR_LABELS, notable_repairs
 
     data, lines = results.get("data") or {}, []
-    for name, key, rows in (("training", "repairs", data.get("n_train", 0)), ("test", "test_repairs", data.get("n_test", 0))):
-        pixels = rows * data.get("pixels", 0)
+    for name, key, rows in (("training", "repairs", "n_train"), ("test", "test_repairs", "n_test")):
+        pixels = data.get(rows, 0) * data.get("pixels", 0)
         counts = notable_repairs(results.get(key), pixels)
         if counts:
             total = sum(counts.values())
