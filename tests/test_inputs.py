@@ -232,6 +232,13 @@ def test_same_file_twice_is_refused(extra, names, data, tmp_path, capsys):
     refused_run(capsys, data, tmp_path, extra, "listed twice", *names)
 
 
+def test_test_or_validation_pattern_naming_several_files_is_refused(data, tmp_path, capsys):
+    refused_run(capsys, data, tmp_path, ("--set", "data.test_file=train_*/dataset.h5"),
+                "data.test_file: 'train_*/dataset.h5' names 2 files", data / T0)
+    refused_run(capsys, data, tmp_path, ("--set", "data.val_file=train_{0..1}/dataset.h5") + AUTO,
+                "data.val_file", "names 2 files")
+
+
 # ----------------------------------------------------------------------------- §5 not a regular file
 def test_directory_as_a_shard_is_refused(data, tmp_path, capsys):
     refused_run(capsys, data, tmp_path, ("--set", 'data.train_shards=["train_0"]'), data / "train_0", "a directory")
@@ -351,6 +358,32 @@ def test_deep_yaml_file_is_one_line(text, tmp_path, capsys):
     one_error_line(capsys, ["run", str(path)], path, "nested too deeply")
 
 
+def alias_bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("defs:\n" + "\n".join("  " + line for line in alias_bomb().splitlines()) + "\nmodel:\n  alpha: *a8\n",
+     "expands to 926,177,119 values"),  # 9^9 strings and their lists: before, a 300 MB error line after 17 s
+    ("a: &a [*a]\n", "nested too deeply"),  # an alias of itself
+], ids=["alias bomb", "self-referencing alias"])
+def test_yaml_aliases_cannot_blow_up(text, expected, tmp_path, capsys):
+    path = write(tmp_path, text)
+    line = one_error_line(capsys, ["run", str(path)], path, expected)
+    assert len(line) < 400
+
+
+def test_config_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "exp.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "snrmoe_dask.cli", "run", str(fifo)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"snrmoe: error: {fifo}: is not a regular file, expected a YAML config file"]
+
+
 def test_deep_yaml_in_set_is_one_short_line(tmp_path, capsys):
     line = one_error_line(capsys, ["run", str(REPO / "config" / "demo.yaml"), "--set",
                                    "model.alpha=" + "[" * 5000 + "]" * 5000], "override", "nested too deeply")
@@ -412,6 +445,17 @@ def _bad_r2(folder: Path) -> None:
     (folder / "results.json").write_text(json.dumps(results))
 
 
+def _results_value(path: list[str], value):
+    def damage(folder: Path) -> None:
+        results = json.loads((folder / "results.json").read_text())
+        node = results
+        for key in path[:-1]:
+            node = node[key] if key != "<first bin>" else next(iter(node.values()))
+        node[path[-1]] = value
+        (folder / "results.json").write_text(json.dumps(results))
+    return damage
+
+
 REPORT_CASES = {
     "garbage predictions.csv": (_garbage, ("predictions.csv",)),
     "empty predictions.csv": (_empty, ("predictions.csv", "empty")),
@@ -422,6 +466,15 @@ REPORT_CASES = {
     "results.json is a list": (_json_value("[1, 2]"), ("results.json", "expected a dict")),
     "results.json is a bare number": (_json_value("3"), ("results.json", "expected a dict")),
     "results.json with a text R2": (_bad_r2, ("results.json", "'abc' is not a number")),
+    "a bin's metrics are a number": (_results_value(["bins", "<first bin>", "expert"], 5),
+                                     ("results.json", ".expert' must be a dict")),
+    "a text count": (_results_value(["models", "global", "n_train"], "x"), ("'models.global.n_train' is 'x'",)),
+    "a fractional count": (_results_value(["models", "oracle", "n_test"], 120.5), ("'models.oracle.n_test' is 120.5",)),
+    "repairs are a list": (_results_value(["repairs"], [1]), ("'repairs' must be a dict",)),
+    "timings are text": (_results_value(["timings_s"], "x"), ("'timings_s' must be a dict",)),
+    "pixels are text": (_results_value(["data", "pixels"], "x"), ("'data.pixels' is 'x'",)),
+    "a gate of the wrong shape": (_results_value(["gate"], {"confusion": "x", "names": 5}),
+                                  ("results.json", "unexpected type or shape")),
 }
 
 

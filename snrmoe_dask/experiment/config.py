@@ -154,7 +154,7 @@ class RoutingSection(_Section):
             if len(v) != 2 or len({c.strip() for c in v}) != 2:
                 raise ValueError(f"a grid needs exactly 2 distinct columns, got {list(v)!r}")
             return [c.strip() for c in v]
-        raise ValueError(f"must be 'snr', a params column name or a list of 2 column names, got {v!r}")
+        raise ValueError(f"must be 'snr', a params column name or a list of 2 column names, got {_short_repr(v)}")
 
     @field_validator("bins", mode="before")
     @classmethod
@@ -181,7 +181,7 @@ class EvaluationSection(_Section):
         for name in v:
             canonical = _METRIC_ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
             if canonical is None:
-                raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {name!r}")
+                raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {_short_repr(name)}")
             names.append(canonical)
         return names
 
@@ -327,36 +327,44 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-# Deeper than any config needs (routing.bins of a grid is 4 levels); PyYAML's parser recurses per level.
+# Far beyond any config (routing.bins of a grid is 4 levels, a config a few hundred values); PyYAML's
+# parser recurses per level, and aliases can make a small file expand to billions of values.
 MAX_DEPTH = 32
+MAX_VALUES = 100_000
 
 
-class _TooDeep(yaml.YAMLError):
+class _TooLarge(yaml.YAMLError):
     pass
 
 
 def _load_yaml_text(text: str) -> Any:
-    """YAML text -> data; _TooDeep (a YAMLError) when nested more than MAX_DEPTH levels."""
+    """YAML text -> data; _TooLarge (a YAMLError) when nested more than MAX_DEPTH levels or, with
+    aliases expanded, more than MAX_VALUES values."""
+    too_deep = f"nested too deeply (more than {MAX_DEPTH} levels of lists or mappings)"
     try:
         value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
-        raise _TooDeep(f"nested too deeply (more than {MAX_DEPTH} levels of lists or mappings)") from None
-    _check_depth(value)
-    return value
+        raise _TooLarge(too_deep) from None
+    sizes: dict[int, int] = {}  # expanded size of every list/mapping, by id: an alias is counted each time
 
-
-def _check_depth(value: Any) -> None:
-    """Raise _TooDeep when lists and mappings nest more than MAX_DEPTH levels (iteratively: no recursion)."""
-    stack, seen = [(value, 1)], set()
-    while stack:
-        node, depth = stack.pop()
-        if not isinstance(node, (dict, list)) or id(node) in seen:
-            continue
+    def size(node: Any, depth: int) -> int:  # recursion bounded by MAX_DEPTH
+        if not isinstance(node, (dict, list)):
+            return 1
         if depth > MAX_DEPTH:
-            raise _TooDeep(f"nested too deeply (more than {MAX_DEPTH} levels of lists or mappings)")
-        seen.add(id(node))  # YAML anchors share nodes; visit each once
-        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children)
+            raise _TooLarge(too_deep)
+        if id(node) not in sizes:
+            children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
+        return sizes[id(node)]
+
+    try:
+        values = size(value, 1)
+    except RecursionError:  # a self-referencing alias
+        raise _TooLarge(too_deep) from None
+    if values > MAX_VALUES:
+        raise _TooLarge(f"expands to {values:,} values (through aliases); expected a config of at most "
+                        f"{MAX_VALUES:,}")
+    return value
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -371,6 +379,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a YAML config file")
+    if not path.is_file():  # a FIFO or device: reading it could wait forever
+        raise ConfigError(f"{path}: is not a regular file, expected a YAML config file")
     try:
         raw = _load_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -441,7 +451,7 @@ def _is_mapping_field(parts: list[str]) -> bool:
 
 def _non_negative_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {v!r}")
+        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {_short_repr(v)}")
     try:
         x = float(v)  # numeric strings too: YAML 1.1 reads 1e5 (no dot) as the string "1e5"
     except ValueError:

@@ -81,12 +81,12 @@ def _open(cfg: ExperimentConfig) -> tuple[list[ShardInfo], ShardInfo, ShardInfo 
     """Inspect the training, test and (when alpha is chosen on it) validation shards: layout, dtypes,
     the params columns the run reads, and no file named twice; all before any pass."""
     train_paths = resolve_shards(cfg.data.root, cfg.data.train_shards)
-    test_path = resolve_shards(cfg.data.root, [cfg.data.test_file])[0]
+    test_path = _one_file(cfg.data.root, cfg.data.test_file, "data.test_file")
     val_paths = []
     if not isinstance(cfg.model.alpha, float):
         if not cfg.data.val_file:
             raise InputError(f"model.alpha: {cfg.model.alpha!r} chooses alpha on a validation set; set data.val_file")
-        val_paths = resolve_shards(cfg.data.root, [cfg.data.val_file])
+        val_paths = [_one_file(cfg.data.root, cfg.data.val_file, "data.val_file")]
     refuse_duplicates({"data.train_shards": train_paths, "data.test_file": [test_path], "data.val_file": val_paths})
     partition, target = cfg.partition, cfg.data.target
     columns = [] if partition.is_snr else list(partition.columns)  # routing columns of the table
@@ -100,6 +100,13 @@ def _open(cfg: ExperimentConfig) -> tuple[list[ShardInfo], ShardInfo, ShardInfo 
     for info, key in ((test, "data.test_file"), *((v, "data.val_file") for v in val)):
         check_r2_defined(info.params[target].to_numpy(), f"{info.path} ({key}, column {target!r})")
     return train, test, (val[0] if val else None)
+
+
+def _one_file(root: str, pattern: str, key: str) -> Path:
+    paths = resolve_shards(root, [pattern])
+    if len(paths) != 1:
+        raise InputError(f"{key}: {pattern!r} names {len(paths)} files ({paths[0]}, {paths[1]}, ...); expected one")
+    return paths[0]
 
 
 def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:

@@ -252,6 +252,7 @@ def check_results(results: Any, where: str = "results") -> None:
         for key in _MODEL_KEYS:
             if key not in entry:
                 raise InputError(f"{where}: missing key 'models.{model}.{key}'")
+        _check_counts(entry, f"models.{model}", where)
     bins = results["bins"]
     if not isinstance(bins, Mapping) or not bins:
         raise InputError(f"{where}: 'bins' must be a non-empty dict of SNR bins, got {bins!r}")
@@ -261,12 +262,32 @@ def check_results(results: Any, where: str = "results") -> None:
         for key in _BIN_KEYS:
             if key not in spec:
                 raise InputError(f"{where}: missing key 'bins.{name}.{key}'")
+        _check_counts(spec, f"bins.{name}", where)
+        for key in ("expert", "global"):
+            if not isinstance(spec[key], Mapping):
+                raise InputError(f"{where}: 'bins.{name}.{key}' must be a dict of metrics, got {spec[key]!r}")
+    for key in _SECTIONS:
+        if key in results and not isinstance(results[key], Mapping):
+            raise InputError(f"{where}: {key!r} must be a dict, got {type(results[key]).__name__}")
+    if "pixels" in results.get("data", {}):
+        _check_counts(results["data"], "data", where, ("pixels",))
     try:
         threshold = as_float(results["threshold"])
     except InputError:
         threshold = math.nan
     if not math.isfinite(threshold):
         raise InputError(f"{where}: threshold={results['threshold']!r}, expected a finite number")
+
+
+# optional sections of results.json that the report reads as dicts
+_SECTIONS = ("snr", "repairs", "test_repairs", "data", "timings_s", "gate")
+
+
+def _check_counts(entry: Mapping[str, Any], at: str, where: str, keys: tuple[str, ...] = ("n_train", "n_test")) -> None:
+    for key in keys:
+        value = entry[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"{where}: '{at}.{key}' is {value!r}, expected a count (an integer >= 0)")
 
 
 # columns of numbers in predictions.csv (the deployable gate adds the last two); "bin" and "gate_bin" are names

@@ -64,6 +64,10 @@ def rebuild_report(results_dir: Path, lang: str = "zh") -> Path:
         render(results, predictions, results_dir, lang)
     except InputError as exc:  # a value deeper in results.json; name the file
         raise InputError(f"{results_path}: {str(exc).removeprefix('results: ')}") from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # results.json passed check_results but holds a value of a shape no run writes
+        raise InputError(f"{results_path}: a value has an unexpected type or shape "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     except OSError as exc:
         raise InputError(f"{exc.filename or results_dir}: cannot write the report: {exc.strerror}") from None
     return results_dir / "report.md"
