@@ -216,6 +216,7 @@ def cold(paths: list[Path]) -> dict:
 
 def run_cold(cfg, files: list[Path]) -> dict:
     from snrmoe_dask.experiment.driver import run_experiment
+    from snrmoe_dask.report.render import renderer
 
     page = cold(files)
     print(f"cold: posix_fadvise(DONTNEED) {page['fadvise_dontneed']} on {len(files)} files; resident before "
@@ -225,7 +226,7 @@ def run_cold(cfg, files: list[Path]) -> dict:
     base = psutil.Process().memory_info().rss
     with PeakRSS() as rss:
         start = time.perf_counter()
-        results = run_experiment(cfg, progress=False)
+        results = run_experiment(cfg, render=renderer("zh"), progress=False)
         wall = time.perf_counter() - start
     page["resident_after_run"] = residency(files)
     return {"wall_s": wall, "peak_rss": rss.peak, "base_rss": base, "results": results, "page_cache": page}
@@ -388,14 +389,16 @@ def fit_lstsq(x, y, alpha, block_rows, chunk_rows):
 
 def our_fit(cfg, infos, workers: int):
     """The pass over ``infos`` (page cache dropped first) + the global model and every expert."""
+    from snrmoe_dask import BinnedRidge, bin_statistics, open_shards
     from snrmoe_dask.engine.cluster import compute_context
-    from snrmoe_dask.experiment.driver import solve_models
-    from snrmoe_dask.experiment.training import pass_spec, run_pass
+    from snrmoe_dask.experiment import plan
 
+    ds = open_shards([i.path for i in infos], target=cfg.data.target, block_rows=cfg.compute.block_rows,
+                     max_rows=sum(i.n for i in infos))
     with compute_context("threads", workers, progress=False) as compute:
-        train = run_pass(cfg, pass_spec(cfg, infos), infos, compute)
-    global_model, experts, _ = solve_models(cfg, train, None)
-    return global_model.predict, sum(e is not None for e in experts.values())
+        train = compute(bin_statistics(ds, **plan.pass_options(cfg)))
+    model = BinnedRidge(**plan.model_options(cfg)).fit(train)
+    return model.global_.predict, sum(e is not None for e in model.experts_.values())
 
 
 def compare(cfg, train_paths: list[Path], n: int, args, save=lambda out: None) -> dict:

@@ -23,10 +23,10 @@ import numpy as np
 import psutil
 from machine import PeakRSS, best_time, blas_kernel, bound_s, gemm_rate, rng_rate
 
-from snrmoe_dask.core.ridge import solve_all, solve_ridge
+from snrmoe_dask import BinnedRidge, bin_statistics, open_shards
 from snrmoe_dask.engine.cluster import compute_context
+from snrmoe_dask.experiment import plan
 from snrmoe_dask.experiment.config import load_config
-from snrmoe_dask.experiment.training import pass_spec, run_pass
 from snrmoe_dask.io.shards import inspect_shards
 from snrmoe_dask.io.simulate import count_label, simulate_set
 
@@ -54,16 +54,15 @@ def experiment(path: Path, block_rows: int, workers: int):
 def our_pass(path: Path, block_rows: int, workers: int) -> tuple[float, float, float, object]:
     """(pass seconds, solve seconds for global + every bin, peak RSS bytes, the statistics)."""
     cfg = experiment(path, block_rows, workers)
-    infos = inspect_shards([path], cfg.data.target)
+    ds = open_shards([path], target=cfg.data.target, block_rows=block_rows)
     gc.collect()
     with PeakRSS() as rss, compute_context("threads", workers, progress=False) as compute:
         start = time.perf_counter()
-        train = run_pass(cfg, pass_spec(cfg, infos), infos, compute)
+        train = compute(bin_statistics(ds, **plan.pass_options(cfg)))
         pass_s = time.perf_counter() - start
     start = time.perf_counter()
-    solve_ridge(train.stats.total(), cfg.model.alpha)
-    solve_all(train.stats, cfg.model.alpha)
-    return pass_s, time.perf_counter() - start, rss.peak, (cfg, train)
+    model = BinnedRidge(**plan.model_options(cfg)).fit(train)
+    return pass_s, time.perf_counter() - start, rss.peak, (cfg, model)
 
 
 def sklearn_rows(pixels: int) -> int:
@@ -107,10 +106,10 @@ def main() -> int:
     x, y, _ = materialise(inspect_shards([small], cfg.data.target), cfg)
     model = make_pipeline(StandardScaler(), Ridge(alpha=cfg.model.alpha))
     sk_s = best_time(lambda: model.fit(x, y), repeat=1)
-    ours_pass, ours_solve, _, (_, train) = our_pass(small, args.block_rows, args.workers)
+    ours_pass, ours_solve, _, (_, fitted) = our_pass(small, args.block_rows, args.workers)
     ours = ours_pass + ours_solve
     ref = model.predict(x[:2000])
-    mine = solve_ridge(train.stats.total(), cfg.model.alpha).predict(x[:2000])
+    mine = fitted.global_.predict(x[:2000])
     print(f"scikit-learn StandardScaler+Ridge, 1 model, N={n:,} in memory: {sk_s:.2f} s; ours from the files "
           f"(pass + 5 models): {ours:.2f} s; sklearn/ours = {sk_s / ours:.2f}; max |dpred| / std(y) "
           f"= {np.abs(ref - mine).max() / y.std():.1e}")

@@ -8,6 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from snrmoe_dask.core.fold import PassResult, PassSpec, sorted_rows
+from snrmoe_dask.core.stats import BinStats
+from snrmoe_dask.engine.blocks import Block, plan_blocks
+from snrmoe_dask.engine.segment import load_block
+from snrmoe_dask.engine.sources import ShardFile
 from snrmoe_dask.io.shards import PARAM_COLUMNS, write_shard
 
 
@@ -27,3 +32,23 @@ def shard_factory(tmp_path):
     def make(name: str = "s/dataset.h5", **kw) -> Path:
         return random_shard(tmp_path / name, **kw)
     return make
+
+
+def file_blocks(path: Path, rows: int, block_rows: int, shard: int = 0) -> list[Block]:
+    """The blocks of one shard file of ``rows`` spectra, as a pass over it cuts them."""
+    return plan_blocks(np.full(rows, shard), np.arange(rows), block_rows)[shard]
+
+
+def fold_block_by_block(path: Path, blocks: list[Block], y: np.ndarray, spec: PassSpec) -> PassResult:
+    """The plain reference of a segment's pass: each block read, folded and multiplied in turn, with no
+    read-ahead and a fresh array per block; y (rows,) for the blocks' rows one after the other."""
+    result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec)
+    at = 0
+    for block in blocks:
+        rows, yb, bins = sorted_rows(result, block.shard, block.row0, load_block(ShardFile(str(path)), block,
+                                                                                    spec.clip_flux),
+                                     y[at:at + block.rows], None, spec, None, None)
+        at += block.rows
+        result.stats.add_block(rows, yb, bins, dtype=np.dtype(spec.precision), mirror=False, overwrite_x=True)
+    result.stats.mirror()
+    return result

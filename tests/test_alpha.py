@@ -83,10 +83,10 @@ def test_fast_paths_equal_solve_ridge(data, alpha: float, path: str) -> None:
         want = solve_ridge(stats, alpha, k)
         problem = ScaledRidge.from_stats(stats, k)
         got = (EigenRidge.of(problem) if path == "eigen" else problem).model(alpha)
-        assert np.allclose(got.coef, want.coef, rtol=1e-8, atol=1e-8 * np.abs(want.coef).max())
-        assert got.intercept == pytest.approx(want.intercept, rel=1e-8, abs=1e-8)
-        np.testing.assert_array_equal(got.scaler_scale, want.scaler_scale)
-        assert got.alpha == alpha and got.n_train == want.n_train
+        assert np.allclose(got.coef_, want.coef_, rtol=1e-8, atol=1e-8 * np.abs(want.coef_).max())
+        assert got.intercept_ == pytest.approx(want.intercept_, rel=1e-8, abs=1e-8)
+        np.testing.assert_array_equal(got.scaler_scale_, want.scaler_scale_)
+        assert got.alpha_ == alpha and got.n_train_ == want.n_train_
 
 
 def test_both_solvers_make_the_same_choice(data, monkeypatch) -> None:

@@ -26,7 +26,7 @@ from snrmoe_dask.cli import main
 from snrmoe_dask.core.metrics import decision_for
 from snrmoe_dask.core.noise import add_noise
 from snrmoe_dask.core.repair import repair_block
-from snrmoe_dask.experiment.training import VAL_SHARD_INDEX
+from snrmoe_dask.experiment.plan import VAL_SHARD_INDEX
 from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY
 from snrmoe_dask.io.simulate import simulate_set
 

@@ -16,6 +16,7 @@ import pytest
 
 from snrmoe_dask.io import cache
 from snrmoe_dask.core.fold import PassResult, PassSpec
+from snrmoe_dask.core.noise import NoiseSpec
 from snrmoe_dask.core.repair import RepairCounts
 from snrmoe_dask.core.snr import Bins
 from snrmoe_dask.core.stats import BinStats
@@ -27,10 +28,11 @@ BINS = {"H": [7, INF], "M": [4, 7], "L": [2, 4], "X": [0, 2]}
 D = 12
 
 
-def make_spec(**changes) -> PassSpec:
+def make_spec(level=1.5, seed=42, noise_mode="sample", **changes) -> PassSpec:
     """A PassSpec built from scratch each call, so equal values are distinct objects."""
     c = np.linspace(0.9, 1.1, D)
-    spec = PassSpec(bins=Bins.from_mapping(BINS), snr_method="norm", level=1.5, seed=42, c=c, y0=3.25)
+    spec = PassSpec(bins=Bins.from_mapping(BINS), snr_method="norm", noise=NoiseSpec(level, seed, noise_mode),
+                    c=c, y0=3.25)
     return dataclasses.replace(spec, **changes)
 
 
@@ -106,7 +108,7 @@ def test_same_inputs_same_key(shard):
     assert len(key) == 64 and int(key, 16) >= 0
     assert key_of(shard) == key
     assert key_of(inspect_shard(shard)) == key  # a ShardInfo and its path give one key
-    assert key_of(shard, make_spec(level=1.5, seed=42.0)) == key  # equal numbers, other types
+    assert key_of(shard, make_spec(level=np.float32(1.5), seed=np.int64(42))) == key  # equal numbers, other types
     assert key_of(shard, make_spec(c=np.linspace(0.9, 1.1, D).astype(np.float32).astype(np.float64))) != key
 
 
@@ -114,6 +116,8 @@ def _other(value):
     """A value of the same kind that differs as little as possible."""
     if isinstance(value, Bins):
         return Bins.from_mapping({"H": [7, INF], "M": [4.5, 7], "L": [2, 4.5], "X": [0, 2]})
+    if isinstance(value, NoiseSpec):
+        return NoiseSpec(_other(value.level), value.seed, value.mode)
     if isinstance(value, np.ndarray):
         out = value.copy()
         out[-1] = np.nextafter(out[-1], INF)

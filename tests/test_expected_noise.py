@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import file_blocks, fold_block_by_block
 from snrmoe_dask.core.fold import PassResult, PassSpec
-from snrmoe_dask.core.noise import add_noise
+from snrmoe_dask.core.noise import NoiseSpec, add_noise
+from snrmoe_dask.core.partition import make_partition
 from snrmoe_dask.core.ridge import solve_ridge
-from snrmoe_dask.core.snr import Bins, snr_norm
+from snrmoe_dask.core.snr import snr_norm
 from snrmoe_dask.core.stats import BinStats
-from snrmoe_dask.engine.blocks import plan_segments
-from snrmoe_dask.engine.segment import add_block, load_block
+from snrmoe_dask.engine.segment import load_block
+from snrmoe_dask.engine.sources import ShardFile
 from snrmoe_dask.io.shards import PARAM_COLUMNS, write_shard
 
 ROWS, PIXELS, LEVEL = 200, 16, 1.5  # level != 1 so that level and level² cannot be confused
@@ -64,7 +66,7 @@ def with_moments(template: BinStats, moments: dict[str, np.ndarray]) -> BinStats
 def ridge_vector(stats: BinStats) -> np.ndarray:
     """(K * (D + 1),) coefficients and intercept of every bin's Ridge."""
     models = [solve_ridge(stats, ALPHA, k) for k in range(stats.n_bins)]
-    return np.concatenate([np.append(m.coef, m.intercept) for m in models])
+    return np.concatenate([np.append(m.coef_, m.intercept_) for m in models])
 
 
 @pytest.fixture(scope="module")
@@ -158,27 +160,23 @@ def shard(tmp_path_factory, data):
 
 def pass_spec(data, mode: str, seed: int = 0) -> PassSpec:
     split = float(np.median(snr_norm(data["flux"], data["error"], LEVEL)))
-    bins = Bins.from_mapping({"H": [split, float("inf")], "L": [0.0, split]})
-    return PassSpec(bins=bins, snr_method="norm", level=LEVEL, seed=seed, c=data["flux"].mean(axis=0),
-                    y0=float(data["y"].mean()), precision="float64", noise_mode=mode)
+    bins = make_partition("snr", {}, {"H": [split, float("inf")], "L": [0.0, split]})
+    return PassSpec(bins=bins, snr_method="norm", noise=NoiseSpec(LEVEL, seed, mode), c=data["flux"].mean(axis=0),
+                    y0=float(data["y"].mean()), precision="float64")
 
 
 def run_segment(shard, data, spec: PassSpec) -> PassResult:
     """The pass over the shard, block by block as a segment does it (upper triangle, mirrored at the end)."""
     # Blocks of 24 rows: several blocks, most starting inside a 16-row noise tile.
-    blocks = plan_segments([str(shard)], [ROWS], 24, 10 ** 9)[0]
+    blocks = file_blocks(shard, ROWS, 24)
     assert len(blocks) > 1
-    result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0))
-    for block in blocks:
-        add_block(result, block, data["y"][block.start:block.stop], None, spec)
-    result.stats.mirror()
-    return result
+    return fold_block_by_block(shard, blocks, data["y"], spec)
 
 
 def test_pass_expected_mode_is_the_core_expectation(shard, data):
     spec = pass_spec(data, "expected")
     result = run_segment(shard, data, spec)
-    flux, error, _ = load_block(plan_segments([str(shard)], [ROWS], ROWS, ROWS)[0][0])
+    flux, error, _ = load_block(ShardFile(str(shard)), file_blocks(shard, ROWS, ROWS)[0])
     bin_idx = spec.bins.assign(snr_norm(flux, error, LEVEL))
     core = BinStats.zeros(spec.bins.names, spec.c, spec.y0)
     core.add_block(flux, data["y"], bin_idx, dtype=np.float64)

@@ -185,8 +185,8 @@ def test_soft_route_rejects_bad_input():
 
 def test_expert_predictions_nan_for_missing_expert():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
-    model = RidgeModel(coef=np.array([1.0, 0.0, 0.0, 2.0]), intercept=0.5, scaler_mean=np.zeros(4),
-                       scaler_scale=np.ones(4), alpha=1.0, n_train=10)
+    model = RidgeModel(coef_=np.array([1.0, 0.0, 0.0, 2.0]), intercept_=0.5, scaler_mean_=np.zeros(4),
+                       scaler_scale_=np.ones(4), alpha_=1.0, n_train_=10)
     preds = expert_predictions(x, [model, None])
     np.testing.assert_allclose(preds[:, 0], x[:, 0] + 2.0 * x[:, 3] + 0.5)
     assert np.isnan(preds[:, 1]).all()

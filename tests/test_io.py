@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from snrmoe_dask.engine.dataset import open_shards
 from snrmoe_dask.io import shards as io
 from snrmoe_dask.cli import main
 from snrmoe_dask.core.repair import repair_block
@@ -25,7 +26,7 @@ def test_round_trip_lazy_identical(tmp_path, shard_factory):
     b = shard_factory("train_1/dataset.h5", n=250, seed=2)
     paths = io.resolve_shards(tmp_path, "train_{0..1}/dataset.h5")
     assert paths == [a, b]
-    ds = io.open_shards(paths, block_rows=100)
+    ds = open_shards(paths, block_rows=100)
     # block rows are rounded to whole HDF5 chunks (64 rows here)
     assert ds.flux.data.chunks[0] == (64, 64, 64, 64, 44, 64, 64, 64, 58)
     assert ds.sizes == {"sample": 550, "pixel": 32}
@@ -43,14 +44,14 @@ def test_open_reads_no_array(tmp_path, shard_factory, monkeypatch):
     path = shard_factory(n=200)
     calls = []
     monkeypatch.setattr(io.H5Rows, "__getitem__", lambda self, idx: calls.append(idx))
-    io.open_shards([path])
+    open_shards([path])
     assert calls == []
 
 
 def test_lazy_dataset_under_process_cluster(tmp_path, shard_factory):
     distributed = pytest.importorskip("distributed")
     path = shard_factory(n=400)
-    ds = io.open_shards([path], block_rows=64)
+    ds = open_shards([path], block_rows=64)
     expected = ds.flux.values.astype(np.float64).sum(axis=0)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c, \
             distributed.Client(c) as client:

@@ -57,8 +57,24 @@ def test_add_noise_is_flux_plus_scaled_draws(spectra, level):
 def test_level_only_scales_z():
     zeros, ones = np.zeros((100, D), np.float32), np.ones((100, D), np.float32)
     z = noise_draws(100, D, seed=2, shard=1)
-    for level in (0.0, 0.3, 1.0, 3.0):
+    for level in (0.3, 1.0, 3.0):
         assert np.array_equal(add_noise(zeros, ones, level, seed=2, shard=1), z * np.float32(level))
+
+
+@pytest.mark.parametrize("level", [0.0, -1.0, float("nan"), float("inf"), True, "1"])
+def test_one_level_rule_everywhere(level):
+    # the same rule (finite, > 0) for the noise, the SNR, the expected-noise sums and the spec
+    from snrmoe_dask.core.noise import NoiseSpec
+    from snrmoe_dask.core.snr import snr_norm
+    from snrmoe_dask.core.stats import BinStats
+
+    flux = np.ones((3, D), np.float32)
+    stats = BinStats.zeros(["a"], np.zeros(D), 0.0)
+    for call in (lambda: add_noise(flux, flux, level, seed=0, shard=0), lambda: snr_norm(flux, flux, level),
+                 lambda: stats.add_noise_variance(flux, np.zeros(3, np.int8), level),
+                 lambda: NoiseSpec(level=level)):
+        with pytest.raises(ConfigError, match="noise.level"):
+            call()
 
 
 def test_seed_and_shard_change_the_noise():

@@ -14,12 +14,15 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from snrmoe_dask.experiment import training
 from snrmoe_dask.core.noise import add_noise
 from snrmoe_dask.core.repair import repair_block
 from snrmoe_dask.core.ridge import solve_ridge
 from snrmoe_dask.core.snr import snr_norm
+from snrmoe_dask.engine import statistics
 from snrmoe_dask.engine.cluster import compute_context
+from snrmoe_dask.engine.dataset import open_shards
+from snrmoe_dask.engine.statistics import bin_statistics
+from snrmoe_dask.experiment import plan
 from snrmoe_dask.experiment.config import load_config
 from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, inspect_shards
 from snrmoe_dask.io.simulate import simulate_set
@@ -44,9 +47,9 @@ def config(paths: list[Path], **compute):
 
 def run_pass(paths, scheduler="threads", workers=2, **compute):
     cfg = config(paths, **compute)
-    infos = inspect_shards(paths)
+    ds = open_shards(paths, block_rows=cfg.compute.block_rows)
     with compute_context(scheduler, workers, progress=False) as comp:
-        return cfg, training.run_pass(cfg, training.pass_spec(cfg, infos), infos, comp)
+        return cfg, comp(bin_statistics(ds, **plan.pass_options(cfg)))
 
 
 def materialise(paths, cfg):
@@ -80,7 +83,7 @@ def test_every_model_matches_sklearn_on_the_noisy_matrix(shards, precision, tol)
 
 def test_statistics_identical_on_every_scheduler(shards, monkeypatch):
     # Several segments per shard, so the reduction tree has real structure.
-    monkeypatch.setattr(training, "SEGMENT_ROWS", 1024)
+    monkeypatch.setattr(statistics, "SEGMENT_ROWS", 1024)
     _, ref = run_pass(shards, "threads", 2, block_rows=256)
     for scheduler, workers in [("processes", 2), ("sync", 1), ("threads", 1)]:
         _, other = run_pass(shards, scheduler, workers, block_rows=256)

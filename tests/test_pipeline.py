@@ -16,13 +16,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from snrmoe_dask.cli import main
+from snrmoe_dask.core.card import BINS as CARD_BINS
 from snrmoe_dask.core.noise import add_noise
 from snrmoe_dask.core.repair import repair_block
 from snrmoe_dask.core.snr import Bins, snr_norm
 from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY
 from snrmoe_dask.io.simulate import simulate_set
 
-CARD_BINS = {"H": [7.0, float("inf")], "M": [4.0, 7.0], "L": [2.0, 4.0], "X": [0.0, 2.0]}
 PIXELS = 96
 
 

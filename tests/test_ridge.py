@@ -17,14 +17,12 @@ from sklearn.preprocessing import StandardScaler
 
 from snrmoe_dask.core.noise import add_noise
 from snrmoe_dask.core.ridge import (
-    RidgeModel,
     heldout_r2,
     heldout_sse,
-    solve_all,
     solve_ridge,
 )
 from snrmoe_dask.core.stats import BinStats
-from snrmoe_dask.errors import ConfigError, InputError
+from snrmoe_dask.errors import InputError
 
 NAMES = ("H", "M", "L", "X")
 CONSTANT = 5  # a pixel with no noise and one value: exercises the constant-feature rule
@@ -82,9 +80,9 @@ def test_matches_sklearn_pipeline_global_and_every_bin(data, stats, alpha, dtype
         ours = solve_ridge(source, alpha, which)
         ref = sklearn_fit(x[rows], y[rows], alpha)
         assert rel_diff(ours.predict(x), ref.predict(x.astype(np.float64))) <= tol, label
-        assert ours.n_train == rows.sum()
-        np.testing.assert_allclose(ours.scaler_mean, ref[0].mean_, rtol=1e-6)
-        assert ours.scaler_scale[CONSTANT] == ref[0].scale_[CONSTANT] == 1.0
+        assert ours.n_train_ == rows.sum()
+        np.testing.assert_allclose(ours.scaler_mean_, ref[0].mean_, rtol=1e-6)
+        assert ours.scaler_scale_[CONSTANT] == ref[0].scale_[CONSTANT] == 1.0
 
 
 def test_float64_coefficients_match_sklearn(data, stats):
@@ -92,7 +90,7 @@ def test_float64_coefficients_match_sklearn(data, stats):
     ours = solve_ridge(stats[np.float64], 10.0, "M")
     ref = sklearn_fit(x[bins == 1], y[bins == 1], 10.0)
     coef = ref[-1].coef_ / ref[0].scale_
-    assert np.abs(ours.coef - coef).max() <= 1e-6 * np.abs(coef).max()
+    assert np.abs(ours.coef_ - coef).max() <= 1e-6 * np.abs(coef).max()
 
 
 def test_constant_feature_with_an_offset_shift(data):
@@ -103,7 +101,7 @@ def test_constant_feature_with_an_offset_shift(data):
     st = accumulate(x, y, bins, np.float64, c=c)
     ours = solve_ridge(st.total(), 1e3)
     ref = sklearn_fit(x, y, 1e3)
-    assert ours.scaler_scale[CONSTANT] == 1.0
+    assert ours.scaler_scale_[CONSTANT] == 1.0
     assert rel_diff(ours.predict(x), ref.predict(x.astype(np.float64))) <= 1e-6
 
 
@@ -115,29 +113,12 @@ def test_heldout_sse_and_r2_from_statistics(data):
                        y0=2.5)
     for k, name in enumerate(NAMES):
         rows = np.flatnonzero(bins[2000:] == k) + 2000
-        pred = x[rows].astype(np.float64) @ model.coef + model.intercept
+        pred = x[rows].astype(np.float64) @ model.coef_ + model.intercept_
         direct = np.sum((y[rows] - pred) ** 2)
         assert heldout_sse(model, other, name) == pytest.approx(direct, rel=1e-9)
         assert heldout_r2(model, other, name) == pytest.approx(r2_score(y[rows], pred), rel=1e-9)
-    total_pred = x[2000:].astype(np.float64) @ model.coef + model.intercept
+    total_pred = x[2000:].astype(np.float64) @ model.coef_ + model.intercept_
     assert heldout_r2(model, other.total()) == pytest.approx(r2_score(y[2000:], total_pred), rel=1e-9)
-
-
-def test_solve_all_skips_small_bins_and_takes_per_bin_alpha(data, stats):
-    st = stats[np.float64]
-    small = int(st.n.min())
-    models = solve_all(st, 1e3, min_samples=small + 1)
-    assert list(models) == list(NAMES)
-    assert models[NAMES[int(np.argmin(st.n))]] is None
-    assert sum(m is None for m in models.values()) == 1
-    alphas = {"H": 1.0, "M": 10.0, "L": 100.0, "X": 1e4}
-    for name, model in solve_all(st, alphas).items():
-        assert model.alpha == alphas[name]
-        np.testing.assert_array_equal(model.coef, solve_ridge(st, alphas[name], name).coef)
-    with pytest.raises(ConfigError, match="missing \\['X'\\]"):
-        solve_all(st, {"H": 1.0, "M": 1.0, "L": 1.0})
-    with pytest.raises(ConfigError, match="model.alpha"):
-        solve_all(st, -1.0)
 
 
 def test_empty_bin_cannot_be_solved(data):
@@ -145,7 +126,9 @@ def test_empty_bin_cannot_be_solved(data):
     st = accumulate(x, y, np.where(bins == 0, 1, bins), np.float64)
     with pytest.raises(InputError, match="bin 'H' has no training spectra"):
         solve_ridge(st, 1.0, "H")
-    assert solve_all(st, 1.0)["H"] is None
+    from snrmoe_dask.engine.model import BinnedRidge
+
+    assert BinnedRidge(alpha=1.0).fit(st).experts_["H"] is None  # the global model serves it
 
 
 def test_singular_system_falls_back_to_least_squares(data, caplog):
@@ -174,12 +157,14 @@ def test_predict_validates_like_sklearn(data, stats):
 
 
 def test_model_save_load_round_trip(tmp_path, stats):
+    from snrmoe_dask.io.models import read_model, write_model
+
     model = solve_ridge(stats[np.float32], 1e5, "X")
     with h5py.File(tmp_path / "m.h5", "w") as f:
-        model.save(f.create_group("experts/X"))
+        write_model(f.create_group("experts/X"), model)
     with h5py.File(tmp_path / "m.h5", "r") as f:
         assert sorted(f["experts/X"]) == ["coef", "intercept", "scaler_mean", "scaler_scale"]
-        loaded = RidgeModel.load(f["experts/X"])
-    for name in ("coef", "scaler_mean", "scaler_scale"):
+        loaded = read_model(f["experts/X"])
+    for name in ("coef_", "scaler_mean_", "scaler_scale_"):
         assert np.array_equal(getattr(loaded, name), getattr(model, name))
-    assert (loaded.intercept, loaded.alpha, loaded.n_train) == (model.intercept, model.alpha, model.n_train)
+    assert (loaded.intercept_, loaded.alpha_, loaded.n_train_) == (model.intercept_, model.alpha_, model.n_train_)

@@ -83,7 +83,7 @@ def test_added_shard_costs_one_shard(data, tmp_path, caplog):
     cache = tmp_path / "cache"
     assert main(args(data, tmp_path / "two", "{0..1}", "--set", f"compute.cache_dir={cache}")) == 0
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="snrmoe_dask.experiment.training"):
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
         assert main(args(data, tmp_path / "three", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
     assert "train pass: 2 shard(s) from the cache" in caplog.text and "1 to compute" in caplog.text
     assert main(args(data, tmp_path / "three-cold", "{0..2}", "--set", "compute.cache=false")) == 0
@@ -96,10 +96,10 @@ def test_resolve_needs_no_data_pass(data, tmp_path, monkeypatch):
 
     segment_pass = graph.segment_pass
 
-    def no_training_pass(blocks, *a, **k):
+    def no_training_pass(source, *a, **k):
         # alpha: auto reads the (small) validation set once; never the training shards
-        assert "train_" not in blocks[0].path, "a training pass ran although every shard is cached"
-        return segment_pass(blocks, *a, **k)
+        assert "train_" not in source.name, "a training pass ran although every shard is cached"
+        return segment_pass(source, *a, **k)
     monkeypatch.setattr(graph, "segment_pass", no_training_pass)
     for change in (["--set", "model.alpha=10"], ["--set", "evaluation.min_bin_samples=1000"],
                    ["--set", "model.alpha=auto"]):

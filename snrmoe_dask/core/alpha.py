@@ -113,7 +113,7 @@ class AlphaChoice:
     names: tuple[str, ...] = field(default=())
 
     def expert_alphas(self) -> dict[str, float]:
-        """``{bin: alpha}`` for every bin (no expert -> the global alpha), as ``ridge.solve_all`` takes."""
+        """``{bin: alpha}`` for every bin (no expert -> the global alpha)."""
         return {name: self.experts[name].alpha if name in self.experts else self.global_model.alpha
                 for name in self.names}
 
@@ -155,9 +155,9 @@ class EigenRidge:
         return self.problem._model(self.evecs @ (self.proj * inverse), alpha)
 
 
-def _solver(stats: BinStats, k: int, n_alphas: int) -> Callable[[float], RidgeModel]:
+def _solver(stats: BinStats, k: int, n_alphas: int, scaler=None) -> Callable[[float], RidgeModel]:
     """alpha -> fitted model for bin k: one eigh for many alphas, else one Cholesky per alpha."""
-    problem = ScaledRidge.from_stats(stats, k)
+    problem = ScaledRidge.from_stats(stats, k, scaler)
     return EigenRidge.of(problem).model if n_alphas >= EIGEN_MIN_ALPHAS else problem.model
 
 
@@ -168,9 +168,9 @@ def _candidates(grid: Sequence[float], fixed_alpha: float | None) -> np.ndarray:
 
 
 def _choose(name: str, train: BinStats, k_train: int, val: BinStats, k_val: int,
-            alphas: np.ndarray, fixed_alpha: float | None) -> ModelAlpha:
+            alphas: np.ndarray, fixed_alpha: float | None, scaler=None) -> ModelAlpha:
     """Score every alpha of one model on its validation cell; the lowest validation SSE wins."""
-    fit = _solver(train, k_train, len(alphas))
+    fit = _solver(train, k_train, len(alphas), scaler)
     models = [fit(a) for a in alphas]
     # SSE ranks as R² does, and still ranks when the validation targets are all equal (R² = 0 then)
     sse = np.array([heldout_sse(m, val, k_val) for m in models])
@@ -196,14 +196,15 @@ def _check_pair(train: BinStats, val: BinStats) -> None:
 
 
 def select_alpha(train: BinStats, val: BinStats, grid: Sequence[float], fixed_alpha: float | None = CARD_ALPHA,
-                 min_samples: int = 0) -> AlphaChoice:
+                 min_samples: int = 0, scaler: tuple[np.ndarray, np.ndarray] | None = None) -> AlphaChoice:
     """Choose alpha for the global model (all bins) and for every bin with an expert.
 
     train, val: statistics of the same bins (K,) over the training and validation spectra.
     grid: candidate alphas (``alpha_grid``); fixed_alpha joins them and is the baseline of
     ``gain``. A bin gets an expert when it has >= max(min_samples, 1) training spectra; an expert
     whose validation cell has < MIN_VAL_SAMPLES spectra takes the global model's alpha (noted).
-    Solves only from the statistics: no pass over any data.
+    scaler: (mean, scale) of one StandardScaler shared by the experts (``ridge.scaler_of``), or None
+    for each model's own. Solves only from the statistics: no pass over any data.
     """
     _check_pair(train, val)
     alphas = _candidates(grid, fixed_alpha)
@@ -221,7 +222,7 @@ def select_alpha(train: BinStats, val: BinStats, grid: Sequence[float], fixed_al
         if n_val < MIN_VAL_SAMPLES:
             experts[name] = _fallback(name, n_train, n_val, global_model.alpha, alphas)
         else:
-            experts[name] = _choose(name, train, k, val, k, alphas, fixed)
+            experts[name] = _choose(name, train, k, val, k, alphas, fixed, scaler)
     return AlphaChoice(fixed, global_model, experts, train.names)
 
 

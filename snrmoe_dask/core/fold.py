@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .noise import add_noise
+from .noise import NoiseSpec, add_noise
+from .partition import Partition
 from .repair import RepairCounts
-from .snr import Bins, compute_snr
+from .snr import compute_snr
 from .stats import BinStats
 
 
@@ -21,27 +22,30 @@ from .stats import BinStats
 class PassSpec:
     """Everything a block task needs besides its rows: small, picklable, hashable into cache keys."""
 
-    bins: Bins  # the partition: names and assign(snr); column partitions pass bin_idx per row instead
+    bins: Partition  # the experts' cells; column partitions pass bin_idx per row, SNR ones assign(snr)
     snr_method: str  # norm | median | column
-    level: float  # noise level
-    seed: int  # training noise seed
+    noise: NoiseSpec  # level, seed and mode of the training noise
     c: np.ndarray  # (D,) shift of the products, close to the column means
     y0: float  # shift of the target
     clip_flux: bool = True
     precision: str = "float32"  # dtype of the block products; accumulation is always float64
-    noise_mode: str = "sample"  # sample: draw noise; expected: add its expectation to the statistics
     features: bool = False  # also keep the gate's quality features of every row
 
 
 @dataclass
 class PassResult:
-    """Sums over some training rows: per-bin statistics, repair counts, and per-row values
-    (SNR and, when asked for, the gate's quality features) of every row, in row order."""
+    """Sums over some spectra: per-bin statistics, repair counts, and per-row values (SNR and, when
+    asked for, the gate's quality features) of every row, in the order of the pass.
+
+    spec: the pass that made them (None for sums built by hand); it tells a model fitted on them how
+    to bin, noise and measure the SNR of other spectra the same way.
+    """
 
     stats: BinStats
     repairs: RepairCounts = field(default_factory=RepairCounts)
     snr: list[np.ndarray] = field(default_factory=list)  # (rows,) per block
     features: list[np.ndarray] = field(default_factory=list)  # (rows, F) per block; empty when not asked for
+    spec: PassSpec | None = None
 
     def __iadd__(self, other: "PassResult") -> "PassResult":
         self.stats += other.stats
@@ -71,17 +75,17 @@ def sorted_rows(result: PassResult, shard: int, row0: int, loaded: tuple[np.ndar
     not needed after this, so the next block may be read into their buffers.
     """
     flux, error, counts = loaded
-    snr = compute_snr(spec.snr_method, flux, error, spec.level, table_snr)
+    snr = compute_snr(spec.snr_method, flux, error, spec.noise.level, table_snr)
     if bin_idx is None:
         bin_idx = spec.bins.assign(snr)
     if spec.features:
         from .gate import quality_features
 
         result.features.append(quality_features(error))
-    if spec.noise_mode == "expected":
-        result.stats.add_noise_variance(error, bin_idx, spec.level)
-    else:
-        add_noise(flux, error, spec.level, seed=spec.seed, shard=shard, row0=row0, out=flux)
+    if spec.noise.mode == "expected":
+        result.stats.add_noise_variance(error, bin_idx, spec.noise.level)
+    elif spec.noise.mode == "sample":
+        add_noise(flux, error, spec.noise.level, seed=spec.noise.seed, shard=shard, row0=row0, out=flux)
     result.repairs = result.repairs + counts
     result.snr.append(np.asarray(snr, dtype=np.float64))
     order = np.argsort(bin_idx, kind="stable")

@@ -24,11 +24,13 @@ its rows. Throughput: ~125 M values/s per thread, as fast as default_rng's own d
 from __future__ import annotations
 
 import numbers
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from . import card
 
 TILE_ROWS = 16
 # Rows of a chunk are noised together while still in cache: ~256 KiB of float32 per chunk.
@@ -42,6 +44,50 @@ def _check_index(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < _LIMITS[name]:
         raise ConfigError(f"{name}: expected an integer in [0, {_LIMITS[name]}), got {value!r}")
     return int(value)
+
+
+def check_level(level: Any, key: str = "noise.level") -> float:
+    """The noise level as a float: finite and > 0 (it scales the noise and divides the SNR)."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not np.isfinite(level) or level <= 0:
+        raise ConfigError(f"{key}: expected a finite number > 0, got {level!r}")
+    return float(level)
+
+
+NOISE_MODES = ("sample", "expected", "none")
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """The training noise: ``flux + z * error * level`` with z from (seed, shard, row).
+
+    mode: ``sample`` draws z (the card); ``expected`` adds the noise's expected second moment to the
+    statistics exactly instead of drawing it; ``none`` adds no noise (the level still scales the SNR).
+    """
+
+    level: float = card.NOISE_LEVEL
+    seed: int = card.NOISE_SEED
+    mode: str = "sample"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level", check_level(self.level))
+        object.__setattr__(self, "seed", _check_index("seed", self.seed))
+        if self.mode not in NOISE_MODES:
+            raise ConfigError(f"noise.mode: expected one of {', '.join(NOISE_MODES)}, got {self.mode!r}")
+
+    @classmethod
+    def of(cls, spec: "NoiseSpec | Mapping[str, Any] | None") -> "NoiseSpec":
+        """A NoiseSpec from itself, a mapping ``{"level": 1.0, "seed": 42, "mode": "sample"}`` (missing
+        keys take the card's values) or None (the card's noise)."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, cls):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"noise: expected a mapping of level, seed, mode, got {spec!r}")
+        unknown = sorted(set(spec) - {"level", "seed", "mode"})
+        if unknown:
+            raise ConfigError(f"noise: unknown key(s) {unknown}; expected level, seed, mode")
+        return cls(**spec)
 
 
 def _check_rows(row0: int, n_rows: int) -> None:
@@ -90,13 +136,23 @@ def add_noise(flux: np.ndarray, error: np.ndarray, level: float, *, seed: int, s
     """(B, D) float32 ``flux + z * error * level`` for rows row0 .. row0+B-1 of shard ``shard``.
 
     flux, error: (B, D), float32 (other float dtypes are converted). The flux is not clipped here.
-    level: noise level >= 0; it only scales z. out: optional (B, D) float32 C-contiguous array for
+    level: noise level > 0; it only scales z. out: optional (B, D) float32 C-contiguous array for
     the result; it may be ``flux`` itself (noise in place). See the module docstring for the
     exact recipe of z.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from snrmoe_dask import add_noise
+    >>> flux, error = np.ones((40, 8), np.float32), np.full((40, 8), 0.1, np.float32)
+    >>> whole = add_noise(flux, error, 1.0, seed=42, shard=0)
+    >>> # a row's noise depends only on (seed, shard, row): blocks cut anywhere give the same rows
+    >>> parts = [add_noise(flux[i:i + 7], error[i:i + 7], 1.0, seed=42, shard=0, row0=i) for i in range(0, 40, 7)]
+    >>> bool(np.array_equal(whole, np.concatenate(parts)))
+    True
     """
     seed, shard, row0 = (_check_index(k, v) for k, v in (("seed", seed), ("shard", shard), ("row0", row0)))
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not np.isfinite(level) or level < 0:
-        raise ConfigError(f"noise.level: expected a finite number >= 0, got {level!r}")
+    level = check_level(level)
     flux = np.asarray(flux, dtype=np.float32)
     error = np.asarray(error, dtype=np.float32)
     if flux.ndim != 2 or error.shape != flux.shape:

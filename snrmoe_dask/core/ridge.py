@@ -17,9 +17,7 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Mapping
 
-import h5py
 import numpy as np
 import scipy.linalg
 
@@ -34,22 +32,22 @@ _PREDICT_CHUNK_ROWS = 4096
 
 @dataclass(eq=False)
 class RidgeModel:
-    """A fitted scaler + Ridge, folded: ``prediction = x @ coef + intercept``.
+    """A fitted scaler + Ridge, folded: ``prediction = x @ coef_ + intercept_``.
 
-    coef, scaler_mean, scaler_scale: (D,) float64 (coef in raw feature space; the scaler's
-    mean and scale are kept for reference); alpha: the Ridge penalty; n_train: training spectra.
+    coef_, scaler_mean_, scaler_scale_: (D,) float64 (coef_ in raw feature space; the scaler's
+    mean and scale are kept for reference); alpha_: the Ridge penalty; n_train_: training spectra.
     """
 
-    coef: np.ndarray
-    intercept: float
-    scaler_mean: np.ndarray
-    scaler_scale: np.ndarray
-    alpha: float
-    n_train: int
+    coef_: np.ndarray
+    intercept_: float
+    scaler_mean_: np.ndarray
+    scaler_scale_: np.ndarray
+    alpha_: float
+    n_train_: int
 
     @property
     def n_features_in_(self) -> int:
-        return self.coef.shape[0]
+        return self.coef_.shape[0]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(B,) float64 predictions for the spectra X (B, D), computed in float64."""
@@ -62,31 +60,12 @@ class RidgeModel:
         out = np.empty(X.shape[0], dtype=np.float64)
         for i in range(0, X.shape[0], _PREDICT_CHUNK_ROWS):
             rows = slice(i, i + _PREDICT_CHUNK_ROWS)
-            np.matmul(X[rows].astype(np.float64, copy=False), self.coef, out=out[rows])
-        out += self.intercept
+            np.matmul(X[rows].astype(np.float64, copy=False), self.coef_, out=out[rows])
+        out += self.intercept_
         bad = np.count_nonzero(~np.isfinite(out))
         if bad:
             raise InputError(f"X holds NaN or inf: {bad} of {X.shape[0]} spectra have no finite prediction")
         return out
-
-    def save(self, group: h5py.Group) -> None:
-        """Write into an HDF5 group: datasets coef, intercept, scaler_mean, scaler_scale; attrs alpha, n_train."""
-        for name in ("coef", "intercept", "scaler_mean", "scaler_scale"):
-            if name in group:
-                del group[name]
-            group.create_dataset(name, data=getattr(self, name))
-        group.attrs["alpha"] = self.alpha
-        group.attrs["n_train"] = self.n_train
-
-    @classmethod
-    def load(cls, group: h5py.Group) -> "RidgeModel":
-        """Read a model written by :meth:`save`."""
-        try:
-            return cls(coef=group["coef"][()], intercept=float(group["intercept"][()]),
-                       scaler_mean=group["scaler_mean"][()], scaler_scale=group["scaler_scale"][()],
-                       alpha=float(group.attrs["alpha"]), n_train=int(group.attrs["n_train"]))
-        except KeyError as exc:
-            raise InputError(f"{group.file.filename}:{group.name}: not a RidgeModel group ({exc})") from None
 
 
 def _check_alpha(alpha, key: str = "model.alpha") -> float:
@@ -115,7 +94,8 @@ class ScaledRidge:
     """The StandardScaler + Ridge problem of one bin, prepared once for any number of alphas.
 
     gram (D, D): the scaled centred Gram A = diag(1/sigma) M diag(1/sigma); rhs (D,): b = C_xy / sigma;
-    mean, scale (D,): the scaler; y_mean: y0 + t/n; n: training spectra (see ``ridge`` module docstring).
+    mean (D,): the bin's mean (Ridge centres on it); scale (D,): the scaler's; y_mean: y0 + t/n;
+    n: training spectra (see ``ridge`` module docstring).
     """
 
     gram: np.ndarray
@@ -125,10 +105,17 @@ class ScaledRidge:
     y_mean: float
     n: int
     name: str = ""
+    scaler_mean: np.ndarray | None = None  # the scaler's own mean when it was fitted on other spectra
 
     @classmethod
-    def from_stats(cls, stats: BinStats, bin: str | int = 0) -> "ScaledRidge":
-        """Bin ``bin`` of ``stats``, with its StandardScaler folded in."""
+    def from_stats(cls, stats: BinStats, bin: str | int = 0,
+                   scaler: tuple[np.ndarray, np.ndarray] | None = None) -> "ScaledRidge":
+        """Bin ``bin`` of ``stats``, with its StandardScaler folded in.
+
+        scaler: (mean, scale) (D,) of a StandardScaler fitted on other spectra (e.g. all bins, see
+        :func:`scaler_of`) to use instead of this bin's own. Ridge still centres the bin's scaled
+        features on their own mean (its intercept), so only the scale enters the solve.
+        """
         k = stats.index(bin)
         n = int(stats.n[k])
         if n <= 0:
@@ -136,17 +123,19 @@ class ScaledRidge:
         s, t = stats.s[k], float(stats.t[k])
         mean = stats.c + s / n
         gram = stats.S[k] - np.outer(s, s / n)
-        scale = _scale(np.clip(np.diag(gram) / n, 0.0, None), mean, stats.c, n)
+        scale = _scale(np.clip(np.diag(gram) / n, 0.0, None), mean, stats.c, n) if scaler is None else scaler[1]
         gram /= scale[:, None]
         gram /= scale[None, :]
         rhs = (stats.u[k] - s * (t / n)) / scale
-        return cls(gram, rhs, mean, scale, stats.y0 + t / n, n, stats.names[k])
+        return cls(gram, rhs, mean, scale, stats.y0 + t / n, n, stats.names[k],
+                   None if scaler is None else scaler[0])
 
     def _model(self, w: np.ndarray, alpha: float) -> RidgeModel:
         # w solves the scaled problem; fold the scaler into raw-space coef and intercept
         coef = w / self.scale
-        return RidgeModel(coef=coef, intercept=self.y_mean - float(self.mean @ coef), scaler_mean=self.mean,
-                          scaler_scale=self.scale, alpha=alpha, n_train=self.n)
+        return RidgeModel(coef_=coef, intercept_=self.y_mean - float(self.mean @ coef),
+                          scaler_mean_=self.mean if self.scaler_mean is None else self.scaler_mean,
+                          scaler_scale_=self.scale, alpha_=alpha, n_train_=self.n)
 
     def model(self, alpha: float) -> RidgeModel:
         """The fitted model at ``alpha`` by one Cholesky of A + alpha I, O(D^3)."""
@@ -167,27 +156,20 @@ class ScaledRidge:
         a[np.diag_indices_from(a)] += alpha
         return a
 
+def scaler_of(stats: BinStats) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) (D,) of a StandardScaler fitted on all the spectra of ``stats`` (every bin)."""
+    total = stats.total()
+    n = int(total.n[0])
+    if n <= 0:
+        raise InputError("the statistics hold no spectra; cannot fit a StandardScaler")
+    mean = total.c + total.s[0] / n
+    var = np.clip((np.diag(total.S[0]) - total.s[0] ** 2 / n) / n, 0.0, None)
+    return mean, _scale(var, mean, total.c, n)
+
+
 def solve_ridge(stats: BinStats, alpha: float, bin: str | int = 0) -> RidgeModel:
     """StandardScaler + Ridge(alpha) fitted on the spectra of one bin, from its statistics."""
     return ScaledRidge.from_stats(stats, bin).model(alpha)
-
-
-def solve_all(stats: BinStats, alpha: float | Mapping[str, float], min_samples: int = 0) -> dict[str, RidgeModel | None]:
-    """One model per bin, in bin order; None for a bin with fewer than max(min_samples, 1) spectra.
-
-    alpha: one penalty for all bins, or ``{bin name: alpha}`` covering every bin.
-    """
-    if isinstance(alpha, Mapping):
-        missing = [name for name in stats.names if name not in alpha]
-        unknown = [name for name in alpha if name not in stats.names]
-        if missing or unknown:
-            raise ConfigError(f"model.alpha: per-bin alphas must name exactly the bins {list(stats.names)}; "
-                              f"missing {missing}, unknown {unknown}")
-        alphas = {name: _check_alpha(alpha[name], f"model.alpha.{name}") for name in stats.names}
-    else:
-        alphas = dict.fromkeys(stats.names, _check_alpha(alpha))
-    return {name: solve_ridge(stats, alphas[name], k) if stats.n[k] >= max(min_samples, 1) else None
-            for k, name in enumerate(stats.names)}
 
 
 def heldout_sse(model: RidgeModel, stats: BinStats, bin: str | int = 0) -> float:
@@ -199,8 +181,8 @@ def heldout_sse(model: RidgeModel, stats: BinStats, bin: str | int = 0) -> float
     if model.n_features_in_ != stats.d:
         raise InputError(f"the model has {model.n_features_in_} features but the statistics {stats.d} pixels")
     k = stats.index(bin)
-    w = model.coef
-    k0 = stats.y0 - float(stats.c @ w) - model.intercept
+    w = model.coef_
+    k0 = stats.y0 - float(stats.c @ w) - model.intercept_
     s_w = float(stats.s[k] @ w)
     sse = (stats.q[k] - 2.0 * float(stats.u[k] @ w) + float(w @ (stats.S[k] @ w))
            + stats.n[k] * k0 ** 2 + 2.0 * k0 * (stats.t[k] - s_w))

@@ -10,16 +10,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from .noise import check_level
 
 SNR_METHODS = ("norm", "median", "column")
 # Rows per chunk of the median method: bounds its float64 temporaries to ~32 MiB at D = 4096.
 _MEDIAN_CHUNK_ROWS = 1024
-
-
-def _check_level(level) -> float:
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not math.isfinite(level) or level <= 0:
-        raise ConfigError(f"noise.level: expected a finite number > 0 for the SNR, got {level!r}")
-    return float(level)
 
 
 def _check_pair(flux, error) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +32,7 @@ def _row_norm(a: np.ndarray) -> np.ndarray:
 def snr_norm(flux: np.ndarray, error: np.ndarray, level: float = 1.0) -> np.ndarray:
     """(B,) float64 ``||flux|| / (||error|| * level)``, L2 norms over the pixels of each row (B, D)."""
     flux, error = _check_pair(flux, error)
-    level = _check_level(level)
+    level = check_level(level)
     with np.errstate(divide="ignore", invalid="ignore"):
         return _row_norm(flux) / (_row_norm(error) * level)
 
@@ -45,7 +40,7 @@ def snr_norm(flux: np.ndarray, error: np.ndarray, level: float = 1.0) -> np.ndar
 def snr_median(flux: np.ndarray, error: np.ndarray, level: float = 1.0) -> np.ndarray:
     """(B,) float64 ``median(flux / error) / level`` over the pixels of each row (B, D)."""
     flux, error = _check_pair(flux, error)
-    level = _check_level(level)
+    level = check_level(level)
     out = np.empty(flux.shape[0], dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         for i in range(0, flux.shape[0], _MEDIAN_CHUNK_ROWS):
@@ -60,7 +55,7 @@ def snr_column(table_snr: np.ndarray, level: float = 1.0) -> np.ndarray:
     table_snr = np.asarray(table_snr, dtype=np.float64)
     if table_snr.ndim != 1:
         raise InputError(f"SNR: the table's snr column must be 1-D, got shape {table_snr.shape}")
-    return table_snr / _check_level(level)
+    return table_snr / check_level(level)
 
 
 def compute_snr(method: str, flux: np.ndarray, error: np.ndarray, level: float,

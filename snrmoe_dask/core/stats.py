@@ -17,20 +17,15 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import os
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
-import h5py
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from .noise import check_level
 
-_FORMAT = "snrmoe_dask.BinStats"
-_VERSION = 1
-_ARRAYS = ("c", "n", "s", "S", "t", "u", "q")
+ARRAYS = ("c", "n", "s", "S", "t", "u", "q")  # the stored fields, in order
 # Tile edge of the upper -> lower triangle copy: small tiles keep the transposed reads in cache.
 _MIRROR_TILE = 64
 # Diagonal blocks of the Gram up to this many columns are multiplied whole (their lower halves are
@@ -149,7 +144,7 @@ class BinStats:
                    np.zeros((k, d, d)), np.zeros(k), np.zeros((k, d)), np.zeros(k))
 
     def copy(self) -> "BinStats":
-        return BinStats(self.names, self.c.copy(), self.y0, *(getattr(self, f).copy() for f in _ARRAYS[1:]))
+        return BinStats(self.names, self.c.copy(), self.y0, *(getattr(self, f).copy() for f in ARRAYS[1:]))
 
     @property
     def n_bins(self) -> int:
@@ -262,6 +257,7 @@ class BinStats:
         S_k += diag(level^2 * sum_i error_i^2) over the rows of bin k. error: (B, D), bin_idx (B,).
         """
         error, bin_idx = self._check_rows(error, bin_idx, "error")
+        level = check_level(level)
         for k in np.unique(bin_idx):
             rows = error[bin_idx == k]
             variance = np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
@@ -285,7 +281,7 @@ class BinStats:
 
     def __iadd__(self, other: "BinStats") -> "BinStats":
         self._check_compatible(other)
-        for field in _ARRAYS[1:]:
+        for field in ARRAYS[1:]:
             np.add(getattr(self, field), getattr(other, field), out=getattr(self, field))
         return self
 
@@ -299,7 +295,7 @@ class BinStats:
         def pick(a: np.ndarray) -> np.ndarray:
             return np.stack([a[list(m)].sum(axis=0) for m in members])
 
-        return BinStats(tuple(names), self.c.copy(), self.y0, *(pick(getattr(self, f)) for f in _ARRAYS[1:]))
+        return BinStats(tuple(names), self.c.copy(), self.y0, *(pick(getattr(self, f)) for f in ARRAYS[1:]))
 
     def total(self, name: str = "global") -> "BinStats":
         """One bin named ``name`` holding the sum over all bins: the global model's statistics."""
@@ -325,51 +321,3 @@ class BinStats:
                 seen[name] = new
             members.append(idx)
         return self._combine(list(groups), members)
-
-    # ------------------------------------------------------------------------- files
-    def _write(self, group: h5py.Group) -> None:
-        group.attrs["format"] = _FORMAT
-        group.attrs["version"] = _VERSION
-        group.attrs["names"] = list(self.names)
-        group.attrs["y0"] = self.y0
-        for field in _ARRAYS:
-            if field in group:
-                del group[field]
-            group.create_dataset(field, data=getattr(self, field))
-
-    def save(self, target: str | os.PathLike | h5py.Group) -> None:
-        """Write to an HDF5 group, or to a file path atomically (temporary file, then rename)."""
-        if isinstance(target, h5py.Group):
-            self._write(target)
-            return
-        path = Path(target)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with h5py.File(tmp, "w") as f:
-                self._write(f)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    @classmethod
-    def load(cls, source: str | os.PathLike | h5py.Group) -> "BinStats":
-        """Read statistics written by :meth:`save` from an HDF5 group or file path."""
-        if isinstance(source, h5py.Group):
-            return cls._read(source, f"{source.file.filename}:{source.name}")
-        try:
-            with h5py.File(source, "r") as f:
-                return cls._read(f, str(source))
-        except OSError as exc:
-            raise InputError(f"{source}: cannot read statistics: {exc}") from None
-
-    @classmethod
-    def _read(cls, group: h5py.Group, where: str) -> "BinStats":
-        if group.attrs.get("format") != _FORMAT:
-            raise InputError(f"{where}: not a BinStats group (attribute format != {_FORMAT!r})")
-        missing = [f for f in _ARRAYS if f not in group]
-        if missing or "names" not in group.attrs or "y0" not in group.attrs:
-            raise InputError(f"{where}: BinStats group lacks {missing or ['names/y0 attributes']}")
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["names"]]
-        arrays = {f: group[f][()] for f in _ARRAYS}
-        return cls(tuple(names), arrays["c"], float(group.attrs["y0"]),
-                   *(arrays[f] for f in _ARRAYS[1:]))

@@ -1,4 +1,4 @@
-"""The thin dask layer: one task per segment of training rows, summed in a fixed order.
+"""The dask graph of a pass: one task per segment, summed in a fixed order.
 
 Graph for shards k = 0..K-1 with segments j:
 
@@ -7,13 +7,14 @@ Graph for shards k = 0..K-1 with segments j:
 
 Every ``add`` is a fixed left-to-right fold, so the order of the floating-point sums is part of
 the graph and the numbers are identical on the threaded, process and distributed schedulers, and
-whether a shard comes from the cache or from the files. Only paths, row ranges and small per-row
-vectors (target, table SNR, bin index) travel with the tasks; each task opens its HDF5 file itself.
+whether a shard comes from the cache or from the data. Only sources (a path, or lazy arrays), row
+ranges and small per-row vectors (target, table SNR, bin index) travel with the tasks; each task
+reads its rows itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -21,18 +22,21 @@ from dask import delayed
 from dask.base import tokenize
 
 from ..core.fold import PassResult, PassSpec
-from .blocks import plan_segments
+from .blocks import Block, plan_segments
 from .segment import segment_pass
+from .sources import RowSource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShardRows:
-    """What the tasks of one shard need besides the file: per-row vectors, all (N,)."""
+    """One shard of a pass: where its rows are read, its blocks, and their per-row vectors (rows,),
+    the blocks' rows one after the other."""
 
-    path: str
-    index: int  # position that seeds the noise (see noise.add_noise's ``shard``)
+    index: int  # the shard's noise identity (see core.noise.add_noise's ``shard``)
+    source: RowSource
+    blocks: tuple[Block, ...]
     target: np.ndarray
-    table_snr: np.ndarray | None = None  # only read by snr.method "column"
+    table_snr: np.ndarray | None = None  # only read by snr method "column"
     bins: np.ndarray | None = None  # bin of every row when the partition is by table columns
 
     @property
@@ -55,28 +59,29 @@ def _chain(parts: list, name: str):
     return total
 
 
-def _segment_inputs(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int):
-    """Per segment of the shard: (blocks, target, table SNR or None, bins or None), in row order."""
-    table_snr = shard.table_snr if spec.snr_method == "column" else None
-    for seg in plan_segments([shard.path], [shard.n], block_rows, segment_rows):
-        lo, hi = seg[0].start, seg[-1].stop
-        yield ([replace(b, shard=shard.index) for b in seg], shard.target[lo:hi],
-               None if table_snr is None else table_snr[lo:hi], None if shard.bins is None else shard.bins[lo:hi])
+def _segment_inputs(shard: ShardRows, block_rows: int, segment_rows: int):
+    """Per segment of the shard: (source, blocks, target, table SNR or None, bins or None), in row order."""
+    at = 0
+    for blocks in plan_segments(list(shard.blocks), block_rows, segment_rows):
+        rows = slice(at, at + sum(b.rows for b in blocks))
+        at = rows.stop
+        source = shard.source.part(min(b.start for b in blocks), max(b.stop for b in blocks))
+        yield (source, blocks, shard.target[rows], None if shard.table_snr is None else shard.table_snr[rows],
+               None if shard.bins is None else shard.bins[rows])
 
 
-def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int):
+def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, token: str):
     """A delayed :class:`PassResult` of one shard: its segments summed in row order."""
-    token = tokenize(shard.path, shard.index, spec, block_rows, segment_rows)
     parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"segment-{shard.index}-{i}-{token}")
-             for i, inputs in enumerate(_segment_inputs(shard, spec, block_rows, segment_rows))]
+             for i, inputs in enumerate(_segment_inputs(shard, block_rows, segment_rows))]
     return _chain(parts, f"shard-{shard.index}-{token}")
 
 
 def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
     """The same sum as :func:`shard_graph`, in the same order, computed here in one task."""
     total = None
-    for blocks, target, table_snr, bins in _segment_inputs(shard, spec, block_rows, segment_rows):
-        part = segment_pass(blocks, target, table_snr, bins, spec)
+    for inputs in _segment_inputs(shard, block_rows, segment_rows):
+        part = segment_pass(*inputs, spec=spec)
         total = part if total is None else _add(total, part)
     return total
 

@@ -12,14 +12,15 @@ from ..core import card
 from ..core.repair import RepairCounts
 from ..core.snr import Bins, snr_norm
 from ..io.shards import aligned_block_rows, inspect_shard
-from .blocks import plan_segments
+from .blocks import Block, plan_blocks, plan_segments
 from .segment import load_block
+from .sources import ShardFile
 
 
-def _scan(blocks) -> tuple[RepairCounts, np.ndarray]:
+def _scan(source: ShardFile, blocks: list[Block]) -> tuple[RepairCounts, np.ndarray]:
     counts, snrs = RepairCounts(), []
     for block in blocks:
-        flux, error, c = load_block(block)
+        flux, error, c = load_block(source, block)
         counts = counts + c
         snrs.append(snr_norm(flux, error))
     return counts, np.concatenate(snrs)
@@ -30,8 +31,9 @@ def survey_shard(path: str | Path, compute: Callable, block_rows: int = 4096, bi
     info = inspect_shard(path)
     bins = bins or Bins.from_mapping(card.BINS)
     rows = aligned_block_rows(block_rows, info.chunk_rows)
-    segments = plan_segments([str(info.path)], [info.n], rows, rows * 8)
-    parts = compute([delayed(_scan)(seg) for seg in segments])
+    blocks = plan_blocks(np.zeros(info.n, np.int64), np.arange(info.n), rows)[0]
+    source = ShardFile(str(info.path))
+    parts = compute([delayed(_scan)(source, seg) for seg in plan_segments(blocks, rows, rows * 8)])
     counts = sum((p[0] for p in parts), RepairCounts())
     snr = np.concatenate([p[1] for p in parts])
     per_bin = np.bincount(bins.assign(snr), minlength=bins.n_bins)

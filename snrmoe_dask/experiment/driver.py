@@ -9,16 +9,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..core.fold import PassResult
-from ..core.metrics import check_r2_defined
-from ..core.ridge import RidgeModel, solve_ridge
+import numpy as np
+
+from ..core.alpha import is_selection
 from ..engine.cluster import compute_context
+from ..engine.dataset import open_shards
+from ..engine.model import BinnedRidge
+from ..engine.statistics import bin_statistics
+from ..core.metrics import check_r2_defined
 from ..errors import InputError
-from ..io.shards import ShardInfo, check_same_grid, inspect_shard, refuse_duplicates, resolve_shards
+from ..io.cache import ShardCache, remove_dead_temp_files
+from ..io.shards import refuse_duplicates
+from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
-from .evaluation import evaluate, load_test_set
-from .outputs import Render, atomic_dir, provenance, write_json, write_outputs
-from .training import VAL_SHARD_INDEX, pass_spec, run_pass
+from .evaluation import load_test_set, score
+from .output_dir import claim_output_dir, protected_paths
+from .outputs import Render, provenance, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -50,63 +56,42 @@ def cache_dir(cfg: ExperimentConfig) -> Path | None:
     return Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache"
 
 
-def solve_models(cfg: ExperimentConfig, train: PassResult, val: PassResult | None) -> tuple[
-        RidgeModel, dict[str, RidgeModel | None], dict | None]:
-    """The global model and one expert per bin with enough training spectra (None otherwise).
-
-    A fixed alpha is used as is; ``auto`` or a list picks one alpha per model by R² on the
-    validation statistics (no pass over the training data). Returns (global, experts, alpha report).
-    """
-    stats, names = train.stats, list(cfg.partition.names)
-    alphas, report = dict.fromkeys(["global", *names], cfg.model.alpha), None
-    if not isinstance(cfg.model.alpha, float):
-        from ..core.alpha import CARD_ALPHA, alpha_grid, select_alpha
-
-        choice = select_alpha(stats, val.stats, alpha_grid(cfg.model.alpha), CARD_ALPHA,
-                              cfg.evaluation.min_bin_samples)
-        alphas, report = {"global": choice.global_model.alpha, **choice.expert_alphas()}, choice.to_dict()
-    global_model = solve_ridge(stats.total(), alphas["global"])
-    experts: dict[str, RidgeModel | None] = {}
-    for k, name in enumerate(names):
-        if stats.n[k] >= max(cfg.evaluation.min_bin_samples, 1):
-            experts[name] = solve_ridge(stats, alphas[name], k)
-        else:
-            experts[name] = None
-            log.warning("bin %s: %d training spectra < min_bin_samples=%d, no expert; the global model serves it",
-                        name, stats.n[k], cfg.evaluation.min_bin_samples)
-    return global_model, experts, report
-
-
-def _open(cfg: ExperimentConfig) -> tuple[list[ShardInfo], ShardInfo, ShardInfo | None]:
-    """Inspect the training, test and (when alpha is chosen on it) validation shards: layout, dtypes,
-    the params columns the run reads, and no file named twice; all before any pass."""
-    train_paths = resolve_shards(cfg.data.root, cfg.data.train_shards)
-    test_path = _one_file(cfg.data.root, cfg.data.test_file, "data.test_file")
-    val_paths = []
-    if not isinstance(cfg.model.alpha, float):
-        if not cfg.data.val_file:
-            raise InputError(f"model.alpha: {cfg.model.alpha!r} chooses alpha on a validation set; set data.val_file")
-        val_paths = [_one_file(cfg.data.root, cfg.data.val_file, "data.val_file")]
-    refuse_duplicates({"data.train_shards": train_paths, "data.test_file": [test_path], "data.val_file": val_paths})
-    partition, target = cfg.partition, cfg.data.target
+def _open(cfg: ExperimentConfig):
+    """The training, test and (when alpha is chosen on it) validation sets as lazy Datasets, checked
+    before any pass: layout, dtypes, the params columns the run reads, no file named twice, and test
+    and validation sets that R² can score."""
+    root, target, rows = cfg.data.root, cfg.data.target, cfg.compute.block_rows
+    if is_selection(cfg.model.alpha) and not cfg.data.val_file:
+        raise InputError(f"model.alpha: {cfg.model.alpha!r} chooses alpha on a validation set; set data.val_file")
+    partition = cfg.partition
     columns = [] if partition.is_snr else list(partition.columns)  # routing columns of the table
     train_columns = columns + ["snr"] * (cfg.snr.method == "column")
     test_columns = train_columns + ["snr"] * (cfg.noise.test == "pre_noised")
-    train = [inspect_shard(p, target, train_columns) for p in train_paths]
-    test = inspect_shard(test_path, target, test_columns)
-    val = [inspect_shard(p, target, train_columns) for p in val_paths]
-    check_same_grid([*train, test, *val])
-    check_feature_dim(cfg, train[0].d)
-    for info, key in ((test, "data.test_file"), *((v, "data.val_file") for v in val)):
-        check_r2_defined(info.params[target].to_numpy(), f"{info.path} ({key}, column {target!r})")
-    return train, test, (val[0] if val else None)
-
-
-def _one_file(root: str, pattern: str, key: str) -> Path:
-    paths = resolve_shards(root, [pattern])
-    if len(paths) != 1:
-        raise InputError(f"{key}: {pattern!r} names {len(paths)} files ({paths[0]}, {paths[1]}, ...); expected one")
-    return paths[0]
+    train = open_shards(cfg.data.train_shards, target=target, block_rows=rows, root=root, columns=train_columns)
+    test = open_shards([cfg.data.test_file], target=target, block_rows=rows, root=root, columns=test_columns)
+    val = (open_shards([cfg.data.val_file], target=target, block_rows=rows, root=root, first_shard=plan.VAL_SHARD_INDEX,
+                       columns=train_columns) if is_selection(cfg.model.alpha) else None)
+    scored = {"data.test_file": test, "data.val_file": val}
+    for key, ds in scored.items():
+        files = ds.attrs["files"] if ds is not None else []
+        if len(files) > 1:
+            raise InputError(f"{key}: {getattr(cfg.data, key.split('.')[1])!r} names {len(files)} files "
+                             f"({files[0]}, {files[1]}, ...); expected one")
+    sets = {"data.train_shards": train, **scored}
+    refuse_duplicates({key: [Path(f) for f in ds.attrs["files"]] for key, ds in sets.items() if ds is not None})
+    for key, ds in scored.items():
+        if ds is not None:
+            check_r2_defined(ds[target].values, f"{ds.attrs['files'][0]} ({key}, column {target!r})")
+    check_feature_dim(cfg, train.sizes["pixel"])
+    for ds in (test, val):
+        if ds is None:
+            continue
+        path, first = ds.attrs["files"][0], train.attrs["files"][0]
+        if ds.sizes["pixel"] != train.sizes["pixel"]:
+            raise InputError(f"{path}: {ds.sizes['pixel']} pixels but {first} has {train.sizes['pixel']}")
+        if not np.allclose(ds.wave.values, train.wave.values, rtol=0, atol=1e-3):
+            raise InputError(f"{path}: wavelength grid differs from that of {first}")
+    return train, test, val
 
 
 def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:
@@ -117,37 +102,39 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     """
     timer = Timer()
     with timer.phase("open"):
-        train_infos, test_info, val_info = _open(cfg)
-        spec = pass_spec(cfg, train_infos)
-        log.info("training on %d shards, %s spectra x %d pixels", len(train_infos),
-                 f"{sum(i.n for i in train_infos):,}", train_infos[0].d)
-    cache = cache_dir(cfg)
-    with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
-        with timer.phase("pass"):
-            train = run_pass(cfg, spec, train_infos, compute, cache)
-        val = None
-        if val_info is not None:
-            with timer.phase("validation pass"):
-                val = run_pass(cfg, spec, [val_info], compute, cache, [VAL_SHARD_INDEX], label="validation")
-    with timer.phase("solve"):
-        global_model, experts, alpha_report = solve_models(cfg, train, val)
-    with timer.phase("test"):
-        test = load_test_set(cfg, test_info)
-        results, predictions = evaluate(cfg, experts, global_model, train, test)
-    if alpha_report is not None:
-        results["alpha"] = alpha_report
-    files = [i.path for i in (*train_infos, test_info, *([val_info] if val_info else []))]
-    results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y), "pixels": train_infos[0].d,
-                       "train_files": [str(i.path) for i in train_infos], "test_file": str(test_info.path),
-                       "val_file": str(val_info.path) if val_info else None}
-    results["config"] = config_to_dict(cfg)
-    results["provenance"] = provenance(cfg, files)
-    results["output_dir"] = str(cfg.output_dir)
-    with timer.phase("write"), atomic_dir(cfg.output_dir) as partial:
-        results["timings_s"] = dict(timer.timings)
-        write_outputs(partial, results, predictions, global_model, experts, render)
-    results["timings_s"] = timer.finish()
-    write_json(cfg.output_dir / "results.json", results)
+        train_ds, test_ds, val_ds = _open(cfg)
+        log.info("training on %d shards, %s spectra x %d pixels", len(train_ds.attrs["files"]),
+                 f"{train_ds.sizes['sample']:,}", train_ds.sizes["pixel"])
+    folder = cache_dir(cfg)
+    cache = ShardCache(folder) if folder is not None else None
+    options = plan.pass_options(cfg)
+    files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
+    # every check on output.dir, and the lock held until the results are in place, before the pass
+    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder)) as output:
+        remove_dead_temp_files(folder)
+        with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
+            with timer.phase("pass"):
+                train = compute(bin_statistics(train_ds, **options, cache=cache, label="train"))
+            val = None
+            if val_ds is not None:
+                with timer.phase("validation pass"):
+                    val = compute(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0), cache=cache,
+                                                 label="validation"))
+        with timer.phase("solve"):
+            model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
+        with timer.phase("test"):
+            test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
+            results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
+        results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y),
+                           "pixels": train_ds.sizes["pixel"], "train_files": train_ds.attrs["files"],
+                           "test_file": test_ds.attrs["files"][0],
+                           "val_file": val_ds.attrs["files"][0] if val_ds is not None else None}
+        results["config"] = config_to_dict(cfg)
+        results["provenance"] = provenance(cfg, files)
+        results["output_dir"] = str(cfg.output_dir)
+        with timer.phase("write"), output.build() as partial:
+            results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
+            write_outputs(partial, results, predictions, model.global_, model.experts_, render)
     log.info("results in %s", cfg.output_dir)
     return results
 
@@ -224,10 +211,26 @@ def print_summary(results: dict) -> None:
         lines.append("alpha chosen on validation: " + ", ".join(f"{n} {m['alpha']:g}" for n, m in chosen)
                      + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
     lines += _repair_lines(results)
+    lines += _repair_lines(results)
     lines.append(f"next step: {results['next_step']}")
     lines.append(f"wall time {results['timings_s']['total']:.1f} s; report: "
                  f"{Path(results.get('output_dir', '.')) / 'report.md'}")
     print("\n".join(lines))
+
+
+def _repair_lines(results: dict) -> list[str]:
+    """A line per set (training, test) whose repairs changed more than 0.1 % of its pixels."""
+    from ..core.repair import REPAIR_LABELS, notable_repairs
+
+    data, lines = results.get("data") or {}, []
+    for name, key, rows in (("training", "repairs", "n_train"), ("test", "test_repairs", "n_test")):
+        pixels = data.get(rows, 0) * data.get("pixels", 0)
+        counts = notable_repairs(results.get(key), pixels)
+        if counts:
+            total = sum(counts.values())
+            lines.append(f"repairs: {total:,} of {pixels:,} {name} pixels ({total / pixels:.1%}) changed on read: "
+                         + ", ".join(f"{REPAIR_LABELS.get(kind, kind)} {n:,}" for kind, n in counts.items()))
+    return lines
 
 
 def _repair_lines(results: dict) -> list[str]:

@@ -41,12 +41,14 @@ from typing import Any
 
 import h5py
 import numpy as np
+import psutil
 
 from .._version import __version__
 from ..core.fold import PassResult, PassSpec
 from ..core.repair import RepairCounts
 from ..core.stats import BinStats
 from ..errors import InputError
+from .models import read_stats, write_stats
 from .shards import FLUX_KEY, ShardInfo
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,9 @@ CACHE_VERSION = 1  # see the bump rule in the module docstring
 
 _KEY = re.compile(r"[0-9a-f]{64}")  # a sha256 hex digest
 _ENTRY = re.compile(r"[0-9a-f]{64}\.h5")
-_TEMP = re.compile(r"\.[0-9a-f]{64}\.[0-9a-f]{32}\.tmp")
-# A temporary file younger than this may belong to a run that is writing it right now.
+# A temporary file ``.{key}.{pid}.{uuid}.tmp``; files of versions before the PID have none.
+_TEMP = re.compile(r"\.[0-9a-f]{64}\.(?:(\d+)\.)?[0-9a-f]{32}\.tmp")
+# A temporary file without a PID, younger than this, may belong to a run that is writing it right now.
 STALE_TEMP_S = 15 * 60
 
 
@@ -197,7 +200,7 @@ def _write(path: Path, key: str, result: PassResult, snr: np.ndarray, features: 
            meta: dict[str, Any]) -> None:
     """Write the whole cache file at ``path`` (a temporary name; the caller publishes it)."""
     with h5py.File(path, "w") as f:
-        result.stats.save(f.create_group("stats"))
+        write_stats(f.create_group("stats"), result.stats)
         f.create_dataset("snr", data=snr)
         if features is not None:
             f.create_dataset("features", data=features)
@@ -239,7 +242,7 @@ def _read(path: Path, key: str) -> PassResult:
             if attrs.get("version") != CACHE_VERSION or attrs.get("key") != key:
                 raise _Invalid(f"written for version {attrs.get('version')} key {attrs.get('key')}, "
                                f"expected version {CACHE_VERSION} key {key}")
-            stats = BinStats.load(f["stats"])
+            stats = read_stats(f["stats"])
             snr = f["snr"][()]
             features = f["features"][()] if "features" in f else None
             repairs = RepairCounts(**{name: int(attrs[f"repairs.{name}"]) for name in RepairCounts().to_dict()})
@@ -319,7 +322,7 @@ class ShardCache:
         if why:
             raise ValueError(f"cache save {key[:12]}: {why}")
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{uuid.uuid4().hex}.tmp"
+        tmp = self.root / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # the PID: see remove_dead_temp_files
         try:
             _write(tmp, key, result, snr, features, meta)
             _fsync(tmp)
@@ -363,19 +366,42 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def temp_files(root: str | os.PathLike) -> list[tuple[Path, int, bool]]:
+    """The temporary files of ``save`` under root: (path, PID of the run writing it, whether that run
+    is still alive). A killed run leaves its file behind; files named before the PID are not listed."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        m = _TEMP.fullmatch(path.name)
+        if m and m.group(1) and path.is_file() and not path.is_symlink():
+            out.append((path, int(m.group(1)), psutil.pid_exists(int(m.group(1)))))
+    return out
+
+
+def remove_dead_temp_files(root: str | os.PathLike | None) -> list[Path]:
+    """Delete the temporary files under root whose run has ended (it was killed); returns them.
+
+    A run calls this when it starts; files of live runs are left alone. None (no cache) does nothing.
+    """
+    dead = [path for path, _, alive in temp_files(root) if not alive] if root is not None else []
+    for path in dead:
+        path.unlink(missing_ok=True)
+        log.info("%s: removed, left by a run that ended while writing it", path)
+    return dead
+
+
 def list_cache(root: str | os.PathLike) -> list[str]:
-    """One line per cache file (key prefix, source shard, rows, bins, size MB, created) and a total line."""
+    """One line per cache file (key prefix, source shard, rows, bins, size MB, created), a total line,
+    then one line per temporary file left or being written by a run (PID, alive or not)."""
     root = Path(root)
     if not _cache_folder(root):
         return [f"no cache at {root} (folder does not exist)"]
     try:
-        entries = _entries(root)
+        entries, temps = _entries(root), temp_files(root)
         strays = [f"{path.name[:12]}  not a file: not ours, left alone ({path})" for path in sorted(root.glob("*.h5"))
                   if _ENTRY.fullmatch(path.name) and not path.is_file()]
     except OSError as exc:
         raise InputError(f"{root}: cannot list the cache folder: {exc.strerror}") from None
-    if not entries:
-        return [*strays, f"cache {root} is empty"]
     lines, total = strays, 0
     for path, attrs in entries:
         size = path.stat().st_size
@@ -387,15 +413,21 @@ def list_cache(root: str | os.PathLike) -> list[str]:
         lines.append(f"{path.name[:12]}  {_text(attrs.get('source', '?'))}  {int(attrs.get('rows', 0))} rows  "
                      f"bins {_text(attrs.get('bins', '?'))}  {size / 1e6:.1f} MB  "
                      f"created {_text(attrs.get('created', '?'))}")
-    lines.append(f"{len(entries)} cache files, {total / 1e6:.1f} MB in {root}")
+    lines.append(f"{len(entries)} cache files, {total / 1e6:.1f} MB in {root}" if entries
+                 else f"cache {root} is empty")
+    for path, pid, alive in temps:
+        state = ("its run is still writing it" if alive else
+                 "its run has ended: `snrmoe cache clear` or the next run removes it")
+        lines.append(f"{path.name[1:13]}  temporary file of PID {pid}, {path.stat().st_size / 1e6:.1f} MB; {state}")
     return lines
 
 
 def clear_cache(root: str | os.PathLike) -> int:
-    """Delete our cache files under root and our temporary files older than :data:`STALE_TEMP_S`.
+    """Delete our cache files under root, the temporary files of runs that have ended, and temporary
+    files without a PID (older versions) older than :data:`STALE_TEMP_S`.
 
     Returns the number of files deleted. Files that are not ours (other HDF5 files, other names)
-    are never touched; young temporary files may belong to a run writing right now and are kept.
+    are never touched; temporary files of a live run are kept.
     """
     root = Path(root)
     if not _cache_folder(root):
@@ -404,8 +436,10 @@ def clear_cache(root: str | os.PathLike) -> int:
         doomed = [path for path, _ in _entries(root)]
         now = time.time()
         for tmp in root.iterdir():
-            if _TEMP.fullmatch(tmp.name) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
+            m = _TEMP.fullmatch(tmp.name)
+            if m and not m.group(1) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
                 doomed.append(tmp)
+        doomed += [path for path, _, alive in temp_files(root) if not alive]
     except OSError as exc:
         raise InputError(f"{root}: cannot list the cache folder: {exc.strerror}") from None
     failed = []

@@ -182,7 +182,8 @@ def _numeric_column(path: Path, params: pd.DataFrame, column: str, *, target: bo
     routing column must not be NaN (its bins may reach +-inf). InputError names the first bad row.
     """
     raw = params[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    numeric = raw.dtype == np.float64  # the usual table: checked in place, no copy
+    values = raw.to_numpy() if numeric else pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
     if target:
         bad, expected = ~np.isfinite(values), "a finite number"
     elif column == "snr":
@@ -196,15 +197,16 @@ def _numeric_column(path: Path, params: pd.DataFrame, column: str, *, target: bo
         what = f"value {value}" if number else f"{value!r} is not a number"
         raise InputError(f"{path}: params column {column!r} row {row}: {what}; expected {expected} "
                          f"({int(bad.sum())} of {len(values)} rows are bad)")
-    params[column] = values
+    if not numeric:
+        params[column] = values
 
 
-def inspect_shard(path: str | os.PathLike, target: str = "log_g", columns: Sequence[str] = ()) -> ShardInfo:
+def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns: Sequence[str] = ()) -> ShardInfo:
     """Validate a shard's layout and read its small parts (wave, params). Arrays are not read.
 
-    Flux and error must be float arrays; the ``target`` column and the other params ``columns`` the
-    run reads (``snr``, routing columns) must hold numbers (see :func:`_numeric_column`); they are
-    stored as float64 in ``params``.
+    Flux and error must be float arrays; the ``target`` column (None: no target) and the other params
+    ``columns`` a run reads (``snr``, routing columns) must hold numbers (see :func:`_numeric_column`);
+    they are stored as float64 in ``params``.
     """
     path = Path(path)
     with _h5open(path) as f:
@@ -227,21 +229,22 @@ def inspect_shard(path: str | os.PathLike, target: str = "log_g", columns: Seque
         wave_values = np.asarray(wave[...], dtype=np.float64)
         chunk_rows = flux.chunks[0] if flux.chunks else n
     params = read_params(path)
-    for column in dict.fromkeys([target, *columns]):
+    read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
+    for column in read:
         if column not in params.columns:
             raise InputError(f"{path}: params table has no column {column!r} "
                              f"(columns: {', '.join(map(str, params.columns))})")
     if len(params) != n:
         raise InputError(f"{path}: params table has {len(params)} rows but the arrays have {n} spectra")
-    for column in dict.fromkeys([target, *columns]):
+    for column in read:
         _numeric_column(path, params, column, target=column == target)
-    if "snr" in params.columns and "snr" not in columns:
+    if "snr" in params.columns and "snr" not in columns and not pd.api.types.is_numeric_dtype(params["snr"]):
         # unused by this run (not snr.method: column), but carried along with the rows: never fail on it
         params["snr"] = pd.to_numeric(params["snr"], errors="coerce")
     return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params)
 
 
-def inspect_shards(paths: Iterable[str | os.PathLike], target: str = "log_g",
+def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log_g",
                    columns: Sequence[str] = ()) -> list[ShardInfo]:
     """Validate every shard (see :func:`inspect_shard`), and that all share one pixel count and one
     wavelength grid."""
@@ -346,41 +349,6 @@ def aligned_block_rows(block_rows: int, chunk_rows: int) -> int:
     if block_rows <= 0:
         raise InputError(f"block_rows={block_rows}: expected a positive number of rows")
     return max(chunk_rows, (block_rows // chunk_rows) * chunk_rows)
-
-
-def open_shards(paths: Sequence[str | os.PathLike], block_rows: int = 4096, target: str = "log_g"):
-    """Open shards lazily as one ``xarray.Dataset``; nothing of size N x D is read.
-
-    Variables: ``flux``, ``error`` (sample, pixel) as dask arrays in row blocks aligned with the
-    HDF5 chunks; every params column (sample); ``shard`` (sample) the 0-based shard position and
-    ``row`` (sample) the row inside its shard. Coordinate ``wave`` (pixel). ``attrs['files']``.
-    """
-    import dask.array as da
-    import xarray as xr
-
-    infos = inspect_shards(paths, target)
-    flux_parts, error_parts = [], []
-    for info in infos:
-        rows = aligned_block_rows(block_rows, info.chunk_rows)
-        for key, parts in ((FLUX_KEY, flux_parts), (ERROR_KEY, error_parts)):
-            lazy = H5Rows(info.path, key, (info.n, info.d))
-            name = f"{key.split('/')[-2]}-{info.path.resolve()}-{os.path.getmtime(info.path)}-{rows}"
-            parts.append(da.from_array(lazy, chunks=(rows, info.d), name=name, lock=False, asarray=True,
-                                       meta=np.empty((0, 0), np.float32)))
-    params = pd.concat([i.params for i in infos], ignore_index=True)
-    data_vars = {
-        "flux": (("sample", "pixel"), da.concatenate(flux_parts, axis=0)),
-        "error": (("sample", "pixel"), da.concatenate(error_parts, axis=0)),
-        "shard": ("sample", np.concatenate([np.full(i.n, k, np.int32) for k, i in enumerate(infos)])),
-        "row": ("sample", np.concatenate([np.arange(i.n, dtype=np.int64) for i in infos])),
-    }
-    for col in params.columns:
-        data_vars[str(col)] = ("sample", params[col].to_numpy())
-    return xr.Dataset(
-        data_vars,
-        coords={"wave": ("pixel", infos[0].wave)},
-        attrs={"files": [str(i.path) for i in infos], "target": target},
-    )
 
 
 # ----------------------------------------------------------------------------- writing

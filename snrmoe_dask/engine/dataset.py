@@ -1,0 +1,123 @@
+"""Shards as one lazy ``xarray.Dataset`` of dask arrays, the form every engine function takes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..core import card
+from ..errors import InputError
+from ..io.shards import (ERROR_KEY, FLUX_KEY, H5Rows, ShardInfo, aligned_block_rows, inspect_shards,
+                         resolve_shards)
+
+# encoding key of ``flux`` / ``error`` naming the shard files they were opened from (the fast path's sign)
+SHARD_FILES = "snrmoe_shard_files"
+DEFAULT_BLOCK_ROWS = 4096
+
+
+def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, target: str | None = card.TARGET,
+                block_rows: int = DEFAULT_BLOCK_ROWS, first_shard: int = 0, root: str | os.PathLike | None = None,
+                max_rows: int | None = None, columns: Sequence[str] = ()):
+    """Open HDF5 shards lazily as one ``xarray.Dataset``; nothing of size N x D is read.
+
+    Parameters
+    ----------
+    paths : path, pattern or list of them
+        Shard files ``dataset.h5`` in the real layout; ``{a..b}`` ranges and globs are expanded,
+        relative to ``root`` when given.
+    target : str or None
+        A params column that must exist (``log_g``); None checks none.
+    block_rows : int
+        Rows per dask chunk, rounded to whole HDF5 chunks: the block size of a pass over the Dataset.
+    first_shard : int
+        The ``shard`` coordinate of the first file (the next ones count up). Noise is drawn from
+        (seed, shard, row), so two sets opened with the same first_shard get the same noise stream.
+    max_rows : int, optional
+        Keep only the first ``max_rows`` spectra, in file order (the last file kept is cut short).
+    columns : list of str
+        More params columns that must exist and hold numbers (``snr``, routing columns); the target
+        must be finite. The first bad row is named (``io.shards.inspect_shard``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``flux``, ``error``: (sample, pixel) float32 dask arrays chunked on the HDF5 row chunking;
+        every params column as a (sample,) variable; coordinates ``wave`` (pixel), ``shard`` and
+        ``row`` (sample: the file's position + first_shard, and the row inside the file); attrs
+        ``files``. Picklable: each chunk read opens its file itself.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from snrmoe_dask import open_shards, simulate_set
+    >>> root = tempfile.mkdtemp()
+    >>> _ = simulate_set(root, train=(2, 300), val=0, test=0, seed=1, pixels=64, progress=False)
+    >>> ds = open_shards("train_300_{0..1}/dataset.h5", root=root)
+    >>> ds.flux.shape, ds.flux.dtype.name, int(ds.shard.max())
+    ((600, 64), 'float32', 1)
+    """
+    import dask.array as da
+    import xarray as xr
+
+    infos = inspect_shards(resolve_shards(root, paths), target, columns)
+    if max_rows is not None:
+        infos = _first_rows(infos, max_rows)
+    flux_parts, error_parts = [], []
+    for info in infos:
+        rows = aligned_block_rows(block_rows, info.chunk_rows)
+        identity = f"{info.path.resolve()}-{os.path.getmtime(info.path)}-{info.n}-{rows}"
+        for key, parts in ((FLUX_KEY, flux_parts), (ERROR_KEY, error_parts)):
+            parts.append(da.from_array(H5Rows(info.path, key, (info.n, info.d)), chunks=(rows, info.d),
+                                       name=f"{key.split('/')[-2]}-{identity}", lock=False, asarray=True,
+                                       meta=np.empty((0, 0), np.float32)))
+    files = [str(i.path) for i in infos]
+    flux, error = (da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+                   for parts in (flux_parts, error_parts))
+    params = pd.concat([i.params for i in infos], ignore_index=True)
+    data_vars = {"flux": (("sample", "pixel"), flux), "error": (("sample", "pixel"), error)}
+    data_vars.update({str(col): ("sample", params[col].to_numpy()) for col in params.columns})
+    ds = xr.Dataset(data_vars, coords={
+        "wave": ("pixel", infos[0].wave),
+        "shard": ("sample", np.concatenate([np.full(i.n, first_shard + k, np.int64) for k, i in enumerate(infos)])),
+        "row": ("sample", np.concatenate([np.arange(i.n, dtype=np.int64) for i in infos])),
+    }, attrs={"files": files})
+    for name in ("flux", "error"):
+        # read by bin_statistics: the arrays are still exactly these files' rows (no selection, no
+        # arithmetic) while the dask array keeps this name; then it may read the files directly
+        ds[name].encoding[SHARD_FILES] = {"name": ds[name].data.name, "files": files, "rows": [i.n for i in infos],
+                                          "first_shard": first_shard}
+    return ds
+
+
+def _first_rows(infos: list[ShardInfo], max_rows: int) -> list[ShardInfo]:
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise InputError(f"max_rows: expected a positive number of spectra, got {max_rows!r}")
+    out, left = [], max_rows
+    for info in infos:
+        if left <= 0:
+            break
+        n = min(info.n, left)
+        out.append(replace(info, n=n, params=info.params.iloc[:n]))
+        left -= n
+    return out
+
+
+def shard_files(ds) -> list[Path] | None:
+    """The shard files behind ``ds.flux`` and ``ds.error`` when both are still exactly their rows as
+    :func:`open_shards` made them, with the shard and row coordinates it gave; else None."""
+    marks = [ds[name].encoding.get(SHARD_FILES) for name in ("flux", "error")]
+    if any(m is None or getattr(ds[name].data, "name", None) != m["name"] for m, name in zip(marks, ("flux", "error"))):
+        return None
+    if marks[0]["files"] != marks[1]["files"] or "shard" not in ds.coords or "row" not in ds.coords:
+        return None
+    rows, first = marks[0]["rows"], marks[0]["first_shard"]
+    shard = np.repeat(np.arange(first, first + len(rows)), rows)
+    row = np.concatenate([np.arange(n) for n in rows])
+    if not (np.array_equal(ds["shard"].values, shard) and np.array_equal(ds["row"].values, row)):
+        return None
+    return [Path(f) for f in marks[0]["files"]]

@@ -1,0 +1,321 @@
+"""``bin_statistics``: the one pass over a Dataset of spectra, as a lazy dask object.
+
+For every bin of a partition (SNR bins by default, or cells of params columns) it sums the
+sufficient statistics of StandardScaler + Ridge over the noisy spectra of that bin, together with
+the per-row SNR and the repair counts, in one read of the data (see ``core.stats`` and ``core.fold``).
+The result is a ``dask.delayed`` object: ``.compute()``, ``.persist()``, ``dask.compute`` and a
+``distributed.Client`` all run it, and its tasks (one per segment of rows) show on the dashboard.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from dask import delayed
+
+from ..core import card
+from ..core.fold import PassResult, PassSpec
+from ..core.noise import NoiseSpec
+from ..core.partition import Partition, make_partition
+from ..core.snr import SNR_METHODS
+from ..errors import ConfigError, InputError
+from .blocks import Block, plan_blocks
+from .dataset import DEFAULT_BLOCK_ROWS, shard_files
+from .graph import ShardRows, shard_graph, sum_shard, then, total_graph
+from .segment import load_block
+from .sources import ArrayRows, RowSource, ShardFile
+
+log = logging.getLogger(__name__)
+
+SEGMENT_ROWS = 65536  # rows per task: one running sum each (see engine.blocks)
+SHIFT_ROWS = 1024  # rows whose mean is the shift c; fixed, so c does not depend on the block size
+PRECISIONS = ("float32", "float64")
+
+
+def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence[float]] | None = None,
+                   by: str | Sequence[str] | np.ndarray | None = None,
+                   noise: NoiseSpec | Mapping[str, Any] | None = None, snr: str = card.SNR_METHOD,
+                   precision: str = "float32", clip_flux: bool = True, features: bool = False,
+                   block_rows: int | None = None, shift: tuple[np.ndarray, float] | None = None,
+                   per_shard: bool = False, cache=None, label: str = "train"):
+    """The per-bin sufficient statistics of a Dataset of spectra, lazily, in one pass.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        ``flux`` and ``error`` (sample, pixel) float arrays, dask (row-chunked) or numpy, and the
+        ``target`` as a (sample,) variable: from :func:`open_shards`, ``xarray.open_zarr``,
+        ``xarray.open_mfdataset`` or built by hand. Optional ``shard`` and ``row`` (sample,)
+        coordinates give each spectrum's noise identity (default: shard 0, rows 0..N-1).
+        Straight from :func:`open_shards`, the shard files are read directly (O_DIRECT); any other
+        source through dask's own chunk reads. The same spectra give the same statistics.
+    target : str
+        The variable to regress (the card: ``log_g``).
+    bins : mapping, optional
+        ``{name: [low, high)}``. For SNR binning (``by`` None) they must tile [0, inf): the card's
+        H, M, L, X by default. With ``by``, bins of that column (required).
+    by : str, list of two str or (sample,) array, optional
+        Partition by a (sample,) variable (e.g. ``"T_eff"``), by a grid of two (with ``bins``
+        ``{col: {name: [low, high)}}``), or by given (sample,) values. None: by SNR.
+    noise : NoiseSpec or mapping, optional
+        ``{"level": 1.0, "seed": 42, "mode": "sample" | "expected" | "none"}``; the card's by default.
+    snr : {"norm", "median", "column"}
+        Per-spectrum SNR of the noise-free flux: ||flux|| / ||error * level|| (the card),
+        median(flux / error) / level, or the ``snr`` variable / level.
+    precision : {"float32", "float64"}
+        Dtype of the block products; the sums are float64 either way.
+    clip_flux : bool
+        Clip negative flux to 0 before the noise (the card).
+    features : bool
+        Also keep the 10 error-only quality features of every row (for the deployable gate).
+    block_rows : int, optional
+        Rows per block (default: the row chunk of ``flux``, else 4096). Changes numbers only at rounding.
+    shift : (c, y0), optional
+        The fixed shift of the products ((D,) and a float); default: the means of the first rows.
+        Statistics to be added to others must share it.
+    per_shard : bool
+        Return one result per shard (in order) instead of their sum.
+    cache : snrmoe_dask.io.cache.ShardCache, optional
+        Per-shard results kept on disk: used only when the Dataset is straight from shard files.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Its value is a :class:`PassResult` (``.stats``: the :class:`BinStats` of every bin;
+        ``.snr_values``; ``.repairs``), or a list of them with ``per_shard``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from snrmoe_dask import bin_statistics
+    >>> rng = np.random.default_rng(0)
+    >>> flux = 1 + 0.1 * rng.standard_normal((500, 16))
+    >>> error = np.full((500, 16), 0.25)
+    >>> ds = xr.Dataset({"flux": (("sample", "pixel"), flux), "error": (("sample", "pixel"), error),
+    ...                  "log_g": ("sample", rng.uniform(1, 5, 500))})
+    >>> result = bin_statistics(ds).compute()
+    >>> result.stats.names, int(result.stats.n.sum())
+    (('H', 'M', 'L', 'X'), 500)
+    """
+    flux, error = _spectra(ds)
+    y = sample_values(ds, target, "target")
+    partition = _partition(bins, by)
+    noise = NoiseSpec.of(noise)
+    if snr not in SNR_METHODS:
+        raise ConfigError(f"snr: expected one of {', '.join(SNR_METHODS)}, got {snr!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected float32 or float64, got {precision!r}")
+    table_snr = sample_values(ds, "snr", "the snr column") if snr == "column" else None
+    cells = None if partition.is_snr else partition.assign(_labels(ds, partition, by))
+    block_rows = int(block_rows or _row_chunk(flux))
+    shard, row = _identity(ds, len(y))
+    plan = plan_blocks(shard, row, block_rows)
+    files = shard_files(ds)
+    first = int(shard[0])
+    sources = {k: ShardFile(str(files[k - first])) if files else ArrayRows(flux, error, 0) for k in plan}
+    c, y0 = shift if shift is not None else _shift(sources[first], plan[first], y, clip_flux)
+    spec = PassSpec(bins=partition, snr_method=snr, noise=noise, c=np.asarray(c, np.float64), y0=float(y0),
+                    clip_flux=bool(clip_flux), precision=precision, features=bool(features))
+    token = _token(ds, spec, block_rows, files)
+    parts, cached, computed = [], [], []
+    for k, blocks in plan.items():
+        at = np.concatenate([np.arange(b.start, b.stop) for b in blocks])
+        rows = ShardRows(k, sources[k], tuple(blocks), y[at], None if table_snr is None else table_snr[at],
+                         None if cells is None else cells[at])
+        name = files[k - first].parent.name if files else f"shard {k}"
+        part = None
+        if cache is not None and files:
+            part, from_cache = _cached(cache, rows, files[k - first], spec, target, block_rows, token)
+            (cached if from_cache else computed).append(name + (" (merged bins)" if from_cache == "merged" else ""))
+        else:
+            computed.append(name)
+        parts.append(part if part is not None else shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token))
+    if cache is not None and files:
+        log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
+                 len(computed), computed)
+    if per_shard:
+        return delayed(list, pure=True)(parts, dask_key_name=f"{label}-shards-{token}")
+    return total_graph(parts, name=f"{label}-total")
+
+
+# ----------------------------------------------------------------------------- inputs
+def _spectra(ds) -> tuple[Any, Any]:
+    """``flux`` and ``error`` as (N, D) dask or numpy float arrays, checked."""
+    missing = [v for v in ("flux", "error") if v not in ds.variables]
+    if missing:
+        raise InputError(f"the Dataset has no {missing[0]!r} variable; expected flux and error (sample, pixel)")
+    flux, error = ds["flux"], ds["error"]
+    for var in (flux, error):
+        if var.ndim != 2 or var.dims[0] != "sample":
+            raise InputError(f"{var.name}: expected dims (sample, pixel), got {var.dims}")
+        if var.dtype.kind != "f":
+            raise InputError(f"{var.name}: expected floating-point values, got dtype {var.dtype}")
+    if flux.shape != error.shape:
+        raise InputError(f"error has shape {error.shape} but flux has {flux.shape}")
+    return flux.data, error.data
+
+
+def sample_values(ds, name: str, what: str = "a variable") -> np.ndarray:
+    """(N,) float64 values of a (sample,) variable; NaN or inf raise naming the first sample."""
+    if name not in ds.variables:
+        raise InputError(f"the Dataset has no {name!r} variable ({what}); variables: {', '.join(map(str, ds.variables))}")
+    var = ds[name]
+    if var.dims != ("sample",):
+        raise InputError(f"{name}: expected dims (sample,), got {var.dims}")
+    try:
+        values = np.asarray(var.values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: expected numbers, got dtype {var.dtype}") from None
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise InputError(f"{where(ds, bad[0])}: {name} is {values[bad[0]]} ({len(bad)} values are NaN or inf); "
+                         "expected finite numbers")
+    return values
+
+
+def where(ds, sample: int) -> str:
+    """'<file>: row r' for a sample of a Dataset opened from shard files, else 'sample i'."""
+    files = ds.attrs.get("files")
+    if files and "shard" in ds.variables and "row" in ds.variables:
+        k = int(ds["shard"].values[sample]) - int(ds["shard"].values[0])
+        if 0 <= k < len(files):
+            return f"{files[k]}: row {int(ds['row'].values[sample])}"
+    return f"sample {sample}"
+
+
+def _partition(bins, by) -> Partition:
+    if by is None or (isinstance(by, str) and by == "snr"):
+        return make_partition("snr", {}, dict(card.BINS) if bins is None else bins)
+    if bins is None:
+        raise ConfigError(f"bins: partitioning by {by if isinstance(by, (str, list, tuple)) else 'given values'} "
+                          "needs bins {name: [low, high)}")
+    return make_partition(by if isinstance(by, (str, list, tuple)) else "labels", bins)
+
+
+def partition_labels(ds, partition: Partition, snr: np.ndarray | None = None) -> np.ndarray:
+    """(N,) or (N, 2) float64 labels of every sample for ``partition``: its (sample,) variables, or
+    ``snr`` (N,) for an SNR partition."""
+    if partition.is_snr:
+        if snr is None:
+            raise InputError("an SNR partition bins by the SNR of each spectrum; pass snr")
+        return np.asarray(snr, dtype=np.float64)
+    columns = [sample_values(ds, c, "a routing column") for c in partition.columns]
+    return columns[0] if len(columns) == 1 else np.column_stack(columns)
+
+
+def _labels(ds, partition: Partition, by) -> np.ndarray:
+    if isinstance(by, (str, list, tuple)):
+        return partition_labels(ds, partition)
+    labels = np.asarray(by, dtype=np.float64)
+    if labels.shape != (ds.sizes["sample"],):
+        raise InputError(f"by: expected {ds.sizes['sample']} values (one per sample), got shape {labels.shape}")
+    return labels
+
+
+def _identity(ds, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) shard and row of every sample: the ``shard``/``row`` variables, else shard 0 and rows 0..N-1."""
+    shard = np.asarray(ds["shard"].values, np.int64) if "shard" in ds.variables else np.zeros(n, np.int64)
+    row = np.asarray(ds["row"].values, np.int64) if "row" in ds.variables else np.arange(n, dtype=np.int64)
+    return shard, row
+
+
+def _row_chunk(flux) -> int:
+    chunks = getattr(flux, "chunks", None)
+    return int(chunks[0][0]) if chunks else DEFAULT_BLOCK_ROWS
+
+
+def _shift(source: RowSource, blocks: list[Block], y: np.ndarray, clip_flux: bool) -> tuple[np.ndarray, float]:
+    """(D,) mean repaired noise-free flux and mean target of the first rows of the first shard: the
+    fixed shift (c, y0) of the products (DESIGN: close to the column means, so float32 loses nothing)."""
+    first = blocks[0]
+    run = first
+    for b in blocks[1:]:
+        if b.start != run.stop or b.row0 != run.row0 + run.rows:
+            break
+        run = Block(first.shard, first.row0, first.start, b.stop)
+    rows = min(run.rows, SHIFT_ROWS)
+    head = Block(first.shard, first.row0, first.start, first.start + rows)
+    flux, _, _ = load_block(source, head, clip_flux)
+    return flux.mean(axis=0, dtype=np.float64), float(y[head.start:head.stop].mean())
+
+
+def _token(ds, spec: PassSpec, block_rows: int, files) -> str:
+    from dask.base import tokenize
+
+    data = files if files else (ds["flux"].data.name if hasattr(ds["flux"].data, "name") else id(ds))
+    return tokenize(data, spec, block_rows, SEGMENT_ROWS)
+
+
+# ----------------------------------------------------------------------------- the cache
+def _cached(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int, token: str):
+    """(delayed result, how) for one shard file: loaded from the cache (how "cache", or "merged" when
+    its bins are merged from finer cached bins), or computed and then saved (how None)."""
+    from ..io.cache import shard_key
+
+    key = shard_key(path, spec, target, block_rows, SEGMENT_ROWS, rows.index)
+    base = shard_key(path, replace(spec, bins=None), target, block_rows, SEGMENT_ROWS, rows.index)
+    meta = {"source": str(path), "rows": rows.n, "base_key": base, "names": list(spec.bins.names),
+            "edges": _edges(spec)}
+    found, groups = (key, None) if cache.path(key).exists() else _finer_entry(cache, base, spec)
+    if found is not None:
+        task = delayed(_load_or_pass, pure=False)(cache, found, groups, key, meta, rows, spec, block_rows,
+                                                  dask_key_name=f"cached-{key}")
+        return task, "merged" if groups else "cache"
+    graph = shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token)
+    return then(_save, graph, cache, key, meta, name=f"save-{key}"), None
+
+
+def _save(result: PassResult, cache, key: str, meta: dict) -> PassResult:
+    cache.save(key, result, meta)
+    return result
+
+
+def _edges(spec: PassSpec) -> list[list[float]] | None:
+    """[[low, high], ...] of an SNR partition in bin order (None for column partitions)."""
+    if not spec.bins.is_snr:
+        return None
+    axis = spec.bins.axes[0]
+    return [[float(lo), float(hi)] for lo, hi in zip(axis.low, axis.high)]
+
+
+def _finer_entry(cache, base: str, spec: PassSpec) -> tuple[str | None, dict[str, list[str]] | None]:
+    """A cached result of the same shard and pass whose SNR bins merge into ``spec``'s bins.
+
+    Each new bin must be the union of whole cached bins; the statistics then add up exactly
+    (BinStats.merge), so merging bins needs no pass. Returns (key, {new bin: [cached bins]}).
+    """
+    edges = _edges(spec)
+    if edges is None:
+        return None, None
+    for key, meta in cache.metas():
+        if meta.get("base_key") != base or not meta.get("edges"):
+            continue
+        old = list(zip(meta["names"], meta["edges"]))
+        groups = {}
+        for name, (lo, hi) in zip(spec.bins.names, edges):
+            inside = [(n, a, b) for n, (a, b) in old if lo <= a and b <= hi]
+            # the cached bins tile [0, inf) without gaps, so whole bins cover [lo, hi) iff the ends match
+            if not inside or min(a for _, a, _ in inside) != lo or max(b for _, _, b in inside) != hi:
+                break
+            groups[name] = [n for n, _, _ in inside]
+        else:
+            return key, groups
+    return None, None
+
+
+def _load_or_pass(cache, found: str, groups: dict[str, list[str]] | None, key: str, meta: dict,
+                  rows: ShardRows, spec: PassSpec, block_rows: int) -> PassResult:
+    """The cached result ``found`` of a shard, its bins merged into ``groups`` when given. If the file
+    turns out damaged (the cache logs and drops it), the shard is summed here in the graph's order
+    and cached under ``key``."""
+    result = cache.load(found)
+    if result is None:
+        return _save(sum_shard(rows, spec, block_rows, SEGMENT_ROWS), cache, key, meta)
+    if groups is not None:
+        result.stats = result.stats.merge(groups)
+    result.spec = spec
+    return result

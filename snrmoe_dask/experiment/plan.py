@@ -1,0 +1,49 @@
+"""The one place where the experiment config becomes arguments of the library API.
+
+Everything below the driver takes plain arguments (``bin_statistics``, ``BinnedRidge``,
+``load_test_set``, ``score``); these functions read ``ExperimentConfig`` and return them.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from ..core.noise import NoiseSpec
+from .config import ExperimentConfig
+
+# The validation set's shard number: its noise stream is apart from every training shard's
+VAL_SHARD_INDEX = 1_000_000
+
+
+def pass_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of ``bin_statistics`` for the training (and validation) pass."""
+    by = cfg.routing.by
+    return {"target": cfg.data.target, "by": None if by == "snr" else by,
+            "bins": cfg.snr.bins if by == "snr" else cfg.routing.bins,
+            "noise": NoiseSpec(cfg.noise.level, cfg.noise.seed, cfg.noise.mode), "snr": cfg.snr.method,
+            "precision": cfg.compute.precision, "clip_flux": cfg.preprocessing.clip_flux,
+            "features": cfg.evaluation.deployable_gate}
+
+
+def model_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of ``BinnedRidge``."""
+    return {"alpha": cfg.model.alpha, "min_bin_samples": cfg.evaluation.min_bin_samples,
+            "scaler": "per-expert" if cfg.preprocessing.per_expert_scaler else "shared"}
+
+
+def test_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of ``load_test_set`` (the partition is ``cfg.partition``)."""
+    return {"target": cfg.data.target, "noise": NoiseSpec(cfg.noise.level, cfg.noise.test_seed, "sample"),
+            "snr": cfg.snr.method, "clip_flux": cfg.preprocessing.clip_flux,
+            "pre_noised": cfg.noise.test == "pre_noised", "features": cfg.evaluation.deployable_gate,
+            "precision": cfg.compute.precision}
+
+
+def score_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of ``score``."""
+    return {"snr_method": cfg.snr.method, "threshold": cfg.evaluation.threshold,
+            "bootstrap": cfg.evaluation.bootstrap, "seed": cfg.noise.test_seed,
+            "gate_fallback": cfg.evaluation.gate_fallback if cfg.evaluation.deployable_gate else None,
+            "gate_seed": cfg.noise.seed, "experiment": cfg.experiment.id,
+            "run_date": cfg.experiment.date or date.today().isoformat()}
