@@ -6,15 +6,17 @@ Every user error (bad file, bad config) ends as one line ``snrmoe: error: ...`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from .errors import ConfigError, SnrmoeError
+from .errors import ConfigError, InputError, SnrmoeError
 
 
 def _train_spec(text: str) -> tuple[int, int]:
@@ -56,13 +58,20 @@ def _cmd_run(args) -> int:
     overrides = list(args.set or [])
     if args.scheduler:
         overrides.append(f"compute.scheduler={args.scheduler}")
-    _run(load_config(args.config, overrides), args.lang, not args.quiet, args.roadmap, args.hub)
+    _run(load_config(args.config, overrides), args.lang, _progress(args), args.roadmap, args.hub)
     return 0
 
 
+def _progress(args) -> bool:
+    """Progress is shown unless -q; with --log it always goes to the log file (as lines)."""
+    return not args.quiet or bool(args.log)
+
+
 def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path | None = None) -> dict:
-    """The experiment with the report layer's figures and report, the tracking blocks, the summary."""
-    from .experiment.driver import print_summary, run_experiment
+    """The experiment with the report layer's figures and report (in the results folder and, with
+    output.report / output.img_dir, in the owner's layout), the tracking blocks, the summary."""
+    from .experiment.driver import run_experiment
+    from .experiment.summary import print_summary
     from .report.render import renderer
     from .report.text import check_tracking_file, hub_block, roadmap_block, update_tracking_block
 
@@ -73,12 +82,16 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
     for path in (roadmap, hub):
         if path:
             check_tracking_file(path, cfg.experiment.id)
-    results = run_experiment(cfg, render=renderer(lang), progress=progress)
+    render = renderer(lang, cfg.output.report, cfg.output.img_dir)  # refuses a foreign file before the pass
+    results = run_experiment(cfg, render=render, progress=progress)
+    render.finish(results)
     if roadmap:
-        update_tracking_block(roadmap, results["experiment"], roadmap_block(results))
+        update_tracking_block(roadmap, results["experiment"], roadmap_block(results, lang))
     if hub:
-        update_tracking_block(hub, results["experiment"], hub_block(results))
+        update_tracking_block(hub, results["experiment"], hub_block(results, lang))
     print_summary(results)
+    if render.report:
+        print(f"report in the owner's layout: {render.report} (figures in {render.img_dir})")
     return results
 
 
@@ -95,8 +108,8 @@ def _cmd_demo(args) -> int:
     from .experiment.config import load_config
     from .experiment.driver import demo_config_path, ensure_demo_data
 
-    root = ensure_demo_data(Path(args.data_dir), not args.quiet)
-    _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, not args.quiet)
+    root = ensure_demo_data(Path(args.data_dir), _progress(args))
+    _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, _progress(args))
     return 0
 
 
@@ -109,6 +122,87 @@ def _cmd_cache(args) -> int:
     else:
         print(f"removed {clear_cache(Path(args.dir))} cache files")
     return 0
+
+
+def _add_run_logging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", type=Path, metavar="FILE",
+                        help="append a timestamped log (progress as one line about every 10%% or 30 s) to FILE; "
+                             "it also goes to stderr unless -q")
+    parser.add_argument("--pid", type=Path, metavar="FILE",
+                        help="write this process's id to FILE at the start and remove it at exit")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress on stderr; with --log, nothing but warnings and errors on stderr")
+
+
+def _setup_logging(args) -> list[logging.Handler]:
+    """stderr (INFO; WARNING with -q --log) and, with --log FILE, FILE (INFO, appended); returns the
+    handlers added to the root logger so that main() can remove them again."""
+    from .io.progress import set_mode
+
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    log_file = getattr(args, "log", None)
+    stderr.setLevel(logging.WARNING if getattr(args, "quiet", False) and log_file else logging.NOTSET)
+    handlers: list[logging.Handler] = [stderr]
+    if log_file:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"{log_file}: cannot write the log: {exc.strerror or exc}") from None
+    set_mode("lines" if log_file else "auto")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    logging.captureWarnings(True)  # library warnings belong in the log too
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # its thread-count notice is noise here
+    if not args.verbose:  # a local cluster's start and stop are ~40 INFO lines; distributed reads this on import
+        import dask
+
+        dask.config.set({"logging.distributed": "warning"})
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    return handlers
+
+
+@contextlib.contextmanager
+def _pid_file(path: Path | None):
+    """Write this process's id to ``path`` for the run and remove it at exit (SIGTERM included).
+
+    A pid file of a process that is still running is an error; one left by a dead run is
+    replaced; a file that does not hold a process id is not ours and is never overwritten.
+    """
+    if path is None:
+        yield
+        return
+    import psutil
+
+    if path.exists():
+        text = path.read_text(errors="replace").strip()
+        if not text.isdigit():
+            raise InputError(f"{path}: exists and does not hold a process id; refusing to overwrite it")
+        if int(text) != os.getpid() and psutil.pid_exists(int(text)):
+            raise InputError(f"{path}: process {text} is still running (another run?); stop it or choose another --pid")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the pid file: {exc.strerror or exc}") from None
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)  # unwinds, so the finally below removes the file
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == str(os.getpid()):
+                path.unlink()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lang", choices=("zh", "en"), default="zh", help="report body language (header is English)")
     s.add_argument("--roadmap", type=Path, help="update the experiment's block in this roadmap markdown file")
     s.add_argument("--hub", type=Path, help="update the experiment's block in this hub markdown file")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_run_logging(s)
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("report", help="rebuild figures and report.md from results.json and predictions.csv")
@@ -153,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="simulate the demo set once, run config/demo.yaml, print the summary")
     s.add_argument("--data-dir", default=".demo-data", help="where the demo set is simulated (reused if present)")
     s.add_argument("--lang", choices=("zh", "en"), default="zh")
-    s.add_argument("-q", "--quiet", action="store_true")
+    _add_run_logging(s)
     s.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("cache", help="list or clear the per-shard statistics cache")
@@ -175,14 +269,17 @@ def _on_sigterm(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("numexpr").setLevel(logging.WARNING)  # its thread-count notice is noise here
+    handlers: list[logging.Handler] = []
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        return args.func(args)
+        handlers = _setup_logging(args)
+        with _pid_file(getattr(args, "pid", None)):
+            return args.func(args)
     except SnrmoeError as exc:
+        record = logging.LogRecord("snrmoe", logging.ERROR, __file__, 0, f"error: {exc}", None, None)
+        for handler in handlers[1:]:  # the log file records why the run ended; stderr gets the one line
+            handler.handle(record)
         print(f"snrmoe: error: {exc}", file=sys.stderr)
         return 2
     except Terminated:
@@ -194,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+        root = logging.getLogger()
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
 
 
 if __name__ == "__main__":

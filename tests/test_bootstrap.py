@@ -1,5 +1,6 @@
 """Paired bootstrap intervals of R² and ΔR²: coverage on a simulation with a known answer, pairing,
-per-bin resampling, determinism, small bins, input errors, and the interval decision rule."""
+per-bin resampling, determinism, small bins, input errors, and the robustness verdict beside the
+card's decision rule."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sklearn.metrics import r2_score
 
 from snrmoe_dask.core.bootstrap import paired_r2_interval, r2_intervals
 from snrmoe_dask.core.metrics import decision_for, regression_metrics
+from snrmoe_dask.experiment.verdict import robustness
 from snrmoe_dask.errors import ConfigError, InputError
 
 # Simulation with a known answer: y ~ N(0, 1), each model's error = shared + own noise, so
@@ -188,29 +190,18 @@ def test_fast_enough_for_the_default_2000_resamples():
 
 
 # ----------------------------------------------------------------------------- decision
-@pytest.mark.parametrize("ci, expected", [
-    ((0.03, 0.05), "PASS"),
-    ((0.02, 0.05), "PASS"),  # lower bound == threshold
-    ((-0.01, 0.01), "FAIL"),
-    ((0.01, 0.03), "INCONCLUSIVE"),
-    ((0.00, 0.02), "INCONCLUSIVE"),  # upper bound == threshold is not below it
-])
-def test_decision_with_an_interval(ci, expected):
-    # The point estimate is deliberately on the other side: with an interval only the bounds count.
-    point = 0.0 if expected == "PASS" else 0.1
-    decision, next_step = decision_for(point, 0.02, ci)
-    assert decision == expected and next_step
-
-
 @pytest.mark.parametrize("delta, expected", [(0.02, "PASS"), (0.5, "PASS"), (0.0199, "FAIL"), (-0.1, "FAIL")])
-def test_decision_without_an_interval_is_the_point_rule(delta, expected):
+def test_decision_is_the_point_rule(delta, expected):
     assert decision_for(delta, 0.02)[0] == expected
 
 
-def test_decision_from_bootstrap_intervals():
+def test_robustness_from_bootstrap_intervals():
+    """The interval never changes the card's decision; it only says whether the decision is robust."""
     y, g, o, b = binned_case()
     delta_ci = tuple(r2_intervals(y, g, o, b, NAMES, 500)["overall"]["delta"])
     assert delta_ci[0] > 0  # the oracle is better here (ΔR² ≈ 0.05, well resolved at N = 1000)
-    assert decision_for(0.05, delta_ci[0] - 0.01, delta_ci)[0] == "PASS"
-    assert decision_for(0.05, delta_ci[1] + 0.01, delta_ci)[0] == "FAIL"
-    assert decision_for(0.05, sum(delta_ci) / 2, delta_ci)[0] == "INCONCLUSIVE"
+    for threshold, decision, verdict in ((delta_ci[0] - 0.01, "PASS", "robust"),
+                                         (delta_ci[1] + 0.01, "FAIL", "robust"),
+                                         (0.05 - 1e-3, "PASS", "not robust")):
+        assert decision_for(0.05, threshold)[0] == decision
+        assert robustness(0.05, threshold, delta_ci, 1000, 500)["verdict"] == verdict

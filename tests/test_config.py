@@ -64,7 +64,6 @@ def test_oracle_file_points_at_the_real_data_and_equals_the_defaults() -> None:
     defaults = config_to_dict(ExperimentConfig())
     written = config_to_dict(cfg)
     written["experiment"].update(date=None, title=None)
-    written["model"]["experts"] = None  # optional: when left out it follows the bins
     assert written == defaults
 
 
@@ -255,10 +254,36 @@ def test_shipped_files_route_by_snr_bins() -> None:
 
 
 def test_experts_count_follows_routing_bins() -> None:
-    cfg = load_config(DEMO, ["routing.by=mag", "routing.bins={bright: [19, 21], faint: [21, 23]}", "model.experts=2"])
+    routing = ["routing.by=mag", "routing.bins={bright: [19, 21], faint: [21, 23]}"]
+    cfg = load_config(DEMO, [*routing, "model.experts=2"])
     assert cfg.partition.names == ("bright", "faint")
-    message = _error(DEMO, ("routing.by=mag", "routing.bins={bright: [19, 21], faint: [21, 23]}"))
-    assert message == (f"{DEMO}: model.experts: must equal the number of routing.bins cells (2), got 4")
+    # derived from the cells: it never has to be repeated
+    assert load_config(DEMO, routing).model.experts == 2
+    assert load_config(DEMO, ["snr.bins={HM: [4, .inf], L: [2, 4], X: [0, 2]}"]).model.experts == 3
+    # an error only when it contradicts them
+    message = _error(DEMO, (*routing, "model.experts=4"))
+    assert message == (f"{DEMO}: model.experts: must equal the number of routing.bins cells (2), got 4 "
+                       f"(set by override 'model.experts=4')")
+
+
+def test_evaluation_keys_are_honoured_or_rejected() -> None:
+    cfg = load_config(DEMO, ["evaluation.metrics=[R², RMSE]", "evaluation.per_bin=false"])
+    assert cfg.evaluation.metrics == ["R2", "RMSE"] and cfg.evaluation.per_bin is False
+    for override, words in (("evaluation.comparison=Ridge", ("evaluation.comparison", "'Global Ridge'", "'Ridge'")),
+                            ("evaluation.metrics=[MAE, RMSE]", ("evaluation.metrics", "must include 'R²'")),
+                            ("evaluation.metrics=[R2, r²]", ("evaluation.metrics", "twice")),
+                            ("evaluation.metrics=[R2, MAPE]", ("evaluation.metrics", "'MAPE'"))):
+        message = _error(DEMO, (override,))
+        assert message.startswith(f"{DEMO}: ") and all(w in message for w in words), message
+
+
+def test_owner_layout_keys() -> None:
+    cfg = load_config(DEMO, ["output.report=logg/moe/exp/exp_logg_snr_oracle_01_{date}.md",
+                             "output.img_dir=logg/moe/exp/img/"])
+    assert cfg.output.report.endswith("_{date}.md") and cfg.output.img_dir == "logg/moe/exp/img/"
+    assert load_config(DEMO).output.report is None and load_config(DEMO).output.img_dir is None
+    message = _error(DEMO, ("output.report=exp_{id}.md",))
+    assert message.startswith(f"{DEMO}: output.report: only {{date}} is expanded, got {{id}}")
 
 
 # ----------------------------------------------------------------------------- checks the pipeline makes

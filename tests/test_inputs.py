@@ -62,14 +62,16 @@ def run_args(root: Path, tmp: Path, *extra: str) -> list[str]:
 
 
 def one_error_line(capsys, argv: list[str], *names) -> str:
-    """Run the CLI; assert exit 2 and exactly one stderr line, `snrmoe: error: ...`, naming every name."""
+    """Run the CLI; assert exit 2, no traceback, and exactly one stderr line `snrmoe: error: ...` (the
+    last; log lines may come before it) naming every name."""
     code = main(argv)
     err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("snrmoe: error: "), err
+    errors = [line for line in err.splitlines() if line.startswith("snrmoe: error: ")]
+    assert code == 2 and len(errors) == 1 and err.splitlines()[-1] == errors[0], err
+    assert "Traceback" not in err and "Warning" not in err, err
     for name in names:
-        assert str(name) in lines[0], (name, lines[0])
-    return lines[0]
+        assert str(name) in errors[0], (name, errors[0])
+    return errors[0]
 
 
 def refused_run(capsys, root: Path, tmp: Path, extra, *names) -> str:

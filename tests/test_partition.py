@@ -162,7 +162,7 @@ def test_config_grid_from_overrides() -> None:
     (("routing.by=T_eff",), "routing.bins"),  # no bins for a column
     (("routing.bins={a: [0, 1]}",), "routing.bins"),  # bins while by is snr
     (("routing.by=T_eff", "routing.bins={a: [0, 1], b: [1.5, 2]}", "model.experts=2"), "routing.bins"),
-    (("routing.by=T_eff", "routing.bins={a: [0, 1], b: [1, 2]}"), "model.experts"),  # demo says 4
+    (("routing.by=T_eff", "routing.bins={a: [0, 1], b: [1, 2]}", "model.experts=4"), "model.experts"),
     (("routing.by=[T_eff]",), "routing.by"),
     (("routing.by=[T_eff, M_H, mag]",), "routing.by"),
     (("routing.by=[T_eff, T_eff]",), "routing.by"),

@@ -366,26 +366,37 @@ def _finite_or_none(value: Any, key: str) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def rho_score(r2_deployed: float | None, r2_global: float | None, r2_oracle: float | None) -> float | None:
-    """``(R2_deployed - R2_global) / (R2_oracle - R2_global)``; None when the oracle gains exactly 0
-    over the global model or any R2 is missing (None / NaN)."""
+def rho_score(r2_deployed: float | None, r2_global: float | None, r2_oracle: float | None,
+              headroom_ci: Sequence[float] | None = None) -> float | None:
+    """``(R2_deployed - R2_global) / (R2_oracle - R2_global)``, or None where it is not defined.
+
+    ρ is a share of the oracle's headroom R2_oracle - R2_global, so it needs a headroom: with
+    ``headroom_ci`` (the interval [lo, hi] of that difference) only when the interval lies above 0,
+    without one only when the headroom is > 0. None as well when any R2 is missing (None / NaN).
+    """
     dep = _finite_or_none(r2_deployed, "r2_deployed")
     glo = _finite_or_none(r2_global, "r2_global")
     ora = _finite_or_none(r2_oracle, "r2_oracle")
-    if dep is None or glo is None or ora is None or ora == glo:
+    if dep is None or glo is None or ora is None or not ora > glo:
         return None
+    if headroom_ci is not None:
+        low = _finite_or_none(headroom_ci[0], "headroom_ci[0]")
+        if low is None or low <= 0:
+            return None
     return (dep - glo) / (ora - glo)
 
 
 def gate_summary(labels_true: np.ndarray, proba: np.ndarray, names: Sequence[str], r2_deployed: float | None,
-                 r2_global: float | None, r2_oracle: float | None, fallback_mask: np.ndarray) -> dict[str, Any]:
+                 r2_global: float | None, r2_oracle: float | None, fallback_mask: np.ndarray,
+                 headroom_ci: Sequence[float] | None = None) -> dict[str, Any]:
     """JSON-ready scores of a deployable routing on N test spectra over K bins.
 
     labels_true: (N,) true bin indices; proba: (N, K) gate probabilities (the predicted bin is
     the argmax; use :func:`one_hot` for hard routing); names: (K,) bin names in bin order;
     fallback_mask: (N,) bool, where the global model was used.
     Keys: accuracy, confusion (K x K, rows = true bin, columns = predicted bin, bin order),
-    fallback_rate, rho (:func:`rho_score`), names.
+    fallback_rate, rho (:func:`rho_score`, None without a headroom; headroom_ci: the interval of
+    R2_oracle - R2_global where known), names.
     """
     names = [str(n) for n in names]
     k = len(names)
@@ -404,6 +415,6 @@ def gate_summary(labels_true: np.ndarray, proba: np.ndarray, names: Sequence[str
         "accuracy": float(accuracy_score(labels_true, predicted)),
         "confusion": confusion.astype(int).tolist(),
         "fallback_rate": float(np.mean(fallback_mask)),
-        "rho": rho_score(r2_deployed, r2_global, r2_oracle),
+        "rho": rho_score(r2_deployed, r2_global, r2_oracle, headroom_ci),
         "names": names,
     }

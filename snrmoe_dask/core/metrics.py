@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
 from ..errors import InputError
 
-# The card's Decision Gate table (Gate-2).
+# The card's Decision Gate table (Gate-2): the next step of each verdict.
 NEXT_STEP = {
     "PASS": "Continue to MVP-2.0 (Deployable Gate)",
     "FAIL": "Jump to Gate-4 (Whitening/Conditional)",
-    "INCONCLUSIVE": "Undecided at this test size: add test spectra (the interval straddles the threshold)",
 }
 
 
@@ -33,18 +34,11 @@ def check_r2_defined(y_true: np.ndarray, where: str) -> None:
         raise InputError(f"{where}: all {len(y_true)} target values equal {float(y_true[0])!r}; R² needs targets that vary")
 
 
-def decision_for(delta_r2: float, threshold: float, ci: tuple[float, float] | None = None) -> tuple[str, str]:
-    """PASS / FAIL (/ INCONCLUSIVE with an interval) and the card's next step.
-
-    Without an interval: PASS when delta_r2 >= threshold. With one: PASS when its lower bound
-    >= threshold, FAIL when its upper bound < threshold, INCONCLUSIVE otherwise.
-    """
-    if ci is None:
-        decision = "PASS" if delta_r2 >= threshold else "FAIL"
-    elif ci[0] >= threshold:
-        decision = "PASS"
-    elif ci[1] < threshold:
-        decision = "FAIL"
-    else:
-        decision = "INCONCLUSIVE"
+def decision_for(delta_r2: float, threshold: float) -> tuple[str, str]:
+    """The card's Gate-2 rule on the point estimate: PASS when delta_r2 >= threshold, else FAIL; and
+    the card's next step. How robust the verdict is to the test set is a separate question
+    (``experiment.verdict.robustness``): it never changes the decision."""
+    if delta_r2 is None or not math.isfinite(delta_r2):
+        raise InputError(f"decision: ΔR² is {delta_r2!r}; expected a finite number")
+    decision = "PASS" if delta_r2 >= threshold else "FAIL"
     return decision, NEXT_STEP[decision]

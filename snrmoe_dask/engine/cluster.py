@@ -1,7 +1,8 @@
 """Where the graph runs: the local threaded/process schedulers or a dask.distributed cluster.
 
 ``compute_context(scheduler, workers)`` yields a function that computes a dask object with a
-progress bar (dask's on the local schedulers, distributed's on a cluster).
+progress bar (dask's on the local schedulers, distributed's on a cluster) on a terminal, and with
+one log line about every 10 % or 30 s elsewhere (``io.progress``: nohup, pipes, ``--log``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import sys
 from typing import Callable, Iterator
 
 import dask
+from dask.callbacks import Callback
+from dask.utils import key_split
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError
+from ..io.progress import LineProgress, use_lines
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
     """Yield ``compute(obj) -> result`` bound to the chosen scheduler (validated by the config)."""
     if scheduler in LOCAL_SCHEDULERS:
         def compute(obj):
-            bar = _local_progress() if progress else contextlib.nullcontext()
+            bar = _local_progress(obj) if progress else contextlib.nullcontext()
             with bar, threadpool_limits(BLAS_THREADS), _environ(OPENBLAS_NUM_THREADS=BLAS_THREADS,
                                                                 OMP_NUM_THREADS=BLAS_THREADS):
                 return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
@@ -65,12 +69,14 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
         address = client.scheduler.address if scheduler == "local-cluster" else scheduler
         with _cluster_errors(address):
             client.run(_limit_blas)
-        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        log.info("dask dashboard: %s", client.dashboard_link)
 
         def compute(obj):
             with _cluster_errors(address):
                 future = client.compute(obj)
-                if progress:
+                if progress and use_lines():
+                    _cluster_lines(future, _label(obj))
+                elif progress:
                     from distributed import progress as dist_progress
                     dist_progress(future, notebook=False)  # a text bar: works without ipywidgets
                 return future.result()
@@ -125,6 +131,53 @@ def _environ(**values: int) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _local_progress():
+def _label(obj) -> str:
+    """What is computed, for progress lines: the graph's output key without its token ('train-total')."""
+    key = getattr(obj, "key", None)
+    return key_split(key) if key is not None else "compute"
+
+
+def _local_progress(obj):
+    if use_lines():
+        return _LocalLines(_label(obj))
     from dask.diagnostics import ProgressBar
     return ProgressBar(out=sys.stderr, minimum=1.0)
+
+
+class _LocalLines(Callback):
+    """The local schedulers' finished-task count as :class:`io.progress.LineProgress` lines."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+        self.lines: LineProgress | None = None
+
+    def _start_state(self, dsk, state) -> None:
+        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+        self.lines = LineProgress(total, "tasks", self.label)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        self.lines.set(len(state["finished"]))
+
+    def _finish(self, dsk, state, errored) -> None:
+        if self.lines is not None and not errored:
+            self.lines.close()
+
+
+def _cluster_lines(future, label: str) -> None:
+    """Block until ``future`` is done, logging distributed's progress feed (every task of its graph,
+    as the scheduler counts them) as :class:`io.progress.LineProgress` lines."""
+    from distributed.diagnostics.progressbar import TextProgressBar
+
+    lines = LineProgress(1, "tasks", label)
+
+    class Lines(TextProgressBar):
+        def _draw_bar(self, remaining, all, **kwargs) -> None:
+            lines.total = all
+            lines.set(all - remaining)
+
+        def _draw_stop(self, **kwargs) -> None:
+            if kwargs.get("status") == "finished":
+                lines.close()
+
+    Lines([future])

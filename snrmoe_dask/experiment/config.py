@@ -182,12 +182,31 @@ class EvaluationSection(_Section):
             canonical = _METRIC_ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
             if canonical is None:
                 raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {_short_repr(name)}")
+            if canonical in names:
+                raise ValueError(f"names {_short_repr(name)} twice")
             names.append(canonical)
+        if "R2" not in names:
+            raise ValueError(f"must include 'R²' (the decision is on ΔR²), got {list(v)!r}")
         return names
 
 
 class OutputSection(_Section):
     dir: str | None = None
+    # the owner's layout, outside the results folder: the report file ({date} -> the run's date,
+    # YYYYMMDD) and the figures' folder (default: img/ beside the report)
+    report: str | None = None
+    img_dir: str | None = None
+
+    @field_validator("report", "img_dir")
+    @classmethod
+    def _only_date_placeholder(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not v.strip():
+                raise ValueError("must be a path or null, got ''")
+            unknown = [m for m in re.findall(r"\{([^{}]*)\}", v) if m != "date"]
+            if unknown:
+                raise ValueError(f"only {{date}} is expanded, got {{{unknown[0]}}} in {v!r}")
+        return v
 
 
 class ComputeSection(_Section):
@@ -243,7 +262,9 @@ class ExperimentConfig(_Section):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         what = "snr.bins" if self.routing.by == "snr" else "routing.bins cells"
-        if self.model.experts is not None and self.model.experts != n_cells:
+        if self.model.experts is None:
+            self.model.experts = n_cells  # derived from the cells: it never has to be repeated
+        elif self.model.experts != n_cells:
             raise ValueError(
                 f"model.experts: must equal the number of {what} ({n_cells}), got {self.model.experts}"
             )

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..core import card
 from ..core.fold import PassResult
-from ..core.metrics import decision_for, regression_metrics
+from ..core.metrics import regression_metrics
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.repair import RepairCounts
@@ -22,6 +22,7 @@ from ..engine.segment import check_rows_fit
 from ..engine.spectra import load_spectra
 from ..engine.statistics import partition_labels, sample_values, where as sample_where
 from ..errors import InputError
+from .verdict import verdict
 
 
 @dataclass
@@ -84,12 +85,13 @@ def _delta(a: dict, b: dict) -> float | None:
 def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: PassResult | None = None,
           snr_method: str = card.SNR_METHOD, threshold: float = card.THRESHOLD, bootstrap: int = 2000,
           seed: int = card.TEST_SEED, gate_fallback: float | None = None, gate_seed: int = card.NOISE_SEED,
-          experiment: str = card.EXPERIMENT_ID, run_date: str | None = None) -> tuple[dict, pd.DataFrame]:
+          experiment: str = card.EXPERIMENT_ID, card_date: str | None = None) -> tuple[dict, pd.DataFrame]:
     """Route the test set, score every model overall and per bin, decide. Returns (results, predictions).
 
     train: the training pass (its counts, SNR values, repairs, and the gate's features); bootstrap:
     resamples of the paired intervals (0: none), drawn from ``seed``; gate_fallback: also evaluate the
-    deployable gate with this fallback probability (None: no gate).
+    deployable gate with this fallback probability (None: no gate); card_date: the experiment card's
+    date (``experiment.date``), reported beside the run's own date.
     """
     names = list(partition.names)
     if list(model.bin_names_) != names:
@@ -106,7 +108,7 @@ def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: Pas
     n_total = int(train.stats.n.sum()) if train is not None else model.global_.n_train_
     m_global, m_oracle = regression_metrics(y, y_global), regression_metrics(y, y_oracle)
     results = {
-        "experiment": experiment, "date": run_date or date.today().isoformat(),
+        "experiment": experiment, "date": date.today().isoformat(), "card_date": card_date,
         "threshold": threshold, "delta_r2": m_oracle["r2"] - m_global["r2"],
         "models": {
             "global": {**m_global, "n_train": n_total, "n_test": len(y), "alpha": model.global_.alpha_},
@@ -130,9 +132,7 @@ def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: Pas
             raise InputError("the deployable gate is trained on the training pass's features: pass train")
         predictions.update(_deployed(model, partition, train, test, y_global, results, gate_fallback, gate_seed))
     _intervals(results, y, y_global, y_oracle, test.bins, predictions.get("y_deployed"), bootstrap, seed)
-    ci = results.get("delta_r2_ci")
-    results["decision"], results["next_step"] = decision_for(results["delta_r2"], threshold,
-                                                             None if ci is None else tuple(ci))
+    results.update(verdict(results, bootstrap))
     results["snr"] = {"method": snr_method, "test_median": float(np.median(test.snr)),
                       "test_max": float(test.snr.max())}
     if train is not None:

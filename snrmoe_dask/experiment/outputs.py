@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..core.ridge import RidgeModel
 from ..io.models import save_models
+from ..io.shards import read_source
 from .evaluation import metrics_dataset
 from .config import ExperimentConfig, config_to_dict
 
@@ -37,7 +38,7 @@ def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
         commit = None
     return {
         "packages": versions, "git_commit": commit,
-        "files": [{"path": str(p), "bytes": p.stat().st_size} for p in files],
+        "files": [{"path": str(p), "bytes": p.stat().st_size, "source": read_source(p)} for p in files],
         "seeds": {"noise.seed": cfg.noise.seed, "noise.test_seed": cfg.noise.test_seed},
         "config": config_to_dict(cfg),
     }

@@ -6,7 +6,6 @@ Everything below the driver takes plain arguments (``bin_statistics``, ``BinnedR
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from ..core.noise import NoiseSpec
@@ -45,5 +44,4 @@ def score_options(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"snr_method": cfg.snr.method, "threshold": cfg.evaluation.threshold,
             "bootstrap": cfg.evaluation.bootstrap, "seed": cfg.noise.test_seed,
             "gate_fallback": cfg.evaluation.gate_fallback if cfg.evaluation.deployable_gate else None,
-            "gate_seed": cfg.noise.seed, "experiment": cfg.experiment.id,
-            "run_date": cfg.experiment.date or date.today().isoformat()}
+            "gate_seed": cfg.noise.seed, "experiment": cfg.experiment.id, "card_date": cfg.experiment.date}

@@ -35,6 +35,7 @@ FLUX_KEY = "dataset/arrays/flux/value"
 ERROR_KEY = "dataset/arrays/error/value"
 WAVE_KEY = "spectrumdataset/wave"
 PARAMS_KEY = "params"
+SOURCE_ATTR = "source"  # root attribute: where the spectra come from (written by the simulator)
 PARAM_COLUMNS = ("T_eff", "log_g", "M_H", "a_M", "C_M", "mag", "redshift", "snr")
 
 _BRACE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
@@ -244,15 +245,21 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
     return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params)
 
 
+def read_source(path: str | os.PathLike) -> str | None:
+    """The file's own account of where its spectra come from (root attribute ``source``, written by
+    ``snrmoe simulate``); None when the file does not say (the real data set)."""
+    with _h5open(Path(path)) as f:
+        value = f.attrs.get(SOURCE_ATTR)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return None if value is None else str(value)
+
+
 def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log_g",
                    columns: Sequence[str] = ()) -> list[ShardInfo]:
     """Validate every shard (see :func:`inspect_shard`), and that all share one pixel count and one
     wavelength grid."""
-    return check_same_grid([inspect_shard(p, target, columns) for p in paths])
-
-
-def check_same_grid(infos: list[ShardInfo]) -> list[ShardInfo]:
-    """``infos`` if all share the first one's pixel count and wavelength grid; InputError otherwise."""
+    infos = [inspect_shard(p, target, columns) for p in paths]
     first = infos[0]
     for other in infos[1:]:
         if other.d != first.d:
@@ -364,7 +371,8 @@ class ShardWriter:
             w.close(params)                       # DataFrame with N rows
     """
 
-    def __init__(self, path: str | os.PathLike, n: int, wave: np.ndarray, chunk_rows: int = 256):
+    def __init__(self, path: str | os.PathLike, n: int, wave: np.ndarray, chunk_rows: int = 256,
+                 source: str | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -372,6 +380,8 @@ class ShardWriter:
         chunk = (min(chunk_rows, self.n), self.d) if self.n else None
         self._file = h5py.File(self.partial, "w")
         self._file.create_dataset(WAVE_KEY, data=np.asarray(wave, dtype=np.float32))
+        if source is not None:
+            self._file.attrs[SOURCE_ATTR] = source
         self._flux = self._file.create_dataset(FLUX_KEY, shape=(self.n, self.d), dtype=np.float32, chunks=chunk)
         self._error = self._file.create_dataset(ERROR_KEY, shape=(self.n, self.d), dtype=np.float32, chunks=chunk)
 

@@ -40,6 +40,7 @@ from scipy.special import erf
 
 from ..core.snr import snr_norm
 from ..errors import ConfigError, InputError
+from .progress import counter
 from .shards import PARAM_COLUMNS, ShardWriter
 
 WAVE_MIN, WAVE_MAX = 7100.0, 8850.0
@@ -413,7 +414,8 @@ def simulate_shard(path: str | os.PathLike, n: int, seed: int, shard: int, pixel
     Parameters and nuisances come from ``shard_rng(seed, shard)`` up front; blocks of
     ``block_rows`` spectra are rendered by ``workers`` threads and written in order, so the file
     is the same for any block size or worker count. ``progress(rows)`` is called per block.
-    The params table's ``snr`` column is ||flux|| / ||error|| per spectrum.
+    The params table's ``snr`` column is ||flux|| / ||error|| per spectrum; the root attribute
+    ``source`` is :func:`source_text` (seed).
     """
     n = _positive_int(n, "n")
     pixels = _positive_int(pixels, "pixels", minimum=16)
@@ -436,7 +438,8 @@ def simulate_shard(path: str | os.PathLike, n: int, seed: int, shard: int, pixel
     from threadpoolctl import threadpool_limits
 
     # the product is tiny; BLAS threads would only compete with the block workers
-    with threadpool_limits(1), ThreadPoolExecutor(workers) as pool, ShardWriter(path, n, wave) as writer:
+    with threadpool_limits(1), ThreadPoolExecutor(workers) as pool, \
+            ShardWriter(path, n, wave, source=source_text(seed)) as writer:
         pending: deque = deque()
         for start in starts:
             pending.append(pool.submit(render, start))
@@ -446,6 +449,11 @@ def simulate_shard(path: str | os.PathLike, n: int, seed: int, shard: int, pixel
             _write_block(writer, pending.popleft().result(), snr, progress)
         params["snr"] = snr
         return writer.close(params)
+
+
+def source_text(seed: int) -> str:
+    """The ``source`` attribute of every simulated shard: what made it, and from which seed."""
+    return f"snrmoe simulate (synthetic BOSZ/PFS-MR-like spectra), seed {seed}"
 
 
 def _write_block(writer: ShardWriter, result, snr: np.ndarray, progress) -> None:
@@ -485,10 +493,8 @@ def simulate_set(out_root: str | os.PathLike, train: tuple[int, int], val: int, 
     if not jobs:
         raise ConfigError("nothing to simulate: train, val and test are all empty")
     _check_destination(root, [path for path, _, _ in jobs])
-    from tqdm.auto import tqdm
-
     try:
-        with tqdm(total=sum(j[1] for j in jobs), unit="spectra", desc="simulate", disable=not progress) as bar:
+        with counter(sum(j[1] for j in jobs), "spectra", "simulate", enabled=progress) as bar:
             return [simulate_shard(path, n, seed, shard_id, pixels, block_rows, workers, bar.update)
                     for path, n, shard_id in jobs]
     except OSError as exc:  # permissions, a full disk, a read-only file system

@@ -1,9 +1,16 @@
 """The experiment card's four figures, drawn only from ``results.json`` and ``predictions.csv``.
 
-    snr_oracle_moe_comparison.png    Global vs Oracle test R2, dR2, decision-threshold line
-    snr_oracle_moe_perbin_r2.png     per-bin Global vs expert R2, sample counts, dR2 per bin
-    snr_oracle_moe_pred_vs_true.png  true vs predicted log g, coloured by bin, both models
-    snr_oracle_moe_delta_heatmap.png bins x (Global R2, Oracle R2, dR2), threshold cells marked
+    snr_oracle_moe_comparison.png    Global vs Oracle test R2, dR2, decision-threshold line, the
+                                     card's decision and its robustness
+    snr_oracle_moe_perbin_r2.png     per-bin Global vs expert R2 with interval error bars, sample
+                                     counts, dR2 and its interval per bin
+    snr_oracle_moe_pred_vs_true.png  true vs predicted log g, coloured by bin, both models, dR2 and
+                                     counts in each panel
+    snr_oracle_moe_delta_heatmap.png bins x (Global R2, Oracle R2, dR2 with its interval), n_train
+                                     and n_test per row
+
+A bin is marked (★) only when the lower bound of its dR2 interval clears the threshold; the
+threshold is the rule for the overall dR2, so the marks only describe the bins.
 
 Two more figures are drawn from plain arrays, and by :func:`make_figures` when results.json
 has their section:
@@ -18,7 +25,8 @@ name the partition's columns (see :func:`cell_range_label`, :func:`partition_nou
 
 Figures are built on ``matplotlib.figure.Figure`` objects (no pyplot state), so drawing is
 thread-safe and independent of the interactive backend. Missing R2 (``None``/NaN, e.g. a bin
-with fewer than two test spectra) is drawn as "n/a", never as zero.
+with fewer than two test spectra) is drawn as "n/a", never as zero. Every PNG carries the
+metadata ``Software: snrmoe-dask <version>`` (:func:`written_by_snrmoe` reads it back).
 """
 
 from __future__ import annotations
@@ -37,7 +45,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from .._version import __version__
+from ..core.metrics import decision_for
 from ..errors import InputError
+from ..experiment.summary import shown_metrics
+from ..experiment.verdict import ci_position, robustness
 
 FIG_COMPARISON = "snr_oracle_moe_comparison.png"
 FIG_PERBIN = "snr_oracle_moe_perbin_r2.png"
@@ -54,7 +66,8 @@ MODEL_LABELS = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "D
 MODEL_COLORS = {"global": "#4C72B0", "oracle": "#DD8452", "deployed": "#55A868", "noisy_snr_routed": "#8172B3"}
 COMPARISON_MODELS = ("global", "oracle", "deployed", "noisy_snr_routed")
 GAIN_COLOR, SMALL_GAIN_COLOR, LOSS_COLOR, THRESHOLD_COLOR = "#1B7837", "#555555", "#B2182B", "#C44E52"
-DECISION_COLORS = {"PASS": GAIN_COLOR, "FAIL": LOSS_COLOR, "INCONCLUSIVE": "#B35806"}
+DECISION_COLORS = {"PASS": GAIN_COLOR, "FAIL": LOSS_COLOR}
+SOFTWARE = f"snrmoe-dask {__version__}"  # PNG metadata "Software": marks the files this tool wrote
 DPI = 150
 SNR_COLUMN = "snr"  # routing.by of the card's SNR bins
 
@@ -228,6 +241,52 @@ def no_expert_label(results: Mapping[str, Any]) -> str:
     return f"no expert (n<{m:,})" if m is not None else "no expert (n<min)"
 
 
+METRIC_LABELS = {"r2": "R²", "mae": "MAE", "rmse": "RMSE"}
+
+
+def decision(results: Mapping[str, Any]) -> str:
+    """results["decision"], checked against the card's rule on results' own ΔR² and threshold."""
+    stored = str(results["decision"])
+    delta, threshold = as_float(results["delta_r2"]), as_float(results["threshold"])
+    expected = decision_for(delta, threshold)[0]
+    if stored != expected:
+        raise InputError(f"results: decision={stored!r} but the card's rule gives {expected} for "
+                         f"ΔR² = {format_delta(delta)} and threshold {threshold:g}; rerun `snrmoe run`")
+    return stored
+
+
+def robustness_of(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """results["robustness"], or the same entry derived from ``delta_r2_ci``; None without an interval."""
+    stored = results.get("robustness")
+    if isinstance(stored, Mapping):
+        return dict(stored)
+    lo, hi = ci_bounds(results.get("delta_r2_ci"))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    resamples = ((results.get("config") or {}).get("evaluation") or {}).get("bootstrap")
+    return robustness(as_float(results["delta_r2"]), as_float(results["threshold"]), (lo, hi),
+                      int(results["models"]["oracle"]["n_test"]), resamples or 0)
+
+
+def bin_marked(spec: Mapping[str, Any], threshold: float) -> bool:
+    """A bin earns ★ only when the lower bound of its ΔR² interval clears the threshold (a bin
+    without an expert or without an interval never does)."""
+    lo, _ = ci_bounds(spec.get("delta_r2_ci"))
+    return not spec.get("skipped", False) and math.isfinite(lo) and lo >= threshold
+
+
+def written_by_snrmoe(path: str | os.PathLike) -> bool:
+    """True when the PNG at ``path`` carries this tool's ``Software`` metadata."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            software = getattr(image, "text", {}).get("Software", "")
+    except (OSError, ValueError):
+        return False
+    return str(software).startswith("snrmoe-dask")
+
+
 # ----------------------------------------------------------------------------- validation
 _MODEL_KEYS = ("r2", "mae", "rmse", "n_train", "n_test")
 _BIN_KEYS = ("n_train", "n_test", "expert", "global")
@@ -322,7 +381,7 @@ def _save(fig: Figure, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
+            fig.savefig(fh, format="png", dpi=DPI, metadata={"Software": SOFTWARE})
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -338,10 +397,20 @@ def _subtitle(results: Mapping[str, Any]) -> str:
             f"  ·  decision: {results['decision']}")
 
 
-def _delta_color(delta: float, threshold: float) -> str:
+def robustness_line(results: Mapping[str, Any]) -> str:
+    """The interval and its robustness verdict in a few words, for the figures."""
+    rob = robustness_of(results)
+    if rob is None:
+        return "no interval (bootstrap off): no robustness verdict"
+    where = ci_position(rob["ci"], as_float(results["threshold"]))
+    return f"{100 * rob['level']:g}% CI {format_ci(rob['ci'])} {where}: {rob['verdict']}"
+
+
+def _delta_color(delta: float, threshold: float, may_pass: bool = True) -> str:
+    """Green for a ΔR² at or above the threshold (a bin's only when it is marked), red below 0, grey otherwise."""
     if not math.isfinite(delta):
         return SMALL_GAIN_COLOR
-    if delta >= threshold:
+    if delta >= threshold and may_pass:
         return GAIN_COLOR
     return LOSS_COLOR if delta < 0 else SMALL_GAIN_COLOR
 
@@ -367,7 +436,7 @@ def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
     threshold = as_float(results["threshold"])
     line = r2[0] + threshold
 
-    fig = Figure(figsize=(7.2, 5.4), layout="constrained")
+    fig = Figure(figsize=(7.6, 5.9), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(keys))
     ax.bar(x, np.nan_to_num(r2), width=0.55, color=[MODEL_COLORS[k] for k in keys],
@@ -404,16 +473,14 @@ def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
     ax.set_axisbelow(True)
 
     delta = as_float(results["delta_r2"])
-    ci = format_ci(results.get("delta_r2_ci"))
-    verdict = "≥" if delta >= threshold else "<"
-    box = f"ΔR² (Oracle − Global) = {format_delta(delta)}"
-    if ci:
-        box += f"\nCI {ci}"
-    box += f"\n{verdict} threshold {threshold:g}  →  {results['decision']}"
-    ax.text(0.02, 0.97, box, transform=ax.transAxes, ha="left", va="top", fontsize=10,
-            color=DECISION_COLORS.get(str(results["decision"]), SMALL_GAIN_COLOR),
-            bbox=dict(boxstyle="round,pad=0.4", facecolor="white", edgecolor="0.6"))
-    ax.legend(loc="upper right", fontsize=9, framealpha=0.95)
+    verdict = decision(results)
+    box = (f"ΔR² (Oracle − Global) = {format_delta(delta)}\n"
+           f"{'≥' if verdict == 'PASS' else '<'} threshold {threshold:g}  →  {verdict} (the card's rule)\n"
+           + robustness_line(results))
+    ax.text(0.02, 0.97, box, transform=ax.transAxes, ha="left", va="top", fontsize=9.5,
+            color=DECISION_COLORS[verdict], bbox=dict(boxstyle="round,pad=0.4", facecolor="white", edgecolor="0.6"))
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
     title = ("Oracle SNR-binned MoE vs Global Ridge: test R²" if is_snr_partition(results) else
              f"Oracle MoE (one expert per {partition_noun(results)}) vs Global Ridge: test R²")
     ax.set_title(title, fontsize=12, fontweight="bold")
@@ -423,14 +490,22 @@ def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- figure 2
 def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
-    """Grouped bars per bin (+ Overall): Global vs expert R2, dR2 above each group."""
+    """Grouped bars per bin (+ Overall): Global vs expert R2 with their intervals as error bars, and
+    above each group ΔR² with its interval (★ where the interval's lower bound clears the threshold)."""
     bins, models = results["bins"], results["models"]
     threshold = as_float(results["threshold"])
     names = list(bins)
     g = np.array([as_float(bins[n]["global"].get("r2")) for n in names] + [as_float(models["global"]["r2"])])
     o = np.array([as_float(bins[n]["expert"].get("r2")) for n in names] + [as_float(models["oracle"]["r2"])])
     d = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])
+    d_ci = [bins[n].get("delta_r2_ci") for n in names] + [results.get("delta_r2_ci")]
+    marked = [bin_marked(bins[n], threshold) for n in names] + [False]
     skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
+    # (groups, 2) interval bounds of each bar; a skipped bin's expert bar is the global model's
+    g_ci, o_ci = (np.array([ci_bounds(bins[n][side].get("r2_ci")) for n in names]
+                           + [ci_bounds(models[overall].get("r2_ci"))])
+                  for side, overall in (("global", "global"), ("expert", "oracle")))
+    o_ci[np.array(skipped)] = np.nan
     labels = [f"{bin_label(n, bins[n], multiline=True)}\nn_train={format_count(bins[n]['n_train'])}"
               f"\nn_test={format_count(bins[n]['n_test'])}" for n in names]
     labels.append(f"Overall\nn_train={format_count(models['oracle']['n_train'])}"
@@ -439,7 +514,7 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
     x = np.arange(len(names) + 1, dtype=float)
     x[-1] += 0.4  # set Overall apart from the bins
     w = 0.36
-    fig = Figure(figsize=(max(8.0, 1.9 * len(x) + 1.5), 5.8), layout="constrained")
+    fig = Figure(figsize=(max(8.0, 1.9 * len(x) + 1.5), 6.2), layout="constrained")
     ax = fig.add_subplot()
     ax.bar(x - w / 2, np.nan_to_num(g), w, color=MODEL_COLORS["global"], edgecolor="black", linewidth=0.6, zorder=2)
     oracle_bars = ax.bar(x + w / 2, np.nan_to_num(o), w, color=MODEL_COLORS["oracle"], edgecolor="black",
@@ -449,12 +524,20 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
             bar.set_facecolor("white")
             bar.set_hatch("///")
             bar.set_edgecolor(MODEL_COLORS["oracle"])
+    for xs, values, bounds in ((x - w / 2, g, g_ci), (x + w / 2, o, o_ci)):
+        ok = np.isfinite(bounds).all(axis=1) & np.isfinite(values)
+        if ok.any():
+            err = np.clip(np.vstack([values - bounds[:, 0], bounds[:, 1] - values])[:, ok], 0, None)
+            ax.errorbar(xs[ok], values[ok], yerr=err, fmt="none", ecolor="black", capsize=4, linewidth=1.0,
+                        zorder=4)
     trained = ~np.array(skipped)
     ax.hlines((g + threshold)[trained], (x + 0.03)[trained], (x + w - 0.03)[trained], colors=THRESHOLD_COLOR,
               linestyles="--", linewidth=1.8, zorder=4)
     ax.axhline(0, color="black", linewidth=0.8)
 
-    finite = np.concatenate([g[np.isfinite(g)], o[np.isfinite(o)], (g + threshold)[np.isfinite(g)], [0.0]])
+    tops = np.vstack([g, o, g + threshold, g_ci[:, 1], o_ci[:, 1]])
+    bottoms = np.vstack([g, o, g_ci[:, 0], o_ci[:, 0]])
+    finite = np.concatenate([tops[np.isfinite(tops)], bottoms[np.isfinite(bottoms)], [0.0]])
     ymax, ymin = float(finite.max()), float(min(0.0, finite.min()))
     span = max(ymax - ymin, 0.1)
     for xi, gv, ov, skip in zip(x, g, o, skipped):
@@ -469,16 +552,19 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
                     color="white" if inside and dark else "0.15", fontweight="bold" if inside else "normal",
                     zorder=5, bbox=box)
     no_expert = no_expert_label(results)
-    for xi, gv, ov, dv, skip in zip(x, g, o, d, skipped):
+    for i, (xi, dv, skip) in enumerate(zip(x, d, skipped)):
+        column = np.append(tops[:, i], 0.0)
         # a group without any R2 only has the small 'n/a' labels at the base to clear
-        top = float(np.nanmax([gv, ov, gv + threshold, 0.0])) if np.isfinite([gv, ov]).any() else 0.06 * span
-        text, color = (no_expert, SMALL_GAIN_COLOR) if skip else (f"ΔR² = {format_delta(dv)}",
-                                                                   _delta_color(dv, threshold))
-        ax.text(xi, top + 0.04 * span, text, ha="center", va="bottom", fontsize=9.5,
+        top = float(np.nanmax(column)) if np.isfinite([g[i], o[i]]).any() else 0.06 * span
+        ci_text = format_ci(d_ci[i])
+        text, color = (no_expert, SMALL_GAIN_COLOR) if skip else (
+            f"ΔR² = {format_delta(dv)}{' ★' if marked[i] else ''}" + (f"\nCI {ci_text}" if ci_text else ""),
+            _delta_color(dv, threshold, marked[i] or i == len(names)))
+        ax.text(xi, top + 0.03 * span, text, ha="center", va="bottom", fontsize=8.5,
                 fontweight="bold", color=color, zorder=5,
                 bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=color, linewidth=0.8))
     ax.axvline((x[-2] + x[-1]) / 2, color="0.6", linewidth=0.8, linestyle=":")
-    ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.16 * span)
+    ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.24 * span)
     ax.set_xticks(x, labels, fontsize=9)
     ax.set_xlabel(partition_noun(results))
     ax.set_ylabel("Test R²")
@@ -487,19 +573,29 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
     handles: list[Any] = [Patch(facecolor=MODEL_COLORS["global"], edgecolor="black", label="Global Ridge"),
                           Patch(facecolor=MODEL_COLORS["oracle"], edgecolor="black", label="Oracle expert")]
     handles.append(Line2D([], [], color=THRESHOLD_COLOR, linestyle="--", linewidth=1.6,
-                          label=f"decision threshold: Global R² + {threshold:g}"))
+                          label=f"Global R² + {threshold:g}"))
+    if np.isfinite(g_ci).any():
+        handles.append(Line2D([], [], color="black", marker="_", markersize=8, linewidth=1.0,
+                              label=f"{_ci_level(results)} CI"))
     if any(skipped):
         handles.append(Patch(facecolor="white", edgecolor=MODEL_COLORS["oracle"], hatch="///",
                              label="no expert: served by Global"))
     fig.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=len(handles), frameon=False)
-    fig.suptitle(f"Test R² per {partition_noun(results)}: Global Ridge vs Oracle expert\n{_subtitle(results)}",
-                 fontsize=12)
+    fig.suptitle(f"Test R² per {partition_noun(results)}: Global Ridge vs Oracle expert\n"
+                 f"★: the bin's ΔR² CI lies at or above {threshold:g} (descriptive; the decision is on the "
+                 f"overall ΔR²)\n{_subtitle(results)}", fontsize=11)
     return _save(fig, path)
+
+
+def _ci_level(results: Mapping[str, Any]) -> str:
+    rob = robustness_of(results)
+    return f"{100 * rob['level']:g}%" if rob else "95%"
 
 
 # ----------------------------------------------------------------------------- figure 3
 def plot_pred_vs_true(results: Mapping[str, Any], predictions: pd.DataFrame, path: Path) -> Path:
-    """Two panels (Global | Oracle): predicted vs true log g, coloured by bin, identity line."""
+    """Two panels (Global | Oracle): predicted vs true log g, coloured by bin, identity line; each panel
+    gives ΔR² and the counts, overall and per bin."""
     bins, models = results["bins"], results["models"]
     names = list(bins) + [b for b in pd.unique(predictions["bin"]) if b not in bins]
     colors = _bin_colors(names)
@@ -511,6 +607,12 @@ def plot_pred_vs_true(results: Mapping[str, Any], predictions: pd.DataFrame, pat
     lim = (lo - margin, hi + margin)
     size = 14 if len(predictions) <= 2000 else 6
 
+    delta_ci = format_ci(results.get("delta_r2_ci"))
+    panel_text = "\n".join(
+        [f"ΔR² (Oracle − Global) = {format_delta(results['delta_r2'])}" + (f", CI {delta_ci}" if delta_ci else ""),
+         f"n_train = {format_count(models['oracle']['n_train'])}, n_test = {format_count(len(predictions))}"]
+        + [f"{name}: n_train = {format_count(bins[name]['n_train'])}, n_test = {format_count(counts.get(name, 0))}, "
+           f"ΔR² = {format_delta(bin_delta(bins[name]))}" for name in names if name in bins])
     fig = Figure(figsize=(11, 5.9), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     for ax, key, column in zip(axes, ("global", "oracle"), ("y_global", "y_oracle")):
@@ -526,8 +628,11 @@ def plot_pred_vs_true(results: Mapping[str, Any], predictions: pd.DataFrame, pat
         ax.grid(alpha=0.3)
         ax.set_xlabel("True log g [dex]")
         m = models[key]
-        ax.set_title(f"{MODEL_LABELS[key]}:  R² = {format_r2(m.get('r2'))},  "
-                     f"RMSE = {format_r2(m.get('rmse'))}", fontsize=11, fontweight="bold")
+        scores = [f"R² = {format_r2(m.get('r2'))}"] + [f"{METRIC_LABELS[k]} = {format_r2(m.get(k))} dex"
+                                                       for k in shown_metrics(results) if k != "r2"]
+        ax.set_title(f"{MODEL_LABELS[key]}\n" + ",  ".join(scores), fontsize=10.5, fontweight="bold")
+        ax.text(0.03, 0.97, panel_text, transform=ax.transAxes, ha="left", va="top", fontsize=8.5, zorder=10,
+                bbox=dict(boxstyle="round,pad=0.35", facecolor="white", edgecolor="0.6", alpha=0.9))
     axes[0].set_ylabel("Predicted log g [dex]")
     handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=colors[name],
                       label=f"{bin_label(name, bins[name]) if name in bins else name}: "
@@ -546,7 +651,8 @@ def plot_pred_vs_true(results: Mapping[str, Any], predictions: pd.DataFrame, pat
 
 # ----------------------------------------------------------------------------- figure 4
 def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
-    """Heatmap: rows = bins + Overall; R2 columns on a sequential scale, dR2 on a diverging one."""
+    """Heatmap: rows = bins + Overall (n_train, n_test); R2 columns on a sequential scale, dR2 and its
+    interval on a diverging one, ★ where the interval's lower bound clears the threshold."""
     bins, models = results["bins"], results["models"]
     threshold = as_float(results["threshold"])
     names = list(bins)
@@ -554,11 +660,15 @@ def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
                   + [[as_float(models["global"]["r2"]), as_float(models["oracle"]["r2"])]])
     delta = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])[:, None]
     skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
-    row_labels = [f"{bin_label(n, bins[n], multiline=True)}\nn_test={format_count(bins[n]['n_test'])}" for n in names]
-    row_labels.append(f"Overall\nn_test={format_count(models['oracle']['n_test'])}")
+    marked = [bin_marked(bins[n], threshold) for n in names] + [False]
+    delta_ci = [bins[n].get("delta_r2_ci") for n in names] + [results.get("delta_r2_ci")]
+    row_labels = [f"{bin_label(n, bins[n], multiline=True)}\nn_train={format_count(bins[n]['n_train'])}"
+                  f"\nn_test={format_count(bins[n]['n_test'])}" for n in names]
+    row_labels.append(f"Overall\nn_train={format_count(models['oracle']['n_train'])}"
+                      f"\nn_test={format_count(models['oracle']['n_test'])}")
     n_rows = len(row_labels)
 
-    fig = Figure(figsize=(8.6, 1.0 + 0.78 * n_rows + 1.6), layout="constrained")
+    fig = Figure(figsize=(9.0, 1.0 + 0.95 * n_rows + 1.6), layout="constrained")
     grid = fig.add_gridspec(1, 2, width_ratios=[2.0, 1.15])
     ax_r2 = fig.add_subplot(grid[0])
     ax_d = fig.add_subplot(grid[1], sharey=ax_r2)
@@ -583,9 +693,10 @@ def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
             ax_r2.text(j, i, text, ha="center", va="center", fontsize=10, color=_text_color(rgba))
         dv = delta[i, 0]
         rgba = d_cmap(d_norm(dv)) if math.isfinite(dv) else (0.85, 0.85, 0.85, 1)
-        passed = math.isfinite(dv) and dv >= threshold and not skipped[i]
-        text = "no expert" if skipped[i] else format_delta(dv) + (" ★" if passed else "")
-        ax_d.text(0, i, text, ha="center", va="center", fontsize=10.5,
+        passed = marked[i]
+        ci = format_ci(delta_ci[i])
+        text = "no expert" if skipped[i] else format_delta(dv) + (" ★" if passed else "") + (f"\n{ci}" if ci else "")
+        ax_d.text(0, i, text, ha="center", va="center", fontsize=9.5,
                   fontweight="bold" if passed else "normal", color=_text_color(rgba))
         if passed:
             ax_d.add_patch(Rectangle((-0.46, i - 0.44), 0.92, 0.88, fill=False, edgecolor="black",
@@ -607,8 +718,9 @@ def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
     cb_d.set_label(f"ΔR²  (line: threshold {threshold:g})")
     cb_d.ax.axvline(threshold, color="black", linewidth=1.5)
     cb_d.ax.tick_params(labelsize=8)
-    fig.suptitle(f"ΔR² by {partition_noun(results)}: Oracle MoE vs Global Ridge   (★ framed: ΔR² ≥ {threshold:g})\n"
-                 f"{_subtitle(results)}", fontsize=11)
+    fig.suptitle(f"ΔR² by {partition_noun(results)}: Oracle MoE vs Global Ridge (cells: ΔR² and its CI)\n"
+                 f"★ framed: the bin's ΔR² CI lies at or above {threshold:g} (descriptive; the decision is on "
+                 f"the overall ΔR²)\n{_subtitle(results)}", fontsize=10.5)
     return _save(fig, path)
 
 

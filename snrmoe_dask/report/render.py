@@ -1,36 +1,158 @@
-"""The human-readable part of a results folder: the figures and report.md, from the results alone."""
+"""The human-readable part of a run: figures and report, in the results folder and in the owner's layout.
+
+The results folder always gets its own copy (``report.md``, ``img/``). With ``output.report``
+(e.g. ``logg/moe/exp/exp_logg_snr_oracle_01_{date}.md``) and ``output.img_dir`` (default: ``img/``
+beside that report) the report and figures are also written there, the report's image links
+relative to its own folder. Those files live outside the results folder, so each is written
+atomically, and a file there that this tool did not write (no report mark, no PNG ``Software``
+metadata) is never overwritten: :class:`Renderer` refuses it when it is built, before the run.
+"""
 
 from __future__ import annotations
 
 import json
-from functools import partial
+import os
+import re
+import shutil
+import tempfile
+from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
-from ..errors import InputError
-from .plots import PREDICTION_COLUMNS, check_predictions, check_results, make_figures
-from .text import write_report
+from ..errors import ConfigError, InputError
+from .plots import (
+    FIG_ALPHA_CURVE,
+    FIG_GATE_CONFUSION,
+    FIGURE_NAMES,
+    PREDICTION_COLUMNS,
+    check_predictions,
+    check_results,
+    make_figures,
+)
+from .plots import written_by_snrmoe as png_written_by_snrmoe
+from .text import LANGS, write_report
+from .text import written_by_snrmoe as report_written_by_snrmoe
+
+ALL_FIGURES = (*FIGURE_NAMES, FIG_GATE_CONFUSION, FIG_ALPHA_CURVE)
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_path(template: str | os.PathLike, day: date, key: str) -> Path:
+    """``template`` with ``{date}`` replaced by ``day`` as YYYYMMDD (the card's file names); any other
+    ``{...}`` is a ConfigError naming ``key``."""
+    text = str(template)
+    unknown = [m for m in _PLACEHOLDER.findall(text) if m != "date"]
+    if unknown:
+        raise ConfigError(f"{key}: unknown placeholder {{{unknown[0]}}} in {text!r}; only {{date}} is expanded")
+    return Path(text.replace("{date}", day.strftime("%Y%m%d")))
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Raise when ``path`` exists and is not a file this tool wrote (it must never be overwritten)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_file():
+        raise InputError(f"{path}: exists and is not a regular file; refusing to write the report or figure there")
+    ours = report_written_by_snrmoe(path) if path.suffix.lower() != ".png" else png_written_by_snrmoe(path)
+    if not ours:
+        raise InputError(f"{path}: exists and was not written by snrmoe; refusing to overwrite it "
+                         f"(move it away or choose another output.report / output.img_dir)")
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Renderer:
+    """The report layer's ``render`` hook for ``experiment.driver.run_experiment``.
+
+    ``renderer(results, predictions, out_dir)`` writes ``out_dir/img/*.png`` and ``out_dir/report.md``
+    and, when ``report`` / ``img_dir`` are set, the same report and figures there. Building the
+    object expands ``{date}`` (the run's date, YYYYMMDD) and refuses, before any work is done, a
+    file in the way that this tool did not write. ``finish(results)`` rewrites the reports with the
+    run's final results (its total time is known only after the results folder is written).
+    """
+
+    def __init__(self, lang: str = "zh", report: str | os.PathLike | None = None,
+                 img_dir: str | os.PathLike | None = None, day: date | None = None) -> None:
+        if lang not in LANGS:  # fails now, not after the run
+            raise ConfigError(f"lang={lang!r}: expected one of {', '.join(map(repr, LANGS))}")
+        self.lang = lang
+        day = day or date.today()
+        self.report = expand_path(report, day, "output.report") if report else None
+        if img_dir:
+            self.img_dir: Path | None = expand_path(img_dir, day, "output.img_dir")
+        else:
+            self.img_dir = self.report.parent / "img" if self.report else None
+        self.out_dir: Path | None = None
+        self.check()
+
+    def targets(self) -> list[Path]:
+        """Every file outside the results folder that a run may write."""
+        figures = [self.img_dir / name for name in ALL_FIGURES] if self.img_dir else []
+        return ([self.report] if self.report else []) + figures
+
+    def check(self) -> None:
+        """Raise InputError naming the first target that exists and was not written by this tool."""
+        for path in self.targets():
+            _refuse_foreign(path)
+
+    def img_prefix(self) -> str:
+        """The owner's report's image links: img_dir relative to the report's folder."""
+        return Path(os.path.relpath(self.img_dir.resolve(), self.report.parent.resolve())).as_posix()
+
+    def __call__(self, results: dict, predictions: pd.DataFrame, out_dir: Path) -> None:
+        """Figures and report into ``out_dir`` (the results folder being built), then the owner's copies.
+
+        Figures (``plots.make_figures``): the card's four, plus img/snr_oracle_moe_gate_confusion.png
+        when results has "gate" and img/snr_oracle_moe_alpha_curve.png when it has "alpha".
+        """
+        self.check()  # again: a file may have appeared while the run went on
+        figures = make_figures(results, predictions, Path(out_dir) / "img")
+        write_report(results, out_dir, lang=self.lang)
+        if self.img_dir:
+            self.img_dir.mkdir(parents=True, exist_ok=True)
+            for figure in figures:
+                _copy_atomic(figure, self.img_dir / figure.name)
+        self._write_owner_report(results)
+        self.out_dir = Path(results.get("output_dir") or out_dir)
+
+    def finish(self, results: dict) -> None:
+        """Rewrite the reports (results folder and owner's copy) with the run's final results."""
+        if self.out_dir is None:
+            return
+        self.check()
+        write_report(results, self.out_dir, lang=self.lang)
+        self._write_owner_report(results)
+
+    def _write_owner_report(self, results: dict) -> None:
+        if self.report:
+            write_report(results, self.report.parent, lang=self.lang, name=self.report.name,
+                         img_prefix=self.img_prefix())
+
+
+def renderer(lang: str = "zh", report: str | os.PathLike | None = None,
+             img_dir: str | os.PathLike | None = None) -> Renderer:
+    """``render`` bound to a report language and the owner's layout, in the form the driver takes."""
+    return Renderer(lang, report, img_dir)
 
 
 def render(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = "zh") -> None:
-    """Write ``out_dir/img/*.png`` and ``out_dir/report.md`` from the results dict and the predictions table.
-
-    Figures (``plots.make_figures``): the card's four, plus img/snr_oracle_moe_gate_confusion.png
-    when results has "gate" and img/snr_oracle_moe_alpha_curve.png when it has "alpha".
-    """
-    make_figures(results, predictions, out_dir / "img")
-    write_report(results, out_dir, lang=lang)
-
-
-def renderer(lang: str = "zh") -> Callable[[dict, pd.DataFrame, Path], None]:
-    """``render`` bound to a report language, in the form the experiment driver takes."""
-    return partial(render, lang=lang)
+    """Write ``out_dir/img/*.png`` and ``out_dir/report.md`` from the results dict and the predictions table."""
+    Renderer(lang)(results, predictions, out_dir)
 
 
 def rebuild_report(results_dir: Path, lang: str = "zh") -> Path:
-    """Figures and report.md again from results.json and predictions.csv alone."""
+    """Figures and report.md of the results folder again, from results.json and predictions.csv alone."""
     results_path, predictions_path = results_dir / "results.json", results_dir / "predictions.csv"
     if not results_dir.is_dir():
         what = "not found" if not results_dir.exists() else "not a folder"
