@@ -55,3 +55,35 @@ def test_bad_block_read_ahead_names_file_and_row(shard_factory):
     blocks = file_blocks(path, ROWS, 32)
     with pytest.raises(InputError, match=rf"{path}: row 200: flux contains NaN"):
         segment_pass(ShardFile(str(path)), blocks, np.zeros(ROWS), None, None, spec)
+
+
+def test_concurrent_tasks_share_one_blas_limit_and_restore_it():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from snrmoe_dask.engine.segment import one_blas_thread
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    inside, first_in, second_out = [], threading.Event(), threading.Event()
+
+    def first():
+        with one_blas_thread():
+            first_in.set()
+            second_out.wait(10)
+            inside.append(blas_threads())  # the second task has ended: the limit must hold for this one
+
+    for _ in range(2):  # twice: the first round must leave no thread in control of BLAS
+        thread = threading.Thread(target=first)
+        thread.start()
+        first_in.wait(10)
+        with one_blas_thread():
+            inside.append(blas_threads())
+        second_out.set()
+        thread.join(10)
+        first_in.clear(), second_out.clear()
+        assert blas_threads() == before
+    assert inside == [{1}] * 4

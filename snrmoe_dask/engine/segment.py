@@ -6,11 +6,13 @@ Each block is read and repaired one block ahead in a helper thread, then handed 
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
+import threadpoolctl
 from threadpoolctl import threadpool_limits
 
 from ..core.fold import PassResult, PassSpec, sorted_rows
@@ -95,9 +97,7 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
     A helper thread reads and repairs the next block while this one is multiplied; the two share one
     reader, whose buffers are free again once a block's rows are sorted out of them.
     """
-    # One BLAS thread, whoever runs the task: a product's bits can depend on how many threads BLAS
-    # splits it over, and the numbers must not depend on the scheduler or the worker count.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _fold_segment(source, blocks, y, table_snr, bin_idx, spec)
 
 
@@ -122,3 +122,44 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
                 result.stats.add_block(x, yb, bins, dtype=dtype, mirror=False, overwrite_x=True)
     result.stats.mirror()
     return result
+
+
+_blas_lock = threading.Lock()
+_blas_tasks = 0
+_blas_limit: threadpool_limits | None = None
+
+
+def _take_blas_control() -> None:
+    # threadpoolctl lets one thread at a time set OpenBLAS's process-wide pool (>= 3.6, non-OpenMP
+    # builds) and silently ignores the others; tasks run in any thread, so the one holding the lock
+    # below takes control for the change and gives it back right after.
+    for controller in (getattr(threadpoolctl, "OpenBLASController", None),):
+        clear = getattr(controller, "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """One BLAS thread while any task of the pass runs in this process, whoever runs it (threads,
+    processes, a cluster worker or a user's own ``compute``): a product's bits can depend on how many
+    threads BLAS splits it over, and the numbers must not depend on the scheduler or the worker count.
+    The BLAS thread count is process-wide, so concurrent tasks share one limit, set by the first to
+    start and lifted when the last one ends."""
+    global _blas_tasks, _blas_limit
+    with _blas_lock:
+        if _blas_tasks == 0:
+            _take_blas_control()
+            _blas_limit = threadpool_limits(limits=1, user_api="blas")
+            _take_blas_control()
+        _blas_tasks += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_tasks -= 1
+            if _blas_tasks == 0:
+                _take_blas_control()
+                _blas_limit.restore_original_limits()
+                _take_blas_control()
+                _blas_limit = None
