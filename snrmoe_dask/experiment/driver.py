@@ -12,11 +12,11 @@ from typing import Iterator
 import numpy as np
 
 from ..core.alpha import is_selection
+from ..core.metrics import check_r2_defined
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
 from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics
-from ..core.metrics import check_r2_defined
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
 from ..io.shards import refuse_duplicates
