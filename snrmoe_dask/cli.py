@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .errors import InputError, SnrmoeError
+from .errors import ConfigError, InputError, SnrmoeError
 
 
 def _train_spec(text: str) -> tuple[int, int]:
@@ -73,8 +73,15 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
     from .experiment.driver import run_experiment
     from .experiment.summary import print_summary
     from .report.render import renderer
-    from .report.text import hub_block, roadmap_block, update_tracking_block
+    from .report.text import check_tracking_file, hub_block, roadmap_block, update_tracking_block
 
+    # the tracking files are checked before the run, so that a bad marker cannot fail it after the results
+    if roadmap and hub and roadmap.resolve() == hub.resolve():
+        raise ConfigError(f"--roadmap and --hub name the same file {roadmap}; the two blocks share one marker, "
+                          "expected two files")
+    for path in (roadmap, hub):
+        if path:
+            check_tracking_file(path, cfg.experiment.id)
     render = renderer(lang, cfg.output.report, cfg.output.img_dir)  # refuses a foreign file before the pass
     results = run_experiment(cfg, render=render, progress=progress)
     render.finish(results)

@@ -25,6 +25,15 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+def check_r2_defined(y_true: np.ndarray, where: str) -> None:
+    """Raise InputError (prefixed by ``where``) when R² of targets y_true (n,) is undefined: fewer
+    than 2 values, or all equal (scikit-learn would then quietly return 0 or 1)."""
+    if len(y_true) < 2:
+        raise InputError(f"{where}: {len(y_true)} spectrum; R² needs at least 2")
+    if np.ptp(y_true) == 0:
+        raise InputError(f"{where}: all {len(y_true)} target values equal {float(y_true[0])!r}; R² needs targets that vary")
+
+
 def decision_for(delta_r2: float, threshold: float) -> tuple[str, str]:
     """The card's Gate-2 rule on the point estimate: PASS when delta_r2 >= threshold, else FAIL; and
     the card's next step. How robust the verdict is to the test set is a separate question

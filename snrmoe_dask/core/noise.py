@@ -163,7 +163,11 @@ def add_noise(flux: np.ndarray, error: np.ndarray, level: float, *, seed: int, s
     elif out.dtype != np.float32 or out.shape != flux.shape or not out.flags.c_contiguous:
         raise InputError(f"add_noise: out must be a C-contiguous float32 array of shape {flux.shape}, "
                          f"got {out.dtype} {out.shape}")
-    level32 = np.float32(level)
+    with np.errstate(over="ignore"):
+        level32 = np.float32(level)
+    if not np.isfinite(level32):
+        raise ConfigError(f"noise.level: {level:g} is too large: the noise is drawn in float32, expected a level "
+                          f"below {np.finfo(np.float32).max:.3g}")
     for i, j, z in _draw_chunks(flux.shape[0], flux.shape[1], seed, shard, row0):
         np.multiply(z, error[i:j], out=z)
         if level32 != 1:

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 ERROR_FLOOR = np.float32(1e-6)
+# Repairs that change more than this share of a set's pixels are reported in the summary and report.
+NOTABLE_REPAIR_SHARE = 1e-3
+REPAIR_LABELS = {"flux_negative": "flux < 0 -> 0", "error_nan": "error NaN -> nearest pixel",
+                 "error_nonpositive": "error <= 0 -> 1e-6"}
 
 
 @dataclass
@@ -72,3 +76,12 @@ def repair_block(flux: np.ndarray, error: np.ndarray, clip_flux: bool = True) ->
         counts.error_nonpositive = int(nonpositive.sum())
         error[nonpositive] = ERROR_FLOOR
     return counts
+
+
+def notable_repairs(counts: dict[str, int] | None, pixels: int) -> dict[str, int] | None:
+    """The nonzero repair counts (``RepairCounts.to_dict()``) of a set of ``pixels`` pixels when
+    together they change more than :data:`NOTABLE_REPAIR_SHARE` of them; None otherwise."""
+    if not counts or pixels <= 0:
+        return None
+    nonzero = {kind: int(n) for kind, n in counts.items() if n}
+    return nonzero if sum(nonzero.values()) > NOTABLE_REPAIR_SHARE * pixels else None

@@ -36,6 +36,11 @@ _GRAM_LEAF = 128
 _GRAM_TILE = 2048
 
 
+class ProductOverflow(InputError):
+    """The block's values are too large for its products in their precision: a sum came out NaN or
+    inf. The engine, which knows the file and rows, re-raises it naming the cause."""
+
+
 @functools.lru_cache(maxsize=4)
 def _strict_lower_mask(size: int) -> np.ndarray:
     return np.tri(size, k=-1, dtype=bool)
@@ -218,9 +223,11 @@ class BinStats:
         ones_e[:, 1] = e
         stops = np.cumsum(counts)
         starts = stops - counts
-        sums = [xs[a:b].T @ ones_e[a:b] if b > a else None for a, b in zip(starts, stops)]
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked and explained below
+            sums = [xs[a:b].T @ ones_e[a:b] if b > a else None for a, b in zip(starts, stops)]
         if not all(r is None or np.isfinite(r).all() for r in sums):
-            raise InputError("BinStats: x holds NaN or inf values; repair the flux before the products")
+            raise ProductOverflow("BinStats: x holds NaN or inf values (non-finite rows, or sums that overflow "
+                                  f"{dtype})")
         buf = np.empty(min(self.d, _GRAM_TILE) ** 2, dtype=dtype)
         for k, (a, b) in enumerate(zip(starts, stops)):
             if b == a:
@@ -230,7 +237,11 @@ class BinStats:
             self.q[k] += e[a:b] @ e[a:b]
             self.s[k] += sums[k][:, 0]
             self.u[k] += sums[k][:, 1]
-            _add_gram_upper(xs[a:b], self.S[k], buf)
+            with np.errstate(over="ignore", invalid="ignore"):
+                _add_gram_upper(xs[a:b], self.S[k], buf)
+            # |S_ij| <= max(S_ii, S_jj): a finite diagonal means no product of the block overflowed
+            if not np.isfinite(np.diagonal(self.S[k])).all():
+                raise ProductOverflow(f"BinStats: the {dtype} products of bin {self.names[k]!r} overflow")
         if mirror:
             self.mirror()
 
@@ -251,7 +262,11 @@ class BinStats:
             rows = error[bin_idx == k]
             variance = np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
             diagonal = np.arange(self.d)
-            self.S[k, diagonal, diagonal] += level ** 2 * variance
+            with np.errstate(over="ignore", invalid="ignore"):
+                added = np.float64(level) ** 2 * variance
+            if not np.isfinite(added).all():
+                raise ProductOverflow(f"BinStats: the expected noise variance (level {level:g}) overflows float64")
+            self.S[k, diagonal, diagonal] += added
 
     # ------------------------------------------------------------------------- algebra
     def _check_compatible(self, other) -> None:

@@ -7,6 +7,7 @@ one log line about every 10 % or 30 s elsewhere (``io.progress``: nohup, pipes, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -52,6 +53,10 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
+        quiet = _ConnectionTracebacks()
+        client_log = logging.getLogger("distributed.client")
+        client_log.addFilter(quiet)
+        stack.callback(client_log.removeFilter, quiet)
         if scheduler == "local-cluster":
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                        dashboard_address=":0"))
@@ -61,18 +66,54 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                 client = stack.enter_context(Client(scheduler, timeout="20s"))
             except (OSError, TimeoutError) as exc:
                 raise ConfigError(f"compute.scheduler: cannot connect to {scheduler}: {exc}") from None
-        client.run(_limit_blas)
+        address = client.scheduler.address if scheduler == "local-cluster" else scheduler
+        with _cluster_errors(address):
+            client.run(_limit_blas)
         log.info("dask dashboard: %s", client.dashboard_link)
 
         def compute(obj):
-            future = client.compute(obj)
-            if progress and use_lines():
-                _cluster_lines(future, _label(obj))
-            elif progress:
-                from distributed import progress as dist_progress
-                dist_progress(future, notebook=False)  # a text bar: works without ipywidgets
-            return future.result()
+            with _cluster_errors(address):
+                future = client.compute(obj)
+                if progress and use_lines():
+                    _cluster_lines(future, _label(obj))
+                elif progress:
+                    from distributed import progress as dist_progress
+                    dist_progress(future, notebook=False)  # a text bar: works without ipywidgets
+                return future.result()
         yield compute
+
+
+class _ConnectionTracebacks(logging.Filter):
+    """Drops distributed.client's tracebacks of a lost connection: :func:`_cluster_errors` says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distributed import CancelledError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (OSError, CancelledError, asyncio.CancelledError))
+
+
+@contextlib.contextmanager
+def _cluster_errors(address: str) -> Iterator[None]:
+    """The cluster failures a user must act on, as one ConfigError naming the scheduler.
+
+    A lost scheduler cancels every future (or closes the client's connection); a task whose
+    workers died ``distributed.scheduler.allowed-failures`` times fails with KilledWorker. A lost
+    worker alone is not an error: its tasks run again elsewhere. Errors raised by the tasks
+    themselves (InputError, ...) pass through unchanged.
+    """
+    from distributed import CancelledError, KilledWorker
+    from distributed.comm.core import CommClosedError
+
+    try:
+        yield
+    except (CancelledError, CommClosedError) as exc:
+        raise ConfigError(f"compute.scheduler: lost the connection to the scheduler at {address} during the run "
+                          f"({type(exc).__name__}); shards already in the cache are reused by the next run") from None
+    except KilledWorker as exc:
+        raise ConfigError(f"compute.scheduler: the workers of {address} died while running a task "
+                          f"({exc.allowed_failures + 1} workers ran {exc.task!r} and died); expected workers that stay "
+                          "up (enough memory per task: see the README)") from None
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ DEFAULT_BLOCK_ROWS = 4096
 
 def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, target: str | None = card.TARGET,
                 block_rows: int = DEFAULT_BLOCK_ROWS, first_shard: int = 0, root: str | os.PathLike | None = None,
-                max_rows: int | None = None):
+                max_rows: int | None = None, columns: Sequence[str] = ()):
     """Open HDF5 shards lazily as one ``xarray.Dataset``; nothing of size N x D is read.
 
     Parameters
@@ -39,6 +39,9 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
         (seed, shard, row), so two sets opened with the same first_shard get the same noise stream.
     max_rows : int, optional
         Keep only the first ``max_rows`` spectra, in file order (the last file kept is cut short).
+    columns : list of str
+        More params columns that must exist and hold numbers (``snr``, routing columns); the target
+        must be finite. The first bad row is named (``io.shards.inspect_shard``).
 
     Returns
     -------
@@ -61,7 +64,7 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
     import dask.array as da
     import xarray as xr
 
-    infos = inspect_shards(resolve_shards(root, paths), target)
+    infos = inspect_shards(resolve_shards(root, paths), target, columns)
     if max_rows is not None:
         infos = _first_rows(infos, max_rows)
     flux_parts, error_parts = [], []

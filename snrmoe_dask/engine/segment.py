@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import threadpoolctl
@@ -17,8 +17,8 @@ from threadpoolctl import threadpool_limits
 
 from ..core.fold import PassResult, PassSpec, sorted_rows
 from ..core.repair import RepairCounts, repair_block
-from ..core.stats import BinStats
-from ..errors import InputError
+from ..core.stats import BinStats, ProductOverflow
+from ..errors import ConfigError, InputError, SnrmoeError
 from ..io.digest import block_digest
 from ..io.shards import RowReader
 from .blocks import Block
@@ -47,6 +47,51 @@ def load_block(source: RowSource, block: Block, clip_flux: bool = True, reader: 
     return flux, error, counts
 
 
+def overflow_error(where: Callable[[int], str], flux: np.ndarray, error: np.ndarray, level: float, precision: str,
+                   rows: int) -> SnrmoeError:
+    """The error to raise when the products of the rows flux, error (B, D) overflowed ``precision``: it
+    names the row with the largest flux, or the largest noise (error x ``noise.level``), whichever is
+    larger. where(i): "<file>: row r" of row i; rows: how many rows one product sums (for the bound
+    quoted in the message)."""
+    flux_peak = np.abs(flux).max(axis=1, initial=0).astype(np.float64)  # (B,)
+    error_peak = error.max(axis=1, initial=0).astype(np.float64)
+    with np.errstate(over="ignore"):
+        noise_peak = error_peak * level
+    f, e = int(flux_peak.argmax()), int(noise_peak.argmax())
+    # a product sums rows x value^2: the largest magnitude that cannot overflow
+    limit = float(np.sqrt(np.finfo(precision).max / max(rows, 1)))
+    fix = f"expected magnitudes below ~{limit:.0e} for {precision} products"
+    if flux_peak[f] >= noise_peak[e]:
+        return InputError(f"{where(f)}: flux value {flux_peak[f]:.3g} is too large: its {precision} products "
+                          f"overflow; {fix}")
+    if level > 1:
+        return ConfigError(f"noise.level: {level:g} is too large: the noise (error x level, up to {noise_peak[e]:.3g} "
+                           f"at {where(e)}) overflows the {precision} products; {fix}")
+    return InputError(f"{where(e)}: error value {error_peak[e]:.3g} is too large: the noise it scales overflows "
+                      f"the {precision} products; {fix}")
+
+
+def check_rows_fit(flux: np.ndarray, error: np.ndarray, where: Callable[[int], str], level: float,
+                   precision: str) -> None:
+    """Raise :func:`overflow_error` when a row of the noisy flux (N, D) has a squared norm outside
+    ``precision``'s range (a test set, scored in memory). error: (N, D), where(i) names row i."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = np.einsum("ij,ij->i", flux, flux, dtype=np.float64)
+    if not (squares <= np.finfo(precision).max).all():  # NaN fails too
+        raise overflow_error(where, flux, error, level, precision, rows=1)
+
+
+@contextmanager
+def _overflow_named(source: RowSource, block: Block, spec: PassSpec) -> Iterator[None]:
+    """Turn a ProductOverflow of ``block`` into :func:`overflow_error`'s line (reads the block again)."""
+    try:
+        yield
+    except ProductOverflow:
+        flux, error, _ = load_block(source, block, spec.clip_flux)
+        raise overflow_error(lambda i: f"{source.name}: row {block.row0 + i}", flux, error, spec.noise.level,
+                             spec.precision, block.rows) from None
+
+
 def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None,
                  bin_idx: np.ndarray | None, spec: PassSpec) -> PassResult:
     """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,), the blocks' rows
@@ -73,12 +118,14 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
         for i, block in enumerate(blocks):
             rows = slice(at, at + block.rows)
             at += block.rows
-            x, yb, bins = sorted_rows(result, block.shard, block.row0, pending.result(), y[rows],
-                                      None if table_snr is None else table_snr[rows], spec,
-                                      None if bin_idx is None else bin_idx[rows], out)
-            if i + 1 < len(blocks):
-                pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader, result.digests)
-            result.stats.add_block(x, yb, bins, dtype=dtype, mirror=False, overwrite_x=True)
+            with _overflow_named(source, block, spec):
+                x, yb, bins = sorted_rows(result, block.shard, block.row0, pending.result(), y[rows],
+                                          None if table_snr is None else table_snr[rows], spec,
+                                          None if bin_idx is None else bin_idx[rows], out)
+                if i + 1 < len(blocks):
+                    pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader,
+                                          result.digests)
+                result.stats.add_block(x, yb, bins, dtype=dtype, mirror=False, overwrite_x=True)
     result.stats.mirror()
     return result
 

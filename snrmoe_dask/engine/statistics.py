@@ -351,7 +351,7 @@ def _split_key(key: str, split: tuple[int, int] | None) -> str:
 
 def _find(cache, entry: _Entry, spec: PassSpec) -> None:
     """Set ``entry.found`` (and ``groups``) to the entry itself when cached, else to a finer one."""
-    if cache.path(entry.key).exists():
+    if cache.path(entry.key).is_file():
         entry.found = entry.key
     else:
         entry.found, entry.groups = _finer_entry(cache, entry.meta["base_key"], spec)

@@ -154,7 +154,7 @@ class RoutingSection(_Section):
             if len(v) != 2 or len({c.strip() for c in v}) != 2:
                 raise ValueError(f"a grid needs exactly 2 distinct columns, got {list(v)!r}")
             return [c.strip() for c in v]
-        raise ValueError(f"must be 'snr', a params column name or a list of 2 column names, got {v!r}")
+        raise ValueError(f"must be 'snr', a params column name or a list of 2 column names, got {_short_repr(v)}")
 
     @field_validator("bins", mode="before")
     @classmethod
@@ -183,9 +183,9 @@ class EvaluationSection(_Section):
         for name in v:
             canonical = _METRIC_ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
             if canonical is None:
-                raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {name!r}")
+                raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {_short_repr(name)}")
             if canonical in names:
-                raise ValueError(f"names {name!r} twice")
+                raise ValueError(f"names {_short_repr(name)} twice")
             names.append(canonical)
         if "R2" not in names:
             raise ValueError(f"must include 'R²' (the decision is on ΔR²), got {list(v)!r}")
@@ -363,8 +363,44 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+# Far beyond any config (routing.bins of a grid is 4 levels, a config a few hundred values); PyYAML's
+# parser recurses per level, and aliases can make a small file expand to billions of values.
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
+class _TooLarge(yaml.YAMLError):
+    pass
+
+
 def _load_yaml_text(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    """YAML text -> data; _TooLarge (a YAMLError) when nested more than MAX_DEPTH levels or, with
+    aliases expanded, more than MAX_VALUES values."""
+    too_deep = f"nested too deeply (more than {MAX_DEPTH} levels of lists or mappings)"
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise _TooLarge(too_deep) from None
+    sizes: dict[int, int] = {}  # expanded size of every list/mapping, by id: an alias is counted each time
+
+    def size(node: Any, depth: int) -> int:  # recursion bounded by MAX_DEPTH
+        if not isinstance(node, (dict, list)):
+            return 1
+        if depth > MAX_DEPTH:
+            raise _TooLarge(too_deep)
+        if id(node) not in sizes:
+            children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
+        return sizes[id(node)]
+
+    try:
+        values = size(value, 1)
+    except RecursionError:  # a self-referencing alias
+        raise _TooLarge(too_deep) from None
+    if values > MAX_VALUES:
+        raise _TooLarge(f"expands to {values:,} values (through aliases); expected a config of at most "
+                        f"{MAX_VALUES:,}")
+    return value
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -379,6 +415,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a YAML config file")
+    if not path.is_file():  # a FIFO or device: reading it could wait forever
+        raise ConfigError(f"{path}: is not a regular file, expected a YAML config file")
     try:
         raw = _load_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -396,13 +434,13 @@ def _parse_override(where: str, item: str) -> tuple[str, Any]:
     dotted, sep, text = str(item).partition("=")
     dotted = dotted.strip()
     if not sep or not dotted:
-        raise ConfigError(f"{where}: override {item!r}: expected KEY.PATH=VALUE, e.g. model.alpha=1e3")
+        raise ConfigError(f"{where}: override {_short_repr(item)}: expected KEY.PATH=VALUE, e.g. model.alpha=1e3")
     if any(not part for part in dotted.split(".")):
-        raise ConfigError(f"{where}: override {item!r}: {dotted!r} is not a dotted key such as model.alpha")
+        raise ConfigError(f"{where}: override {_short_repr(item)}: {dotted!r} is not a dotted key such as model.alpha")
     try:
         value = _load_yaml_text(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: override {item!r}: value is not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{where}: override {_short_repr(item)}: value is not valid YAML: {_yaml_problem(exc)}") from None
     return dotted, value
 
 
@@ -418,13 +456,13 @@ def _set_path(where: str, raw: dict[str, Any], dotted: str, value: Any, item: st
                 allowed = ", ".join(model.model_fields)
                 scope = f" in {prefix}" if prefix else ""
                 raise ConfigError(
-                    f"{where}: override {item!r}: unknown key {dotted}{scope} (expected one of: {allowed})"
+                    f"{where}: override {_short_repr(item)}: unknown key {dotted}{scope} (expected one of: {allowed})"
                 )
             annotation = model.model_fields[part].annotation
             model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
             if model is None and depth < len(parts) - 1 and not _is_mapping_field(parts[: depth + 1]):
                 raise ConfigError(
-                    f"{where}: override {item!r}: {'.'.join(parts[: depth + 1])} is not a section, "
+                    f"{where}: override {_short_repr(item)}: {'.'.join(parts[: depth + 1])} is not a section, "
                     f"so {dotted} is not a key"
                 )
         if depth == len(parts) - 1:
@@ -435,7 +473,7 @@ def _set_path(where: str, raw: dict[str, Any], dotted: str, value: Any, item: st
             child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(
-                f"{where}: override {item!r}: {'.'.join(parts[: depth + 1])} is not a mapping in the file"
+                f"{where}: override {_short_repr(item)}: {'.'.join(parts[: depth + 1])} is not a mapping in the file"
             )
         node = child
 
@@ -449,7 +487,7 @@ def _is_mapping_field(parts: list[str]) -> bool:
 
 def _non_negative_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {v!r}")
+        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {_short_repr(v)}")
     try:
         x = float(v)  # numeric strings too: YAML 1.1 reads 1e5 (no dot) as the string "1e5"
     except ValueError:
@@ -529,9 +567,9 @@ def _describe(exc: ValidationError, overridden: list[tuple[str, str]]) -> str:
         line = _describe_one(err)
         # a cross-field rule has no loc; its message starts with the key it is about
         key = _dotted(tuple(err["loc"])) or line.partition(":")[0]
-        for dotted, item in overridden:
+        for dotted, item in reversed(overridden):  # the last override of a key is the one that holds
             if key == dotted or key.startswith(dotted + ".") or key.startswith(dotted + "["):
-                line += f" (set by override {item!r})"
+                line += f" (set by override {_short_repr(item)})"
                 break
         lines.append(line)
     return "; ".join(lines)

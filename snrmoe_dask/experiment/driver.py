@@ -12,12 +12,14 @@ from typing import Iterator
 import numpy as np
 
 from ..core.alpha import is_selection
+from ..core.metrics import check_r2_defined
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
 from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
+from ..io.shards import refuse_duplicates
 from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import load_test_set, score
@@ -56,14 +58,31 @@ def cache_dir(cfg: ExperimentConfig) -> Path | None:
 
 
 def _open(cfg: ExperimentConfig):
-    """The training, test and (when alpha is chosen on it) validation sets as lazy Datasets."""
+    """The training, test and (when alpha is chosen on it) validation sets as lazy Datasets, checked
+    before any pass: layout, dtypes, the params columns the run reads, no file named twice, and test
+    and validation sets that R² can score."""
     root, target, rows = cfg.data.root, cfg.data.target, cfg.compute.block_rows
     if is_selection(cfg.model.alpha) and not cfg.data.val_file:
         raise InputError(f"model.alpha: {cfg.model.alpha!r} chooses alpha on a validation set; set data.val_file")
-    train = open_shards(cfg.data.train_shards, target=target, block_rows=rows, root=root)
-    test = open_shards([cfg.data.test_file], target=target, block_rows=rows, root=root)
-    val = (open_shards([cfg.data.val_file], target=target, block_rows=rows, root=root, first_shard=plan.VAL_SHARD_INDEX)
-           if is_selection(cfg.model.alpha) else None)
+    partition = cfg.partition
+    columns = [] if partition.is_snr else list(partition.columns)  # routing columns of the table
+    train_columns = columns + ["snr"] * (cfg.snr.method == "column")
+    test_columns = train_columns + ["snr"] * (cfg.noise.test == "pre_noised")
+    train = open_shards(cfg.data.train_shards, target=target, block_rows=rows, root=root, columns=train_columns)
+    test = open_shards([cfg.data.test_file], target=target, block_rows=rows, root=root, columns=test_columns)
+    val = (open_shards([cfg.data.val_file], target=target, block_rows=rows, root=root, first_shard=plan.VAL_SHARD_INDEX,
+                       columns=train_columns) if is_selection(cfg.model.alpha) else None)
+    scored = {"data.test_file": test, "data.val_file": val}
+    for key, ds in scored.items():
+        files = ds.attrs["files"] if ds is not None else []
+        if len(files) > 1:
+            raise InputError(f"{key}: {getattr(cfg.data, key.split('.')[1])!r} names {len(files)} files "
+                             f"({files[0]}, {files[1]}, ...); expected one")
+    sets = {"data.train_shards": train, **scored}
+    refuse_duplicates({key: [Path(f) for f in ds.attrs["files"]] for key, ds in sets.items() if ds is not None})
+    for key, ds in scored.items():
+        if ds is not None:
+            check_r2_defined(ds[target].values, f"{ds.attrs['files'][0]} ({key}, column {target!r})")
     check_feature_dim(cfg, train.sizes["pixel"])
     for ds in (test, val):
         if ds is None:

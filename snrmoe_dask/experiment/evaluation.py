@@ -16,9 +16,11 @@ from ..core.fold import PassResult
 from ..core.metrics import regression_metrics
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
+from ..core.repair import RepairCounts
 from ..engine.model import BinnedRidge
+from ..engine.segment import check_rows_fit
 from ..engine.spectra import load_spectra
-from ..engine.statistics import partition_labels, sample_values
+from ..engine.statistics import partition_labels, sample_values, where as sample_where
 from ..errors import InputError
 from .verdict import verdict
 
@@ -36,17 +38,19 @@ class TestSet:
     bins: np.ndarray
     features: np.ndarray | None = None
     noisy_snr: np.ndarray | None = None
+    repairs: RepairCounts | None = None  # pixels changed on read
 
 
 def load_test_set(ds, *, partition: Partition, target: str = card.TARGET, noise: NoiseSpec | None = None,
                   snr: str = card.SNR_METHOD, clip_flux: bool = True, pre_noised: bool = False,
-                  features: bool = False) -> TestSet:
+                  features: bool = False, precision: str = "float32") -> TestSet:
     """Read, repair and noise a test Dataset (e.g. ``open_shards(test_file)``) and bin it by ``partition``.
 
     noise: the test noise, drawn once from (noise.seed, shard, row) (default: the card's level with
     seed ``card.TEST_SEED``); the SNR comes from the noise-free flux. ``pre_noised``: the flux already
     holds its noise and is used as it is (not clipped), with the SNR of the ``snr`` variable / level.
-    features: also the gate's error-only features and the SNR of the noisy flux.
+    features: also the gate's error-only features and the SNR of the noisy flux. precision: that of
+    the training products; a spectrum whose squares overflow it is refused naming its file and row.
     """
     noise = noise or NoiseSpec(seed=card.TEST_SEED)
     where = ", ".join(ds.attrs.get("files", [])) or "the test set"
@@ -56,11 +60,12 @@ def load_test_set(ds, *, partition: Partition, target: str = card.TARGET, noise:
         spectra = load_spectra(ds, noise=NoiseSpec(noise.level, noise.seed, "none"), snr="column", clip_flux=False)
     else:
         spectra = load_spectra(ds, noise=noise, snr=snr, clip_flux=clip_flux)
+    check_rows_fit(spectra.flux, spectra.error, lambda i: sample_where(ds, i), noise.level, precision)
     try:  # by SNR or by table columns: the partition reads what it routes on
         bins = partition.assign(partition_labels(ds, partition, spectra.snr))
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
-    test = TestSet(spectra.flux, sample_values(ds, target, "target"), spectra.snr, bins)
+    test = TestSet(spectra.flux, sample_values(ds, target, "target"), spectra.snr, bins, repairs=spectra.repairs)
     if features:
         from ..core.gate import noisy_snr, quality_features
 
@@ -134,6 +139,8 @@ def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: Pas
         snr_train = train.snr_values
         results["snr"].update(train_median=float(np.median(snr_train)), train_max=float(snr_train.max()))
         results["repairs"] = train.repairs.to_dict()
+    if test.repairs is not None:
+        results["test_repairs"] = test.repairs.to_dict()
     if model.alpha_choice_ is not None:
         results["alpha"] = model.alpha_choice_.to_dict()
     return results, pd.DataFrame(predictions)
@@ -271,7 +278,8 @@ def evaluate(model: BinnedRidge, test, *, target: str = card.TARGET, noise: Nois
     snr_method = spec.snr_method if spec is not None else card.SNR_METHOD
     if not isinstance(test, TestSet):
         test = load_test_set(test, partition=partition, target=target, noise=noise, snr=snr_method,
-                             clip_flux=spec.clip_flux if spec is not None else True)
+                             clip_flux=spec.clip_flux if spec is not None else True,
+                             precision=spec.precision if spec is not None else "float32")
     results, _ = score(model, test, partition=partition, snr_method=snr_method, threshold=threshold,
                        bootstrap=bootstrap, seed=seed)
     return metrics_dataset(results)

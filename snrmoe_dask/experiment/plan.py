@@ -47,7 +47,8 @@ def test_options(cfg: ExperimentConfig) -> dict[str, Any]:
     """Keyword arguments of ``load_test_set`` (the partition is ``cfg.partition``)."""
     return {"target": cfg.data.target, "noise": NoiseSpec(cfg.noise.level, cfg.noise.test_seed, "sample"),
             "snr": cfg.snr.method, "clip_flux": cfg.preprocessing.clip_flux,
-            "pre_noised": cfg.noise.test == "pre_noised", "features": cfg.evaluation.deployable_gate}
+            "pre_noised": cfg.noise.test == "pre_noised", "features": cfg.evaluation.deployable_gate,
+            "precision": cfg.compute.precision}
 
 
 def score_options(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -83,7 +83,23 @@ def print_summary(results: dict) -> None:
                      + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
     if results.get("scaling"):
         lines.append(summary_line(results["scaling"]))
+    lines += repair_lines(results)
     lines.append(f"next step: {results['next_step']}")
     lines.append(f"wall time {results['timings_s']['total']:.1f} s; report: "
                  f"{Path(results.get('output_dir', '.')) / 'report.md'}")
     print("\n".join(lines))
+
+
+def repair_lines(results: dict) -> list[str]:
+    """A line per set (training, test) whose repairs on read changed more than 0.1 % of its pixels."""
+    from ..core.repair import REPAIR_LABELS, notable_repairs
+
+    data, lines = results.get("data") or {}, []
+    for name, key, rows in (("training", "repairs", "n_train"), ("test", "test_repairs", "n_test")):
+        pixels = data.get(rows, 0) * data.get("pixels", 0)
+        counts = notable_repairs(results.get(key), pixels)
+        if counts:
+            total = sum(counts.values())
+            lines.append(f"repairs: {total:,} of {pixels:,} {name} pixels ({total / pixels:.1%}) changed on read: "
+                         + ", ".join(f"{REPAIR_LABELS.get(kind, kind)} {n:,}" for kind, n in counts.items()))
+    return lines

@@ -466,6 +466,9 @@ class ShardCache:
         """
         path = self.path(key)
         if not path.is_file():
+            if path.exists():
+                log.warning("%s: not a cache file (something else has its name): left alone; the shard is "
+                            "recomputed", path)
             return None
         try:
             result, _ = _read(path, key)
@@ -531,6 +534,10 @@ class ShardCache:
         """
         meta = dict(meta or {})
         path = self.path(key)
+        if path.exists() and not path.is_file():
+            log.warning("%s: not a cache file (something else has its name): left alone; this shard's result is "
+                        "not cached", path)
+            return None
         head, arrays = _stored(result, content)
         why = _check_rows(result, arrays, content)
         if why:
@@ -636,11 +643,16 @@ def list_cache(root: str | os.PathLike) -> list[str]:
     """One line per cache file (key prefix, kind, source shard, rows, bins, size, age, last use) and a
     total line; the entries least recently used come first (they are the first to be evicted)."""
     root = Path(root)
-    if not root.is_dir():
+    if not _cache_folder(root):
         return [f"no cache at {root} (folder does not exist)"]
-    attrs = dict(_entries(root))
+    try:
+        attrs = dict(_entries(root))
+        strays = [f"{path.name[:12]}  not a file: not ours, left alone ({path})" for path in sorted(root.glob("*.h5"))
+                  if _ENTRY.fullmatch(path.name) and not path.is_file()]
+    except OSError as exc:
+        raise InputError(f"{root}: cannot list the cache folder: {exc.strerror}") from None
     entries = sorted(((p, attrs[p], st) for p, st in _stats(attrs)), key=lambda e: e[2].st_mtime_ns)
-    lines, total, now = [], 0, time.time()
+    lines, total, now = strays, 0, time.time()
     for path, attrs, st in entries:
         total += st.st_size
         size = f"{st.st_size / 1e6:.1f} MB"
@@ -693,17 +705,36 @@ def clear_cache(root: str | os.PathLike) -> int:
     are never touched; temporary files of a live run are kept.
     """
     root = Path(root)
-    if not root.is_dir():
+    if not _cache_folder(root):
         return 0
-    doomed = [path for path, _ in _entries(root)]
-    now = time.time()
-    for tmp in root.iterdir():
-        m = _TEMP.fullmatch(tmp.name)
-        if m and not m.group(1) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
-            doomed.append(tmp)
+    try:
+        doomed = [path for path, _ in _entries(root)]
+        now = time.time()
+        for tmp in root.iterdir():
+            m = _TEMP.fullmatch(tmp.name)
+            if m and not m.group(1) and tmp.is_file() and now - tmp.stat().st_mtime > STALE_TEMP_S:
+                doomed.append(tmp)
+        doomed += [path for path, _, alive in temp_files(root) if not alive]
+    except OSError as exc:
+        raise InputError(f"{root}: cannot list the cache folder: {exc.strerror}") from None
+    failed = []
     for path in doomed:
-        path.unlink(missing_ok=True)
-    return len(doomed) + len(remove_dead_temp_files(root))
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            failed.append((path, exc))
+    if failed:
+        path, exc = failed[0]
+        raise InputError(f"{path}: cannot delete: {exc.strerror}; removed {len(doomed) - len(failed)} of "
+                         f"{len(doomed)} cache files in {root}, {len(failed)} left")
+    return len(doomed)
+
+
+def _cache_folder(root: Path) -> bool:
+    """True if ``root`` is a folder, False if nothing is there; InputError if it is something else."""
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: is not a folder; expected the cache folder (compute.cache_dir)")
+    return root.exists()
 
 
 def _read_digests(path: str, blocks: np.ndarray, reader: RowReader) -> list[bytes]:
@@ -724,7 +755,7 @@ def verify_cache(root: str | os.PathLike) -> tuple[list[str], int]:
     or unreadable is kept (the disk may be unmounted) and reported.
     """
     root = Path(root)
-    if not root.is_dir():
+    if not _cache_folder(root):
         return [f"no cache at {root} (folder does not exist)"], 0
     lines, counts, seen = [], {"ok": 0, "changed": 0, "source missing": 0, "damaged": 0}, {}
     reader = RowReader()

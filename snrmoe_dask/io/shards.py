@@ -15,12 +15,14 @@ them pickles and runs under processes and on a dask.distributed cluster.
 from __future__ import annotations
 
 import glob
+import numbers
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -56,7 +58,8 @@ def expand_braces(pattern: str) -> list[str]:
 def resolve_shards(root: str | os.PathLike | None, patterns: str | Sequence[str]) -> list[Path]:
     """Paths of the shards named by brace ranges and globs, relative to ``root``, in the given order.
 
-    A literal path must exist; a glob must match at least one file.
+    A literal path must exist; a glob must match at least one file. Every path must be a regular
+    file (a folder, FIFO or device is refused: opening a FIFO would wait for a writer forever).
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -69,14 +72,49 @@ def resolve_shards(root: str | os.PathLike | None, patterns: str | Sequence[str]
                 hits = sorted(glob.glob(str(full)))
                 if not hits:
                     raise InputError(f"{full}: no file matches this pattern")
-                paths.extend(Path(h) for h in hits)
+                paths.extend(check_regular_file(Path(h)) for h in hits)
             else:
-                if not full.exists():
-                    raise InputError(f"{full}: file not found")
-                paths.append(full)
+                paths.append(check_regular_file(full))
     if not paths:
         raise InputError(f"no shard given (patterns {list(patterns)!r} under {base})")
     return paths
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def check_regular_file(path: Path) -> Path:
+    """``path`` if it is a regular file (or a link to one); InputError naming what it is otherwise."""
+    try:
+        mode = path.stat().st_mode  # follows links; never opens the file, so a FIFO cannot block here
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot access: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise InputError(f"{path}: is {kind}, expected an HDF5 shard file")
+    return path
+
+
+def refuse_duplicates(groups: Mapping[str, Sequence[Path]]) -> None:
+    """Refuse a file named twice, within a group or across groups (``{"data.train_shards": [...], ...}``).
+
+    Two names are the same file when they resolve to one inode (links and ``..`` included).
+    """
+    seen: dict[tuple[int, int], tuple[str, int, Path]] = {}
+    for group, paths in groups.items():
+        for position, path in enumerate(paths):
+            st = path.stat()
+            first = seen.setdefault((st.st_dev, st.st_ino), (group, position, path))
+            if first[:2] == (group, position):
+                continue
+            other_group, other_position, other = first
+            where = (f"positions {other_position} and {position} of {group}" if other_group == group
+                     else f"{other_group} (position {other_position}) and {group}")
+            same = "" if other == path else f" (as {other})"
+            raise InputError(f"{path}: the same file is listed twice{same}: {where}; each file may appear once")
 
 
 # ----------------------------------------------------------------------------- validation
@@ -93,8 +131,7 @@ class ShardInfo:
 
 
 def _h5open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
+    check_regular_file(path)
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -128,10 +165,49 @@ def read_params(path: str | os.PathLike) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def inspect_shard(path: str | os.PathLike, target: str | None = "log_g") -> ShardInfo:
+# Datasets of flux and error must hold floats of these sizes; the O_DIRECT reader takes native
+# float32 and h5py converts the others on read.
+FLOAT_SIZES = (2, 4, 8)
+
+
+def _check_float(path: Path, key: str, ds: h5py.Dataset) -> None:
+    if ds.dtype.kind != "f" or ds.dtype.itemsize not in FLOAT_SIZES:
+        raise InputError(f"{path}: {key} has dtype {ds.dtype}; expected float16, float32 or float64 "
+                         "(other types are not converted silently)")
+
+
+def _numeric_column(path: Path, params: pd.DataFrame, column: str, *, target: bool) -> None:
+    """Check a params column the run reads and store it as float64 in ``params``.
+
+    The target must be finite; ``snr`` must be >= 0 (+inf allowed: it goes to the top bin); a
+    routing column must not be NaN (its bins may reach +-inf). InputError names the first bad row.
+    """
+    raw = params[column]
+    numeric = raw.dtype == np.float64  # the usual table: checked in place, no copy
+    values = raw.to_numpy() if numeric else pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    if target:
+        bad, expected = ~np.isfinite(values), "a finite number"
+    elif column == "snr":
+        bad, expected = ~(values >= 0), "an SNR >= 0"  # NaN compares False
+    else:
+        bad, expected = np.isnan(values), "a number"
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = raw.iloc[row]
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        what = f"value {value}" if number else f"{value!r} is not a number"
+        raise InputError(f"{path}: params column {column!r} row {row}: {what}; expected {expected} "
+                         f"({int(bad.sum())} of {len(values)} rows are bad)")
+    if not numeric:
+        params[column] = values
+
+
+def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns: Sequence[str] = ()) -> ShardInfo:
     """Validate a shard's layout and read its small parts (wave, params). Arrays are not read.
 
-    target: a params column that must exist, or None.
+    Flux and error must be float arrays; the ``target`` column (None: no target) and the other params
+    ``columns`` a run reads (``snr``, routing columns) must hold numbers (see :func:`_numeric_column`);
+    they are stored as float64 in ``params``.
     """
     path = Path(path)
     with _h5open(path) as f:
@@ -144,6 +220,8 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g") -> Shar
             raise InputError(f"{path}: {FLUX_KEY} has shape {flux.shape}, expected (spectra, pixels)")
         if error.shape != flux.shape:
             raise InputError(f"{path}: {ERROR_KEY} has shape {error.shape} but {FLUX_KEY} has {flux.shape}")
+        _check_float(path, FLUX_KEY, flux)
+        _check_float(path, ERROR_KEY, error)
         n, d = flux.shape
         if n == 0:
             raise InputError(f"{path}: {FLUX_KEY} has 0 rows, expected at least one spectrum")
@@ -152,10 +230,18 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g") -> Shar
         wave_values = np.asarray(wave[...], dtype=np.float64)
         chunk_rows = flux.chunks[0] if flux.chunks else n
     params = read_params(path)
-    if target is not None and target not in params.columns:
-        raise InputError(f"{path}: params table has no column {target!r} (columns: {', '.join(map(str, params.columns))})")
+    read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
+    for column in read:
+        if column not in params.columns:
+            raise InputError(f"{path}: params table has no column {column!r} "
+                             f"(columns: {', '.join(map(str, params.columns))})")
     if len(params) != n:
         raise InputError(f"{path}: params table has {len(params)} rows but the arrays have {n} spectra")
+    for column in read:
+        _numeric_column(path, params, column, target=column == target)
+    if "snr" in params.columns and "snr" not in columns and not pd.api.types.is_numeric_dtype(params["snr"]):
+        # unused by this run (not snr.method: column), but carried along with the rows: never fail on it
+        params["snr"] = pd.to_numeric(params["snr"], errors="coerce")
     return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params)
 
 
@@ -169,9 +255,11 @@ def read_source(path: str | os.PathLike) -> str | None:
     return None if value is None else str(value)
 
 
-def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log_g") -> list[ShardInfo]:
-    """Validate every shard, and that all share one pixel count and one wavelength grid."""
-    infos = [inspect_shard(p, target) for p in paths]
+def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log_g",
+                   columns: Sequence[str] = ()) -> list[ShardInfo]:
+    """Validate every shard (see :func:`inspect_shard`), and that all share one pixel count and one
+    wavelength grid."""
+    infos = [inspect_shard(p, target, columns) for p in paths]
     first = infos[0]
     for other in infos[1:]:
         if other.d != first.d:

@@ -492,6 +492,27 @@ def simulate_set(out_root: str | os.PathLike, train: tuple[int, int], val: int, 
         jobs.append((root / f"test_{count_label(test)}_0" / "dataset.h5", test, ROLE_OFFSET["test"]))
     if not jobs:
         raise ConfigError("nothing to simulate: train, val and test are all empty")
-    with counter(sum(j[1] for j in jobs), "spectra", "simulate", enabled=progress) as bar:
-        return [simulate_shard(path, n, seed, shard_id, pixels, block_rows, workers, bar.update)
-                for path, n, shard_id in jobs]
+    _check_destination(root, [path for path, _, _ in jobs])
+    try:
+        with counter(sum(j[1] for j in jobs), "spectra", "simulate", enabled=progress) as bar:
+            return [simulate_shard(path, n, seed, shard_id, pixels, block_rows, workers, bar.update)
+                    for path, n, shard_id in jobs]
+    except OSError as exc:  # permissions, a full disk, a read-only file system
+        raise InputError(f"{exc.filename or root}: cannot write the simulated set: {exc.strerror or exc}") from None
+
+
+def _check_destination(root: Path, shards: list[Path]) -> None:
+    """Refuse, before writing anything, an OUT_ROOT that is not a folder (or lies under a file) and a
+    shard path taken by something that is not a file."""
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                under = "" if folder == root else f" lies under {folder}, which"
+                raise InputError(f"{root}:{under} is a file; expected a folder for the simulated shards "
+                                 "(created if missing)")
+            break
+    for path in shards:
+        if path.parent.exists() and not path.parent.is_dir():
+            raise InputError(f"{path.parent}: is a file; expected a folder for the simulated {path.name}")
+        if path.exists() and not path.is_file():
+            raise InputError(f"{path}: is not a regular file; expected the place of a simulated shard")

@@ -292,42 +292,87 @@ _MODEL_KEYS = ("r2", "mae", "rmse", "n_train", "n_test")
 _BIN_KEYS = ("n_train", "n_test", "expert", "global")
 
 
-def check_results(results: Any) -> None:
-    """Raise :class:`InputError` naming the first key the figures and report need but lack."""
+def check_results(results: Any, where: str = "results") -> None:
+    """Raise :class:`InputError` naming the first key the figures and report need but lack.
+
+    where: what the message names (e.g. the path of results.json).
+    """
     if not isinstance(results, Mapping):
-        raise InputError(f"results: expected a dict (parsed results.json), got {type(results).__name__}")
+        raise InputError(f"{where}: expected a dict (parsed results.json), got {type(results).__name__}")
     for key in ("decision", "threshold", "delta_r2", "models", "bins"):
         if key not in results:
-            raise InputError(f"results: missing key {key!r}")
+            raise InputError(f"{where}: missing key {key!r}")
     if not isinstance(results["models"], Mapping):
-        raise InputError(f"results: 'models' must be a dict of models, got {type(results['models']).__name__}")
+        raise InputError(f"{where}: 'models' must be a dict of models, got {type(results['models']).__name__}")
     for model in ("global", "oracle"):
         entry = results["models"].get(model)
         if not isinstance(entry, Mapping):
-            raise InputError(f"results: missing key 'models.{model}'")
+            raise InputError(f"{where}: missing key 'models.{model}'")
         for key in _MODEL_KEYS:
             if key not in entry:
-                raise InputError(f"results: missing key 'models.{model}.{key}'")
+                raise InputError(f"{where}: missing key 'models.{model}.{key}'")
+        _check_counts(entry, f"models.{model}", where)
     bins = results["bins"]
     if not isinstance(bins, Mapping) or not bins:
-        raise InputError(f"results: 'bins' must be a non-empty dict of SNR bins, got {bins!r}")
+        raise InputError(f"{where}: 'bins' must be a non-empty dict of SNR bins, got {bins!r}")
     for name, spec in bins.items():
+        if not isinstance(spec, Mapping):
+            raise InputError(f"{where}: 'bins.{name}' must be a dict, got {type(spec).__name__}")
         for key in _BIN_KEYS:
             if key not in spec:
-                raise InputError(f"results: missing key 'bins.{name}.{key}'")
-    if not math.isfinite(as_float(results["threshold"])):
-        raise InputError(f"results: threshold={results['threshold']!r}, expected a finite number")
+                raise InputError(f"{where}: missing key 'bins.{name}.{key}'")
+        _check_counts(spec, f"bins.{name}", where)
+        for key in ("expert", "global"):
+            if not isinstance(spec[key], Mapping):
+                raise InputError(f"{where}: 'bins.{name}.{key}' must be a dict of metrics, got {spec[key]!r}")
+    for key in _SECTIONS:
+        if key in results and not isinstance(results[key], Mapping):
+            raise InputError(f"{where}: {key!r} must be a dict, got {type(results[key]).__name__}")
+    if "pixels" in results.get("data", {}):
+        _check_counts(results["data"], "data", where, ("pixels",))
+    try:
+        threshold = as_float(results["threshold"])
+    except InputError:
+        threshold = math.nan
+    if not math.isfinite(threshold):
+        raise InputError(f"{where}: threshold={results['threshold']!r}, expected a finite number")
 
 
-def check_predictions(predictions: Any) -> pd.DataFrame:
-    """The predictions frame with the bin column as str; raises on missing columns."""
+# optional sections of results.json that the report reads as dicts
+_SECTIONS = ("snr", "repairs", "test_repairs", "data", "timings_s", "gate")
+
+
+def _check_counts(entry: Mapping[str, Any], at: str, where: str, keys: tuple[str, ...] = ("n_train", "n_test")) -> None:
+    for key in keys:
+        value = entry[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"{where}: '{at}.{key}' is {value!r}, expected a count (an integer >= 0)")
+
+
+# columns of numbers in predictions.csv (the deployable gate adds the last two); "bin" and "gate_bin" are names
+NUMBER_COLUMNS = ("y_true", "snr", "y_global", "y_oracle", "y_deployed", "y_noisy_snr")
+
+
+def check_predictions(predictions: Any, where: str = "predictions") -> pd.DataFrame:
+    """The predictions frame with the bin column as str and the number columns as float64; raises
+    InputError (prefixed by ``where``) on a missing column or a value that is not a number."""
     if not isinstance(predictions, pd.DataFrame):
-        raise InputError(f"predictions: expected a pandas DataFrame, got {type(predictions).__name__}")
+        raise InputError(f"{where}: expected a pandas DataFrame, got {type(predictions).__name__}")
     missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if missing:
-        raise InputError(f"predictions: missing column {missing[0]!r} "
+        raise InputError(f"{where}: missing column {missing[0]!r} "
                          f"(expected columns {', '.join(PREDICTION_COLUMNS)})")
-    return predictions.assign(bin=predictions["bin"].astype(str))
+    if predictions.empty:
+        raise InputError(f"{where}: no rows; expected one row per test spectrum")
+    numbers = {}
+    for column in (c for c in NUMBER_COLUMNS if c in predictions.columns):
+        values = pd.to_numeric(predictions[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        bad = np.flatnonzero(np.isnan(values))
+        if len(bad):
+            raise InputError(f"{where}: column {column!r} row {bad[0]}: {predictions[column].iloc[bad[0]]!r} "
+                             f"is not a number ({len(bad)} of {len(values)} rows)")
+        numbers[column] = values
+    return predictions.assign(bin=predictions["bin"].astype(str), **numbers)
 
 
 # ----------------------------------------------------------------------------- drawing helpers

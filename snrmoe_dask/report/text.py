@@ -558,6 +558,7 @@ def _design(results: Mapping[str, Any], t: Text) -> list[str]:
                          f"still computed as below, to describe the data")]
     return [t("## 🧪 实验设计", "## 🧪 Experiment design"), "",
             t("### 1. 数据", "### 1. Data"), "", *_table([t("项目", "Item"), t("值", "Value")], data_rows), "",
+            *_repairs_note(results, t),
             heading, "", *split_lines,
             f"- {_snr_method(snr.get('method'), t)}", f"- {snr_stats}",
             t(f"- 每个 bin 最少训练样本：{minimum:,}（不足则不训练 expert）" if minimum is not None else
@@ -568,6 +569,29 @@ def _design(results: Mapping[str, Any], t: Text) -> list[str]:
                      t("N_test（占比）", "N_test (share)"), "Expert"], bin_rows), "",
             t("### 3. 模型与评估", "### 3. Model and evaluation"), "",
             *_table([t("项目", "Item"), t("值", "Value")], model_rows), "", "---", ""]
+
+
+def _repairs_note(results: Mapping[str, Any], t: Text) -> list[str]:
+    """One sentence per set (training, test) whose repairs on read changed more than 0.1 % of its pixels."""
+    from ..core.repair import notable_repairs
+
+    data = results.get("data") or {}
+    labels = {"flux_negative": t("flux < 0 → 0", "flux < 0 → 0"),
+              "error_nan": t("error 为 NaN → 最近像素", "error NaN → nearest pixel"),
+              "error_nonpositive": t("error ≤ 0 → 1e-6", "error ≤ 0 → 1e-6")}
+    lines = []
+    for key, rows, name in (("repairs", data.get("n_train"), t("训练集", "training")),
+                            ("test_repairs", data.get("n_test"), t("测试集", "test"))):
+        pixels = int(as_float(rows) * as_float(data.get("pixels"))) if rows and data.get("pixels") else 0
+        counts = notable_repairs(results.get(key), pixels)
+        if counts:
+            total, kinds = sum(counts.values()), [(labels.get(k, k), n) for k, n in counts.items()]
+            share = _pct(total / pixels)
+            lines += [t(f"> ⚠️ 读取时的修复改动了{name} {pixels:,} 个像素中的 {total:,} 个（{share}）："
+                        + "；".join(f"{label} {n:,} 个" for label, n in kinds) + "。",
+                        f"> ⚠️ Repairs on read changed {total:,} of the {pixels:,} {name} pixels ({share}): "
+                        + "; ".join(f"{label} {n:,}" for label, n in kinds) + "."), ""]
+    return lines
 
 
 def _is_card_bin(name: str, spec: Mapping[str, Any]) -> bool:
@@ -1075,13 +1099,13 @@ def written_by_snrmoe(path: str | os.PathLike) -> bool:
     return MARK in tail
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
     """Write through a temporary file in the same folder and ``os.replace`` it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -1100,32 +1124,66 @@ def write_report(results: Mapping[str, Any], out_dir: str | os.PathLike, lang: s
     return path
 
 
-def update_tracking_block(path: str | os.PathLike, experiment_id: str, body: str) -> None:
-    """Insert or replace the block ``<!-- snrmoe:{id}:begin -->`` ... ``<!-- snrmoe:{id}:end -->`` in ``path``.
-
-    Idempotent: the same body gives the same file. A missing file is created; a new block is
-    appended after the existing text; text outside the block is kept byte for byte.
-    """
+def _markers(experiment_id: str) -> tuple[str, str]:
     experiment_id = str(experiment_id)
     if not experiment_id.strip() or any(s in experiment_id for s in ("-->", "\n", "\r", ":")):
         raise ConfigError(f"experiment_id={experiment_id!r}: expected a non-empty id without ':', '-->' or newlines")
-    path = Path(path)
-    begin, end = f"<!-- snrmoe:{experiment_id}:begin -->", f"<!-- snrmoe:{experiment_id}:end -->"
-    block = f"{begin}\n{body.strip(chr(10))}\n{end}"
+    return f"<!-- snrmoe:{experiment_id}:begin -->", f"<!-- snrmoe:{experiment_id}:end -->"
+
+
+def _read_tracking(path: Path, begin: str, end: str) -> tuple[str, tuple[int, int] | None]:
+    """(the file's text, the span of its block or None). A missing file reads as "" (it will be
+    created, but not its folder); the text keeps a BOM and every line ending as they are."""
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: is not a regular file; expected a markdown file to update (or none, to create)")
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise InputError(f"{path}: folder {path.parent} does not exist; the tracking file is created, not its folder")
+        return "", None
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the tracking file: {exc}") from None
-    start = text.find(begin)
-    if start >= 0:
-        stop = text.find(end, start)
-        if stop < 0:
-            raise InputError(f"{path}: found {begin} but no matching {end}")
-        new = text[:start] + block + text[stop + len(end):]
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the tracking file: {exc.strerror}") from None
+    starts, stops = text.count(begin), text.count(end)
+    if (starts, stops) == (0, 0):
+        return text, None
+    start, stop = text.find(begin), text.find(end)
+    if (starts, stops) != (1, 1) or stop < start:
+        line = text.count("\n", 0, min(p for p in (start, stop) if p >= 0)) + 1
+        raise InputError(f"{path}: found {starts} {begin} and {stops} {end} (the first at line {line}); "
+                         "expected one pair, begin before end, or none")
+    return text, (start, stop + len(end))
+
+
+def check_tracking_file(path: str | os.PathLike, experiment_id: str) -> None:
+    """Raise what :func:`update_tracking_block` would raise for ``path``, before a run writes anything."""
+    begin, end = _markers(experiment_id)
+    _read_tracking(Path(path).resolve(), begin, end)
+
+
+def update_tracking_block(path: str | os.PathLike, experiment_id: str, body: str) -> None:
+    """Insert or replace the block ``<!-- snrmoe:{id}:begin -->`` ... ``<!-- snrmoe:{id}:end -->`` in ``path``.
+
+    Idempotent: the same body gives the same file. A missing file is created (its folder must
+    exist); a new block is appended after the existing text. Every byte outside the block is kept
+    (a BOM, CRLF line endings, a missing final newline); the block's lines end like the file's.
+    A link is followed: the file it points to is updated. Written atomically, mode kept.
+    """
+    begin, end = _markers(experiment_id)
+    path = Path(path).resolve()
+    text, span = _read_tracking(path, begin, end)
+    nl = "\r\n" if "\r\n" in text else "\n"
+    block = nl.join([begin, *body.strip("\n").split("\n"), end])
+    if span:
+        new = text[:span[0]] + block + text[span[1]:]
     else:
-        new = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+        newlines = text[len(text.rstrip("\r\n")):].count("\n")  # a blank line before the block
+        new = text + nl * (max(0, 2 - newlines) if text else 0) + block + nl
     if new != text:
-        _atomic_write_text(path, new)
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+        _atomic_write_text(path, new, mode)
 
 
 def roadmap_block(results: Mapping[str, Any], lang: str = "zh") -> str:

@@ -1,0 +1,187 @@
+"""Faults on a real cluster: a `dask scheduler` and two `dask worker` processes on 127.0.0.1.
+
+A worker killed with SIGKILL mid-pass costs time, not results; a scheduler killed mid-run ends the
+command with one line naming its address, and a rerun on a fresh cluster reads the shards cached so far.
+The pass is made long enough to kill mid-way by many small blocks (16 rows); "mid-way" is observed,
+not timed: the faults are injected when the first shard's statistics appear in the cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from snrmoe_dask.cli import main
+from snrmoe_dask.io.shards import PARAM_COLUMNS, write_shard
+
+REPO = Path(__file__).resolve().parent.parent
+DASK = Path(sys.executable).with_name("dask")
+SHARDS, ROWS, PIXELS = 6, 2000, 64
+
+pytestmark = pytest.mark.skipif(not DASK.exists(), reason=f"no dask CLI at {DASK}")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Shards whose SNR spreads over the card's four bins and whose log g depends on the flux."""
+    root = tmp_path_factory.mktemp("cluster-data")
+    rng = np.random.default_rng(5)
+    wave = np.linspace(7100.0, 8850.0, PIXELS)
+    for name, n in [*((f"train_{k}", ROWS) for k in range(SHARDS)), ("test", 400)]:
+        flux = (1.0 + 0.2 * rng.standard_normal((n, PIXELS))).astype(np.float32)
+        error = (rng.uniform(0.08, 2.0, (n, 1)) * (0.3 + 0.05 * rng.random((n, PIXELS)))).astype(np.float32)
+        params = pd.DataFrame({c: rng.random(n) for c in PARAM_COLUMNS})
+        params["log_g"] = flux[:, :8].sum(axis=1) + 0.1 * rng.standard_normal(n)
+        write_shard(root / name / "dataset.h5", wave, flux, error, params, chunk_rows=16)
+    return root
+
+
+def run_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", str(REPO / "config" / "demo.yaml"), "-q", "--set", f"data.root={root}",
+            "--set", 'data.train_shards=["train_*/dataset.h5"]', "--set", "data.val_file=null",
+            "--set", "data.test_file=test/dataset.h5", "--set", f"data.feature_dim={PIXELS}",
+            "--set", f"output.dir={out}", "--set", f"compute.cache_dir={out}.cache", "--set", "compute.cache_min_gflop=0", "--set", "compute.block_rows=16",
+            "--set", "evaluation.bootstrap=0", "--set", "evaluation.min_bin_samples=50", "--set", "model.alpha=10",
+            *extra]
+
+
+def numbers(out: Path) -> dict:
+    r = json.loads((out / "results.json").read_text())
+    return {k: r[k] for k in ("decision", "delta_r2", "models", "bins", "snr", "repairs")}
+
+
+@pytest.fixture(scope="module")
+def threaded(data, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("threaded") / "res"
+    assert main(run_args(data, out, "--set", "compute.cache=false")) == 0
+    result = numbers(out)
+    assert sum(b["n_train"] > 0 for b in result["bins"].values()) >= 3  # the pass splits into several bins
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A scheduler and two single-threaded workers (no nanny: a killed worker stays dead)."""
+
+    def __init__(self, logs: Path):
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.scheduler = self._start(logs / "scheduler.log", "scheduler", "--host", "127.0.0.1",
+                                     "--port", self.address.rsplit(":", 1)[1], "--no-dashboard")
+        self.workers = [self._start(logs / f"worker{i}.log", "worker", self.address, "--nthreads", "1", "--no-nanny",
+                                    "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}") for i in range(2)]
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+
+    @staticmethod
+    def _start(log: Path, *argv: str) -> subprocess.Popen:
+        return subprocess.Popen([str(DASK), *argv], stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.scheduler]:  # workers first: they would wait for a lost scheduler
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path):
+    started = []
+
+    def start() -> Cluster:
+        started.append(Cluster(tmp_path / f"logs{len(started)}"))
+        return started[-1]
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+def start_run(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "snrmoe_dask.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_first_entry(cache: Path, run: subprocess.Popen) -> int:
+    """Block until the pass has cached its first shard; return how many shards are cached then."""
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("*.h5")):
+        assert run.poll() is None, run.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no shard was cached within 120 s"
+        time.sleep(0.02)
+    return len(list(cache.glob("*.h5")))
+
+
+def test_worker_killed_mid_pass_costs_time_not_results(data, threaded, cluster_factory, tmp_path):
+    cluster = cluster_factory()
+    out = tmp_path / "res"
+    run = start_run(run_args(data, out, "--scheduler", cluster.address))
+    cached = wait_for_first_entry(Path(f"{out}.cache"), run)
+    cluster.workers[0].send_signal(signal.SIGKILL)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-3000:]
+    assert cached < SHARDS  # the worker died with shards left to sum
+    assert cluster.workers[0].poll() == -signal.SIGKILL
+    assert numbers(out) == threaded
+
+
+def test_scheduler_killed_mid_run_is_one_line_and_rerun_resumes(data, threaded, cluster_factory, tmp_path):
+    first = cluster_factory()
+    out, cache = tmp_path / "res", Path(f"{tmp_path / 'res'}.cache")
+    run = start_run(run_args(data, out, "--scheduler", first.address))
+    cached = wait_for_first_entry(cache, run)
+    first.scheduler.send_signal(signal.SIGKILL)
+    _, err = run.communicate(timeout=120)
+    errors = [line for line in err.splitlines() if line.startswith("snrmoe: error: ")]
+    assert run.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0]
+    assert first.address in errors[0] and "lost the connection to the scheduler" in errors[0]
+    assert not out.exists()
+    first.stop()  # its workers may finish what they were running; then they are stopped
+
+    done = sorted(p.name for p in cache.glob("*.h5"))
+    assert cached <= len(done) <= SHARDS  # the workers finish what they ran when the scheduler died
+    second = cluster_factory()
+    rerun = start_run(run_args(data, out, "--scheduler", second.address))
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-3000:]
+    assert f"train pass: {len(done)} shard(s) from the cache" in err
+    assert f"{SHARDS - len(done)} to compute" in err
+    assert numbers(out) == threaded
+    assert set(done) <= {p.name for p in cache.glob("*.h5")}
+
+
+def test_workers_that_keep_dying_are_one_line_naming_the_scheduler():
+    # KilledWorker: distributed gives up on a task after allowed-failures worker deaths (out of memory...)
+    from distributed.scheduler import KilledWorker
+
+    from snrmoe_dask.engine.cluster import _cluster_errors
+    from snrmoe_dask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="workers of tcp://10.0.0.1:8786 died while running a task") as info:
+        with _cluster_errors("tcp://10.0.0.1:8786"):
+            raise KilledWorker("segment-0-0-abc", SimpleNamespace(address="tcp://10.0.0.2:40000"), 3)
+    assert "4 workers ran 'segment-0-0-abc'" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="a task's own error"):  # anything else passes through unchanged
+        with _cluster_errors("tcp://10.0.0.1:8786"):
+            raise ValueError("a task's own error")
