@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from snrmoe_dask.core.stats import BinStats
+from snrmoe_dask.core.stats import BinStats, GramTiles
 from snrmoe_dask.errors import ConfigError, InputError
 
 NAMES = ("H", "M", "L", "X")
@@ -73,17 +73,28 @@ def test_wide_spectra_gram_panels():
         assert np.array_equal(stats.S[k], stats.S[k].T)
 
 
-def test_upper_only_accumulation_then_one_mirror_is_identical():
-    """The running sum adds only upper Gram panels and mirrors once: same bits as mirroring each block."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_upper_tiles_then_one_mirror_equal_a_dense_sum_mirrored_each_block(dtype):
+    """A pass holds only the upper triangle's tiles and mirrors once, when S is read: the same bits as
+    adding every block into dense (K, D, D) sums and mirroring after each."""
     x, y, bins = spectra_like(n=300, d=1100, seed=4)
-    each = accumulate(x, y, bins, block=70, dtype=np.float32)
-    once = fresh(x, y)
-    for i in range(0, len(x), 70):
-        once.add_block(x[i:i + 70], y[i:i + 70], bins[i:i + 70], dtype=np.float32, mirror=False)
-    assert not np.array_equal(once.S, each.S)
-    once.mirror()
+    tiles = fresh(x, y)
+    dense = fresh(x, y)
+    dense.S = np.zeros((dense.n_bins, dense.d, dense.d))  # the dense path, as statistics loaded from a file
+    for i in range(0, len(x), 30):
+        tiles.add_block(x[i:i + 30], y[i:i + 30], bins[i:i + 30], dtype=dtype, mirror=False)
+        dense.add_block(x[i:i + 30], y[i:i + 30], bins[i:i + 30], dtype=dtype, mirror=True)
+    assert isinstance(tiles._S, GramTiles) and tiles._S.data.size < 0.55 * dense.S.size
+    halves = fresh(x, y)  # and partial sums add up tile by tile
+    other = fresh(x, y)
+    for i in range(0, len(x), 30):  # the same blocks, the first four summed apart
+        (halves if i < 120 else other).add_block(x[i:i + 30], y[i:i + 30], bins[i:i + 30], dtype=dtype)
+    halves += other
+    assert np.array_equal(tiles.S, tiles.S.transpose(0, 2, 1))
     for f in FIELDS:
-        assert np.array_equal(getattr(once, f), getattr(each, f)), f
+        assert np.array_equal(getattr(tiles, f), getattr(dense, f)), f
+        np.testing.assert_allclose(getattr(halves, f), getattr(tiles, f), rtol=0,
+                                   atol=1e-6 * np.abs(getattr(tiles, f)).max()), f
 
 
 def test_blocks_equal_one_block(data):

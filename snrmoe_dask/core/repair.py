@@ -60,14 +60,16 @@ def repair_block(flux: np.ndarray, error: np.ndarray, clip_flux: bool = True) ->
     if clip_flux and lo < 0:
         counts.flux_negative = int(np.count_nonzero(flux < 0))
         np.maximum(flux, 0, out=flux)
-    if np.isnan(error.min(initial=np.inf)):
+    lo = error.min(initial=np.inf)
+    if np.isnan(lo):
         nan = np.isnan(error)
         counts.error_nan = int(nan.sum())
         for i in np.flatnonzero(nan.any(axis=1)):
             if nan[i].all():
                 raise ValueError(f"row {i}: error is NaN at every pixel, cannot repair")
             _fill_nearest(error[i], nan[i])
-    lo, hi = error.min(initial=np.inf), error.max(initial=-np.inf)
+        lo = error.min(initial=np.inf)  # the NaNs are now their neighbours' values
+    hi = error.max(initial=-np.inf)
     if np.isinf(hi) or np.isinf(lo):
         row = int(np.argwhere(~np.isfinite(error))[0, 0])
         raise ValueError(f"row {row}: error contains inf, expected finite values")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from dataclasses import dataclass
+import threading
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -58,74 +58,145 @@ def _mirror_upper(g: np.ndarray) -> None:
             np.copyto(g[j:j1, i:i1], g[i:i1, j:j1].T)
 
 
-def _add_gram_upper(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray) -> None:
-    """acc (D, D) float64 += xb.T @ xb for xb (rows, D), on and above the diagonal only.
+@functools.lru_cache(maxsize=8)
+def gram_tiles(d: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The tiles (i0, i1, j0, j1) of a D x D Gram's upper triangle, halved recursively.
 
-    numpy's ``xb.T @ xb`` does call BLAS syrk (half the flops) but then fills the lower triangle
-    with a slow strided loop, and a full D x D product would be added to the float64 sum on every
-    block. Here the upper triangle is halved recursively: each off-diagonal square is one large
-    GIL-free matmul (few re-reads of xb), and only the small diagonal blocks compute a wasted lower
-    half (~52 % of the gemm flops at D = 4096). The lower triangle of ``acc`` is left stale: see
-    :meth:`BinStats.mirror`. buf: flat scratch of xb's dtype, min(D, _GRAM_TILE)**2 elements at least.
+    numpy's ``x.T @ x`` does call BLAS syrk (half the flops) but then fills the lower triangle with
+    a slow strided loop. Here the upper triangle is halved recursively: each off-diagonal square is
+    one large matmul (few re-reads of x, at most _GRAM_TILE wide), and only the small diagonal blocks
+    (_GRAM_LEAF wide, multiplied whole) compute a wasted lower half: ~52 % of the full product's flops
+    at D = 4096. The tiles are disjoint and cover the upper triangle.
     """
-    _add_triangle(xb, acc, buf, 0, xb.shape[1])
+    tiles: list[tuple[int, int, int, int]] = []
+
+    def triangle(lo: int, hi: int) -> None:
+        if hi - lo <= _GRAM_LEAF:
+            tiles.append((lo, hi, lo, hi))
+            return
+        mid = (lo + hi) // 2
+        triangle(lo, mid)
+        triangle(mid, hi)
+        for i in range(lo, mid, _GRAM_TILE):
+            for j in range(mid, hi, _GRAM_TILE):
+                tiles.append((i, min(i + _GRAM_TILE, mid), j, min(j + _GRAM_TILE, hi)))
+
+    triangle(0, d)
+    return tuple(tiles)
 
 
-def _add_triangle(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray, lo: int, hi: int) -> None:
-    if hi - lo <= _GRAM_LEAF:
-        _add_product(xb, acc, buf, lo, hi, lo, hi)
-        return
-    mid = (lo + hi) // 2
-    _add_triangle(xb, acc, buf, lo, mid)
-    _add_triangle(xb, acc, buf, mid, hi)
-    for i in range(lo, mid, _GRAM_TILE):
-        for j in range(mid, hi, _GRAM_TILE):
-            _add_product(xb, acc, buf, i, min(i + _GRAM_TILE, mid), j, min(j + _GRAM_TILE, hi))
+_scratch = threading.local()
 
 
-def _add_product(xb: np.ndarray, acc: np.ndarray, buf: np.ndarray, i0: int, i1: int, j0: int, j1: int) -> None:
-    """acc[i0:i1, j0:j1] += xb[:, i0:i1].T @ xb[:, j0:j1], through a contiguous tile of buf."""
-    tile = buf[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
-    np.matmul(xb[:, i0:i1].T, xb[:, j0:j1], out=tile)
-    target = acc[i0:i1, j0:j1]
-    np.add(target, tile, out=target)
+def _scratch_tile(size: int, dtype: np.dtype) -> np.ndarray:
+    """A flat scratch buffer of at least ``size`` values, kept per thread: a fresh one per block would
+    cost the kernel a page fault and a page clear for every page of it."""
+    key = f"tile_{np.dtype(dtype).name}"
+    buf = getattr(_scratch, key, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        setattr(_scratch, key, buf)
+    return buf
+
+
+class GramTiles:
+    """The Gram sums S_k of K bins while a pass accumulates them: only the upper triangle, as the
+    contiguous float64 tiles of :func:`gram_tiles` (about half of K x D x D), so that each block's
+    product is added to contiguous memory and partial sums add up tile by tile. :meth:`dense` gives
+    the symmetric (K, D, D) matrices.
+    """
+
+    def __init__(self, k: int, d: int, data: np.ndarray | None = None) -> None:
+        self.k, self.d, self.tiles = k, d, gram_tiles(d)
+        sizes = [(i1 - i0) * (j1 - j0) for i0, i1, j0, j1 in self.tiles]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.data = np.zeros((k, int(self.offsets[-1]))) if data is None else data
+
+    def _tile(self, k: int, t: int) -> np.ndarray:
+        i0, i1, j0, j1 = self.tiles[t]
+        return self.data[k, self.offsets[t]:self.offsets[t + 1]].reshape(i1 - i0, j1 - j0)
+
+    def add_products(self, k: int, xb: np.ndarray) -> bool:
+        """S_k += xb.T @ xb on the tiles, for the rows xb (rows, D) of bin k, in xb's precision.
+
+        Returns False when a product overflowed (a non-finite diagonal: |S_ij| <= max(S_ii, S_jj))."""
+        scratch = _scratch_tile(min(self.d, _GRAM_TILE) ** 2, xb.dtype)
+        finite = True
+        for t, (i0, i1, j0, j1) in enumerate(self.tiles):
+            product = scratch[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+            np.matmul(xb[:, i0:i1].T, xb[:, j0:j1], out=product)
+            if i0 == j0:
+                finite = finite and bool(np.isfinite(np.diagonal(product)).all())
+            target = self._tile(k, t)
+            np.add(target, product, out=target)
+        return finite
+
+    def add_diagonal(self, k: int, values: np.ndarray) -> None:
+        """S_k += diag(values (D,))."""
+        for t, (i0, i1, j0, _) in enumerate(self.tiles):
+            if i0 == j0:
+                tile = self._tile(k, t)
+                tile[np.diag_indices(i1 - i0)] += values[i0:i1]
+
+    def __iadd__(self, other: "GramTiles") -> "GramTiles":
+        np.add(self.data, other.data, out=self.data)
+        return self
+
+    def copy(self) -> "GramTiles":
+        return GramTiles(self.k, self.d, self.data.copy())
+
+    def dense(self) -> np.ndarray:
+        """(K, D, D) the symmetric S_k: the tiles in place, their upper triangle mirrored below."""
+        out = np.zeros((self.k, self.d, self.d))
+        for k in range(self.k):
+            for t, (i0, i1, j0, j1) in enumerate(self.tiles):
+                out[k, i0:i1, j0:j1] = self._tile(k, t)
+            _mirror_upper(out[k])
+        return out
 
 
 def _float32_exact(c: np.ndarray) -> np.ndarray:
     return c.astype(np.float32).astype(np.float64)
 
 
-@dataclass(eq=False)
 class BinStats:
     """Sums over the spectra of K bins; see the module docstring.
 
     names (K,); c (D,) float64; y0 float; n (K,) int64; s (K, D); S (K, D, D); t (K,); u (K, D);
     q (K,), all float64. ``+`` and ``+=`` add two sets of statistics exactly (same names, c, y0).
+    While a pass accumulates them (from :meth:`zeros`), S is held as :class:`GramTiles` (the upper
+    triangle only); reading ``S`` turns it into the (K, D, D) symmetric matrices once.
     """
 
-    names: tuple[str, ...]
-    c: np.ndarray
-    y0: float
-    n: np.ndarray
-    s: np.ndarray
-    S: np.ndarray
-    t: np.ndarray
-    u: np.ndarray
-    q: np.ndarray
-
-    def __post_init__(self):
-        self.names = tuple(str(name) for name in self.names)
-        self.c = np.asarray(self.c, dtype=np.float64)
-        self.y0 = float(self.y0)
-        self.n = np.asarray(self.n, dtype=np.int64)
-        for field in ("s", "S", "t", "u", "q"):
-            setattr(self, field, np.asarray(getattr(self, field), dtype=np.float64))
+    def __init__(self, names: Sequence[str], c: np.ndarray, y0: float, n: np.ndarray, s: np.ndarray,
+                 S: np.ndarray | GramTiles, t: np.ndarray, u: np.ndarray, q: np.ndarray) -> None:
+        self.names = tuple(str(name) for name in names)
+        self.c = np.asarray(c, dtype=np.float64)
+        self.y0 = float(y0)
+        self.n = np.asarray(n, dtype=np.int64)
+        self.s, self.t, self.u, self.q = (np.asarray(a, dtype=np.float64) for a in (s, t, u, q))
+        self._S = S if isinstance(S, GramTiles) else np.asarray(S, dtype=np.float64)
         k, d = len(self.names), self.c.shape[0] if self.c.ndim == 1 else -1
         expected = {"c": (d,), "n": (k,), "s": (k, d), "S": (k, d, d), "t": (k,), "u": (k, d), "q": (k,)}
         for field, shape in expected.items():
-            if getattr(self, field).shape != shape:
-                raise InputError(f"BinStats: {field} has shape {getattr(self, field).shape}; expected {shape} "
-                                 f"for {k} bins and {d} pixels")
+            value = self._S if field == "S" else getattr(self, field)
+            got = (value.k, value.d, value.d) if isinstance(value, GramTiles) else value.shape
+            if got != shape:
+                raise InputError(f"BinStats: {field} has shape {got}; expected {shape} for {k} bins and {d} pixels")
+
+    @property
+    def S(self) -> np.ndarray:
+        """(K, D, D) the Gram sums, symmetric."""
+        if isinstance(self._S, GramTiles):
+            self._S = self._S.dense()
+        return self._S
+
+    @S.setter
+    def S(self, value: np.ndarray) -> None:
+        self._S = np.asarray(value, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"BinStats(names={self.names}, d={self.d}, n={self.n.tolist()})"
 
     # ------------------------------------------------------------------------- construction
     @classmethod
@@ -141,10 +212,11 @@ class BinStats:
             raise InputError(f"BinStats: y0 must be finite, got {y0!r}")
         k, d = len(names), c.shape[0]
         return cls(names, _float32_exact(c), float(y0), np.zeros(k, np.int64), np.zeros((k, d)),
-                   np.zeros((k, d, d)), np.zeros(k), np.zeros((k, d)), np.zeros(k))
+                   GramTiles(k, d), np.zeros(k), np.zeros((k, d)), np.zeros(k))
 
     def copy(self) -> "BinStats":
-        return BinStats(self.names, self.c.copy(), self.y0, *(getattr(self, f).copy() for f in ARRAYS[1:]))
+        return BinStats(self.names, self.c.copy(), self.y0, self.n.copy(), self.s.copy(), self._S.copy(),
+                        self.t.copy(), self.u.copy(), self.q.copy())
 
     @property
     def n_bins(self) -> int:
@@ -186,7 +258,7 @@ class BinStats:
 
         The products (x - c) and (x - c)^T (x - c) are computed in ``dtype`` (float32 or float64)
         and added to the float64 sums. Rows not already sorted by bin are sorted into one (B, D)
-        copy so that each bin's Gram is a few BLAS calls on contiguous rows (see ``_add_gram_upper``).
+        copy so that each bin's Gram is a few BLAS calls on contiguous rows (see :func:`gram_tiles`).
         ``overwrite_x=True`` lets rows that are already sorted, and of ``dtype``, be shifted in place.
 
         With ``mirror=False`` only the upper triangle of S is updated; call :meth:`mirror` once
@@ -228,7 +300,6 @@ class BinStats:
         if not all(r is None or np.isfinite(r).all() for r in sums):
             raise ProductOverflow("BinStats: x holds NaN or inf values (non-finite rows, or sums that overflow "
                                   f"{dtype})")
-        buf = np.empty(min(self.d, _GRAM_TILE) ** 2, dtype=dtype)
         for k, (a, b) in enumerate(zip(starts, stops)):
             if b == a:
                 continue
@@ -238,17 +309,31 @@ class BinStats:
             self.s[k] += sums[k][:, 0]
             self.u[k] += sums[k][:, 1]
             with np.errstate(over="ignore", invalid="ignore"):
-                _add_gram_upper(xs[a:b], self.S[k], buf)
-            # |S_ij| <= max(S_ii, S_jj): a finite diagonal means no product of the block overflowed
-            if not np.isfinite(np.diagonal(self.S[k])).all():
+                finite = self._add_products(k, xs[a:b])
+            if not finite:
                 raise ProductOverflow(f"BinStats: the {dtype} products of bin {self.names[k]!r} overflow")
         if mirror:
             self.mirror()
 
+    def _add_products(self, k: int, xb: np.ndarray) -> bool:
+        """S_k += xb.T @ xb, upper triangle only (see :func:`gram_tiles`), in xb's precision; False when
+        a product overflowed."""
+        if isinstance(self._S, GramTiles):
+            return self._S.add_products(k, xb)
+        block = GramTiles(1, self.d)
+        finite = block.add_products(0, xb)
+        for t, (i0, i1, j0, j1) in enumerate(block.tiles):
+            target = self._S[k, i0:i1, j0:j1]
+            np.add(target, block._tile(0, t), out=target)
+        return finite
+
     def mirror(self) -> None:
-        """Copy the upper triangle of every S_k onto its lower triangle, in place."""
+        """Copy the upper triangle of every S_k onto its lower triangle, in place (held tiles need not:
+        reading ``S`` mirrors them)."""
+        if isinstance(self._S, GramTiles):
+            return
         for k in range(self.n_bins):
-            _mirror_upper(self.S[k])
+            _mirror_upper(self._S[k])
 
     def add_noise_variance(self, error: np.ndarray, bin_idx: np.ndarray, level: float) -> None:
         """Add the expected effect of noise ``z * error * level`` on the sums, in place.
@@ -266,7 +351,10 @@ class BinStats:
                 added = np.float64(level) ** 2 * variance
             if not np.isfinite(added).all():
                 raise ProductOverflow(f"BinStats: the expected noise variance (level {level:g}) overflows float64")
-            self.S[k, diagonal, diagonal] += added
+            if isinstance(self._S, GramTiles):
+                self._S.add_diagonal(k, added)
+            else:
+                self._S[k, diagonal, diagonal] += added
 
     # ------------------------------------------------------------------------- algebra
     def _check_compatible(self, other) -> None:
@@ -281,8 +369,12 @@ class BinStats:
 
     def __iadd__(self, other: "BinStats") -> "BinStats":
         self._check_compatible(other)
-        for field in ARRAYS[1:]:
+        for field in ("n", "s", "t", "u", "q"):
             np.add(getattr(self, field), getattr(other, field), out=getattr(self, field))
+        if isinstance(self._S, GramTiles) and isinstance(other._S, GramTiles):
+            self._S += other._S  # both upper triangles: tile by tile, half the values
+        else:
+            np.add(self.S, other.S, out=self.S)
         return self
 
     def __add__(self, other: "BinStats") -> "BinStats":
