@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Rows per chunk when predicting from float32 spectra: bounds the float64 copy to 128 MiB at D = 4096.
 _PREDICT_CHUNK_ROWS = 4096
+# Rows of the Gram updated at a time: bounds the outer-product temporary to 16 MiB at D = 4096.
+_ROW_CHUNK = 512
 
 
 @dataclass(eq=False)
@@ -93,7 +95,8 @@ def _scale(var: np.ndarray, mean: np.ndarray, shift: np.ndarray, n: int) -> np.n
 class ScaledRidge:
     """The StandardScaler + Ridge problem of one bin, prepared once for any number of alphas.
 
-    gram (D, D): the scaled centred Gram A = diag(1/sigma) M diag(1/sigma); rhs (D,): b = C_xy / sigma;
+    gram (D, D): the scaled centred Gram A = diag(1/sigma) M diag(1/sigma), C-ordered, in its upper
+    triangle (diagonal included; the lower triangle is not read); rhs (D,): b = C_xy / sigma;
     mean (D,): the bin's mean (Ridge centres on it); scale (D,): the scaler's; y_mean: y0 + t/n;
     n: training spectra (see ``ridge`` module docstring).
     """
@@ -122,7 +125,10 @@ class ScaledRidge:
             raise InputError(f"bin {stats.names[k]!r} has no training spectra; cannot fit a Ridge model")
         s, t = stats.s[k], float(stats.t[k])
         mean = stats.c + s / n
-        gram = stats.S[k] - np.outer(s, s / n)
+        gram = stats.upper_gram(k)
+        for i in range(0, stats.d, _ROW_CHUNK):  # M = S - s s^T / n, a few rows at a time (no D x D temporary)
+            rows = slice(i, i + _ROW_CHUNK)
+            gram[rows] -= np.outer(s[rows], s / n)
         scale = _scale(np.clip(np.diag(gram) / n, 0.0, None), mean, stats.c, n) if scaler is None else scaler[1]
         gram /= scale[:, None]
         gram /= scale[None, :]
@@ -137,22 +143,29 @@ class ScaledRidge:
                           scaler_mean_=self.mean if self.scaler_mean is None else self.scaler_mean,
                           scaler_scale_=self.scale, alpha_=alpha, n_train_=self.n)
 
-    def model(self, alpha: float) -> RidgeModel:
-        """The fitted model at ``alpha`` by one Cholesky of A + alpha I, O(D^3)."""
+    def model(self, alpha: float, work: np.ndarray | None = None) -> RidgeModel:
+        """The fitted model at ``alpha`` by one Cholesky of A + alpha I, O(D^3).
+
+        work: a (D, D) float64 C-ordered scratch to factorise in (its values are overwritten): reusing
+        one across models and alphas spares the page faults of a fresh D x D array each time."""
         alpha = _check_alpha(alpha)
         try:
-            factor = scipy.linalg.cho_factor(self._shifted(alpha), overwrite_a=True, check_finite=False)
+            # the transpose of the C-ordered copy is Fortran-ordered, its lower triangle A's upper one:
+            # LAPACK factorises it in place, with no other copy and no need of a mirrored A
+            factor = scipy.linalg.cho_factor(self._shifted(alpha, work).T, lower=True, overwrite_a=True,
+                                             check_finite=False)
             w = scipy.linalg.cho_solve(factor, self.rhs, check_finite=False)
         except np.linalg.LinAlgError:
             log.warning("bin %r: the scaled Gram + alpha I (alpha=%g) is not positive definite; "
                         "using a least-squares solution instead", self.name, alpha)
-            w = scipy.linalg.lstsq(self._shifted(alpha), self.rhs)[0]
+            upper = self._shifted(alpha)
+            w = scipy.linalg.lstsq(np.triu(upper) + np.triu(upper, 1).T, self.rhs)[0]
         return self._model(w, alpha)
 
-    def _shifted(self, alpha: float) -> np.ndarray:
-        """(D, D) A + alpha I, Fortran-ordered so that LAPACK factorises it in place without another copy."""
-        # A is symmetric: its transpose is the same matrix, and copying that view is a plain memcpy
-        a = self.gram.T.copy(order="F")
+    def _shifted(self, alpha: float, work: np.ndarray | None = None) -> np.ndarray:
+        """(D, D) A + alpha I, C-ordered (upper triangle valid), in ``work`` or a new array."""
+        a = np.empty_like(self.gram) if work is None else work
+        np.copyto(a, self.gram)
         a[np.diag_indices_from(a)] += alpha
         return a
 

@@ -195,6 +195,17 @@ class BinStats:
     def S(self, value: np.ndarray) -> None:
         self._S = np.asarray(value, dtype=np.float64)
 
+    def upper_gram(self, bin: str | int) -> np.ndarray:
+        """(D, D) a new C-ordered copy of S_k whose upper triangle (diagonal included) holds the sums;
+        its lower triangle is not to be read. What a solver needs, without mirroring held tiles."""
+        k = self.index(bin)
+        if not isinstance(self._S, GramTiles):
+            return self._S[k].copy()
+        out = np.zeros((self.d, self.d))
+        for t, (i0, i1, j0, j1) in enumerate(self._S.tiles):
+            out[i0:i1, j0:j1] = self._S._tile(k, t)
+        return out
+
     def __repr__(self) -> str:
         return f"BinStats(names={self.names}, d={self.d}, n={self.n.tolist()})"
 
@@ -385,9 +396,19 @@ class BinStats:
 
     def _combine(self, names: Sequence[str], members: Sequence[Sequence[int]]) -> "BinStats":
         def pick(a: np.ndarray) -> np.ndarray:
-            return np.stack([a[list(m)].sum(axis=0) for m in members])
+            # adds in member order, one bin at a time: no (members x D x D) temporary
+            out = np.empty((len(members), *a.shape[1:]), dtype=a.dtype)
+            for i, m in enumerate(members):
+                out[i] = a[m[0]]
+                for j in m[1:]:
+                    out[i] += a[j]
+            return out
 
-        return BinStats(tuple(names), self.c.copy(), self.y0, *(pick(getattr(self, f)) for f in ARRAYS[1:]))
+        # held tiles combine as tiles (half the values); S is then mirrored once, for the new bins only
+        S = (GramTiles(len(members), self.d, pick(self._S.data)) if isinstance(self._S, GramTiles)
+             else pick(self._S))
+        return BinStats(tuple(names), self.c.copy(), self.y0, pick(self.n), pick(self.s), S, pick(self.t),
+                        pick(self.u), pick(self.q))
 
     def total(self, name: str = "global") -> "BinStats":
         """One bin named ``name`` holding the sum over all bins: the global model's statistics."""

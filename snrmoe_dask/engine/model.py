@@ -125,12 +125,15 @@ class BinnedRidge(BaseEstimator):
         alphas = self._alphas(train, shared)
         names = list(train.names)
         self.n_features_in_ = train.d
-        self.global_ = self._problem(GLOBAL, lambda: train.total(GLOBAL), 0, None).model(alphas[GLOBAL])
+        if getattr(self, "_work", None) is None or self._work.shape != (train.d, train.d):
+            self._work = np.empty((train.d, train.d))  # one factorisation scratch for every solve
+        work = self._work
+        self.global_ = self._problem(GLOBAL, lambda: train.total(GLOBAL), 0, None).model(alphas[GLOBAL], work)
         minimum = max(int(self.min_bin_samples), 1)
         self.experts_: dict[str, RidgeModel | None] = {}
         for k, name in enumerate(names):
             if train.n[k] >= minimum:
-                self.experts_[name] = self._problem(name, lambda: train, k, shared).model(alphas[name])
+                self.experts_[name] = self._problem(name, lambda: train, k, shared).model(alphas[name], work)
             else:
                 self.experts_[name] = None
                 log.warning("bin %s: %d training spectra < min_bin_samples=%d, no expert; the global model "
