@@ -155,7 +155,7 @@ def test_the_pass_runs_once(data, scaled, split, tmp_path):
     for folds in (plain, scaled[1], split[1]):
         assert sorted(folds.rows) == everything  # every training row folded exactly once
     assert scaled[1].calls == plain.calls  # the same segment tasks; the curve itself reads nothing
-    assert split[1].calls >= plain.calls  # sub-shards are cut into segments of their own
+    assert split[1].calls == 2 * plain.calls  # here one segment per shard, so one per sub-shard
 
 
 def test_refuses_to_extrapolate_three_points(scaled):

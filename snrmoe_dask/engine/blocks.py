@@ -67,20 +67,13 @@ def plan_blocks(shard: np.ndarray, row: np.ndarray, block_rows: int) -> dict[int
     return plan
 
 
-# A shard is cut into at least this many segments (when it has the blocks): with one segment per
-# small shard, 5 shards keep 2 workers busy for 3 rounds with one idle in the last.
-MIN_SEGMENTS = 4
-
-
 def plan_segments(blocks: list[Block], block_rows: int, segment_rows: int) -> list[list[Block]]:
     """The blocks of one shard dealt into ceil(len / (segment_rows // block_rows)) segments of nearly
-    equal length, at least MIN_SEGMENTS (or one per block), in order, so that the segments of a run
-    keep the workers equally busy to the end. The cut depends on the shard's blocks only, never on
-    the workers: it fixes the order of the sums."""
+    equal length, in order, so that the segments of a run keep the workers equally busy to the end."""
     if segment_rows <= 0:
         raise ValueError(f"segment_rows={segment_rows} must be positive")
     per_segment = max(1, segment_rows // block_rows)
-    count = max(-(-len(blocks) // per_segment), min(len(blocks), MIN_SEGMENTS))
+    count = -(-len(blocks) // per_segment)
     return [blocks[j * len(blocks) // count:(j + 1) * len(blocks) // count] for j in range(count)]
 
 

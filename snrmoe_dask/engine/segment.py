@@ -109,8 +109,7 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
 def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None,
                   bin_idx: np.ndarray | None, spec: PassSpec) -> PassResult:
     result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec)
-    reader = RowReader()
-    out = np.empty((max(b.rows for b in blocks), len(spec.c)), dtype=np.float32)
+    reader, out = _buffers(max(b.rows for b in blocks), len(spec.c))
     dtype = np.dtype(spec.precision)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") as pool:
         pending = pool.submit(load_block, source, blocks[0], spec.clip_flux, reader, result.digests)
@@ -128,6 +127,20 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
                 result.stats.add_block(x, yb, bins, dtype=dtype, mirror=False, overwrite_x=True)
     result.stats.mirror()
     return result
+
+
+_local = threading.local()
+
+
+def _buffers(rows: int, d: int) -> tuple[RowReader, np.ndarray]:
+    """This thread's reader and sorted-rows buffer ((rows, D) float32), kept from one segment to the
+    next: fresh buffers per segment would cost page faults on a few hundred MB each time."""
+    reader, out = getattr(_local, "reader", None), getattr(_local, "out", None)
+    if reader is None:
+        reader = _local.reader = RowReader()
+    if out is None or out.shape[1] != d or out.shape[0] < rows:
+        out = _local.out = np.empty((rows, d), dtype=np.float32)
+    return reader, out
 
 
 _blas_lock = threading.Lock()
