@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from machine import blas_kernel, drop_page_cache
+from machine import blas_kernel, drop_page_cache, usable_cores
 
 from snrmoe_dask import BinnedRidge, bin_statistics, open_shards
 from snrmoe_dask.engine.cluster import compute_context
@@ -32,7 +31,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--pixels", type=int, default=4096)
     ap.add_argument("--shards", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--workers", type=int, default=usable_cores())
     ap.add_argument("--data", type=Path, default=ROOT / "bench-data" / "api")
     ap.add_argument("--refits", type=int, default=5, help="alphas timed for the re-fit")
     args = ap.parse_args()
@@ -45,8 +44,8 @@ def main() -> int:
         simulate_set(data, train=(args.shards, per_shard), val=0, test=0, seed=3, pixels=args.pixels, progress=False)
         (data / "COMPLETE").write_text("bench_api\n")
     out: dict = {"rows": args.rows, "pixels": args.pixels, "workers": args.workers, "blas": blas_kernel(),
-                 "cores": os.cpu_count()}
-    print(f"machine: {os.cpu_count()} cores, BLAS {blas_kernel()}")
+                 "cores": usable_cores()}
+    print(f"machine: {usable_cores()} cores, BLAS {blas_kernel()}")
 
     ds = open_shards(pattern, root=data)
     with compute_context("threads", args.workers, progress=False) as compute:

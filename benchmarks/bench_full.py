@@ -53,7 +53,6 @@ import dataclasses
 import gc
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -64,6 +63,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from machine import (
+    usable_cores,
     PeakRSS,
     blas_kernel,
     bound_s,
@@ -163,7 +163,7 @@ def ensure_set(workdir: Path, shards: int, rows: int, test: int, pixels: int) ->
     marker.unlink(missing_ok=True)
     start = time.perf_counter()
     simulate_set(root, train=(shards, rows), val=0, test=test, seed=SEED, pixels=pixels,
-                 workers=os.cpu_count() or 2, progress=True)
+                 workers=usable_cores(), progress=True)
     marker.write_text(json.dumps(want) + "\n")
     print(f"data: simulated in {time.perf_counter() - start:.1f} s")
     return root, train, test_path
@@ -436,7 +436,7 @@ def compare(cfg, train_paths: list[Path], n: int, args, save=lambda out: None) -
          lambda: fit_lstsq(x, y, alpha, args.block_rows, lstsq_rows)),
     ]
     preds = {}
-    blas = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    blas = max(1, usable_cores() // max(1, args.workers))
     with dask.config.set(scheduler="threads", num_workers=args.workers):
         for key, label, fn in methods:
             print(f"compare: {label} on N={n:,} ...", flush=True)
@@ -560,7 +560,7 @@ def main() -> int:
                     help="holds the simulated set (reused) and results/cold (bench-data/full)")
     ap.add_argument("--pixels", type=int, default=4096)
     ap.add_argument("--block-rows", type=int, default=4096, help="compute.block_rows, and the dask chunks (4096)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compute.workers (default: cores)")
+    ap.add_argument("--workers", type=int, default=usable_cores(), help="compute.workers (default: cores)")
     ap.add_argument("--compare-rows", type=parse_compare, default=None,
                     help="N for the comparisons, or 'auto' (default): the largest that fits in memory")
     ap.add_argument("--skip-compare", action="store_true")
@@ -598,7 +598,7 @@ def main() -> int:
         "wall_s": round(run["wall_s"], 3), "peak_rss_gb": round(run["peak_rss"] / GB, 3),
         "bound_s": round(bound, 3), "ratio": round(run["wall_s"] / bound, 3),
         "n_train": n_train, "n_test": args.test, "shards": shards, "pixels": args.pixels,
-        "gemm_rate": gemm, "rng_rate": rng, "blas": blas_kernel(), "cores": os.cpu_count(), "workers": args.workers,
+        "gemm_rate": gemm, "rng_rate": rng, "blas": blas_kernel(), "cores": usable_cores(), "workers": args.workers,
         "block_rows": args.block_rows, "us_per_spectrum": round(1e6 * run["wall_s"] / n_train, 2),
         "base_rss_gb": round(run["base_rss"] / GB, 3), "timings_s": results.get("timings_s", {}),
         "page_cache": run["page_cache"], "cache": cache_note, "decision": results.get("decision"),

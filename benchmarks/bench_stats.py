@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
-from machine import PeakRSS, best_time, blas_kernel, bound_s, gemm_rate, rng_rate
+from machine import (
+    PeakRSS,
+    best_time,
+    blas_kernel,
+    bound_s,
+    gemm_rate,
+    rng_rate,
+    usable_cores,
+)
 
 from snrmoe_dask import BinnedRidge, bin_statistics, open_shards
 from snrmoe_dask.engine.cluster import compute_context
@@ -76,7 +83,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--pixels", type=int, default=4096)
     ap.add_argument("--block-rows", type=int, default=4096)
-    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--workers", type=int, default=usable_cores())
     ap.add_argument("--data", type=Path, default=ROOT / "bench-data")
     ap.add_argument("--sklearn-rows", type=int, default=None, help="N for the scikit-learn comparison (default: largest that fits)")
     ap.add_argument("--skip-sklearn", action="store_true")
@@ -85,7 +92,7 @@ def main() -> int:
     path = shard(args.data, args.rows, args.pixels)
     gemm, rng = gemm_rate(args.block_rows, args.pixels), rng_rate()
     bound = bound_s(args.rows, args.pixels, gemm, rng)
-    print(f"machine: {os.cpu_count()} cores, gemm_rate {gemm / 1e9:.0f} GFLOP/s (float32 X.T@X on "
+    print(f"machine: {usable_cores()} cores, gemm_rate {gemm / 1e9:.0f} GFLOP/s (float32 X.T@X on "
           f"{args.block_rows}x{args.pixels}), rng_rate {rng / 1e6:.0f} M/s (float32, 1 thread); BLAS {blas_kernel()}")
     our_pass(path, args.block_rows, args.workers)  # warm the page cache and the allocator
     pass_s, solve_s, peak, (cfg, _) = our_pass(path, args.block_rows, args.workers)
