@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from .errors import ConfigError, InputError, SnrmoeError
+from .io.atomic import write_text
 
 
 def _train_spec(text: str) -> tuple[int, int]:
@@ -190,9 +191,7 @@ def _pid_file(path: Path | None):
             raise InputError(f"{path}: process {text} is still running (another run?); stop it or choose another --pid")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(f"{os.getpid()}\n")
-        os.replace(tmp, path)
+        write_text(path, f"{os.getpid()}\n")
     except OSError as exc:
         raise InputError(f"{path}: cannot write the pid file: {exc.strerror or exc}") from None
 

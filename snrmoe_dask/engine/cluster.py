@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 from typing import Callable, Iterator
 
 import dask
 from dask.callbacks import Callback
 from dask.utils import key_split
-from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError
 from ..io.progress import LineProgress, use_lines
@@ -25,17 +23,6 @@ from ..io.progress import LineProgress, use_lines
 log = logging.getLogger(__name__)
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
-# One BLAS thread per task, on every scheduler: a product's bits can depend on how many threads
-# BLAS splits it over, and the numbers must not depend on the worker count. Each task is GEMMs
-# between numpy work BLAS does not thread (reads, noise), so one worker per core keeps every core
-# busy anyway. Cluster workers are set once when the client connects (they may have been started
-# by someone else, with other settings).
-BLAS_THREADS = 1
-
-
-def _limit_blas() -> None:
-    """Run on every cluster worker: BLAS_THREADS for the rest of the worker's life."""
-    threadpool_limits(BLAS_THREADS)
 
 
 @contextlib.contextmanager
@@ -44,8 +31,7 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
     if scheduler in LOCAL_SCHEDULERS:
         def compute(obj):
             bar = _local_progress(obj) if progress else contextlib.nullcontext()
-            with bar, threadpool_limits(BLAS_THREADS), _environ(OPENBLAS_NUM_THREADS=BLAS_THREADS,
-                                                                OMP_NUM_THREADS=BLAS_THREADS):
+            with bar:  # each task of the pass runs on one BLAS thread itself (engine.segment)
                 return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
         yield compute
         return
@@ -68,8 +54,7 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                 raise ConfigError(f"compute.scheduler: cannot connect to {scheduler}: {exc}") from None
         address = client.scheduler.address if scheduler == "local-cluster" else scheduler
         with _cluster_errors(address):
-            client.run(_limit_blas)
-        log.info("dask dashboard: %s", client.dashboard_link)
+            log.info("dask dashboard: %s", client.dashboard_link)
 
         def compute(obj):
             with _cluster_errors(address):
@@ -114,21 +99,6 @@ def _cluster_errors(address: str) -> Iterator[None]:
         raise ConfigError(f"compute.scheduler: the workers of {address} died while running a task "
                           f"({exc.allowed_failures + 1} workers ran {exc.task!r} and died); expected workers that stay "
                           "up (enough memory per task: see the README)") from None
-
-
-@contextlib.contextmanager
-def _environ(**values: int) -> Iterator[None]:
-    """Set environment variables for child processes spawned inside the block (processes scheduler)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _label(obj) -> str:

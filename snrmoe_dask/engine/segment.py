@@ -152,10 +152,9 @@ def _take_blas_control() -> None:
     # threadpoolctl lets one thread at a time set OpenBLAS's process-wide pool (>= 3.6, non-OpenMP
     # builds) and silently ignores the others; tasks run in any thread, so the one holding the lock
     # below takes control for the change and gives it back right after.
-    for controller in (getattr(threadpoolctl, "OpenBLASController", None),):
-        clear = getattr(controller, "clear_controlling_thread", None)
-        if clear is not None:
-            clear(force=True)
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 @contextmanager

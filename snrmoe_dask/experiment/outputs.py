@@ -5,7 +5,6 @@ yields and renames into place in one step."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.ridge import RidgeModel
+from ..io.atomic import write_text
 from ..io.models import save_models
 from ..io.shards import read_source
 from .evaluation import metrics_dataset
@@ -73,6 +73,4 @@ def _json_default(obj):
 
 def write_json(path: Path, obj: dict) -> None:
     """Write JSON atomically (temporary file in the same folder, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, default=_json_default))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,6 +47,7 @@ from matplotlib.patches import Patch, Rectangle
 from .._version import __version__
 from ..core.metrics import decision_for
 from ..errors import InputError
+from ..io.atomic import atomic_file
 from ..experiment.summary import shown_metrics
 from ..experiment.verdict import ci_position, robustness
 
@@ -378,15 +378,8 @@ def check_predictions(predictions: Any, where: str = "predictions") -> pd.DataFr
 # ----------------------------------------------------------------------------- drawing helpers
 def _save(fig: Figure, path: Path) -> Path:
     """Write the PNG through a temporary file and ``os.replace`` so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI, metadata={"Software": SOFTWARE})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as fh:
+        fig.savefig(fh, format="png", dpi=DPI, metadata={"Software": SOFTWARE})
     return path
 
 

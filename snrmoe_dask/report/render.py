@@ -14,13 +14,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import ConfigError, InputError
+from ..io.atomic import atomic_file
 from .plots import (
     FIG_ALPHA_CURVE,
     FIG_GATE_CONFUSION,
@@ -62,15 +62,8 @@ def _refuse_foreign(path: Path) -> None:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out)
 
 
 class Renderer:

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -27,6 +26,7 @@ from ..core.card import BINS as CARD_BINS
 from ..core.card import EXPECTED_SHARE, R2_CEILING, RHO_BAR
 from ..core.metrics import NEXT_STEP
 from ..errors import ConfigError, InputError
+from ..io.atomic import write_text
 from ..experiment.summary import shown_metrics
 from ..experiment.verdict import describe
 from .scaling import scaling_section
@@ -1099,19 +1099,6 @@ def written_by_snrmoe(path: str | os.PathLike) -> bool:
     return MARK in tail
 
 
-def _atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write through a temporary file in the same folder and ``os.replace`` it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(results: Mapping[str, Any], out_dir: str | os.PathLike, lang: str = "zh",
                  name: str = "report.md", img_prefix: str = "img") -> Path:
     """Write ``out_dir/<name>`` atomically (figures linked as ``<img_prefix>/<figure>.png``, relative to
@@ -1120,7 +1107,7 @@ def write_report(results: Mapping[str, Any], out_dir: str | os.PathLike, lang: s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
-    _atomic_write_text(path, text)
+    write_text(path, text)
     return path
 
 
@@ -1183,7 +1170,7 @@ def update_tracking_block(path: str | os.PathLike, experiment_id: str, body: str
         new = text + nl * (max(0, 2 - newlines) if text else 0) + block + nl
     if new != text:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-        _atomic_write_text(path, new, mode)
+        write_text(path, new, mode)
 
 
 def roadmap_block(results: Mapping[str, Any], lang: str = "zh") -> str:
