@@ -3,7 +3,7 @@
     python benchmarks/bench_full.py [--train 5x200000] [--test 1000] [--workdir bench-data/full]
         [--pixels 4096] [--block-rows 4096] [--workers CORES] [--compare-rows N|auto] [--skip-compare]
         [--memory-block-rows 16384] [--dask-ml-solver lbfgs] [--dask-ml-max-iter 100]
-        [--lstsq-chunk-rows max(block rows, 4 D)] [--set KEY=VALUE]...
+        [--lstsq-chunk-rows max(block rows, 4 D)] [--set KEY=VALUE]... [--resolve]
 
 1. Simulates the set (K training shards of N spectra, one test shard) into
    ``WORKDIR/set-<K>x<N>-test<T>-<D>px/`` once, after checking the free disk space; reused after
@@ -18,7 +18,10 @@
    wall_s / bound_s, n_train, pixels, gemm_rate, rng_rate, ... and the comparisons). The same object
    is kept up to date in WORKDIR/bench_full.json after the run and after every comparison, so that
    a crash in a comparison loses nothing measured before it.
-5. Unless --skip-compare, on the first N training rows (N = --compare-rows, or the largest that fits
+5. With --resolve: fills a statistics cache of the set (one run with the cache on, into
+   WORKDIR/resolve-cache), then times the whole command ``snrmoe run ... --set model.alpha=ALPHA/2``
+   in a fresh process, as a user re-solving would run it (resolve_s, resolve_timings_s: its phases).
+6. Unless --skip-compare, on the first N training rows (N = --compare-rows, or the largest that fits
    in memory: ``bench_stats.sklearn_rows``) materialises the noisy matrix exactly as the pass sees
    it and times, each with its peak memory above the RSS just before it:
      a. ours on that same matrix: per-bin Gram sums over blocks of --memory-block-rows rows
@@ -54,6 +57,7 @@ import gc
 import json
 import math
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -75,6 +79,7 @@ from machine import (
 )
 from threadpoolctl import threadpool_limits
 
+from snrmoe_dask.core import card
 from snrmoe_dask.errors import ConfigError
 from snrmoe_dask.experiment.config import load_config
 from snrmoe_dask.io.simulate import count_label, simulate_set
@@ -170,11 +175,13 @@ def ensure_set(workdir: Path, shards: int, rows: int, test: int, pixels: int) ->
 
 
 # ----------------------------------------------------------------------------- the experiment
-def experiment_config(root: Path, shards: int, rows: int, test: int, pixels: int, block_rows: int, workers: int,
-                      out: Path, extra: list[str] = ()):
-    """config/oracle_snr.yaml pointed at the simulated set, cache off, then the ``extra`` overrides
-    (e.g. evaluation.scaling=true). Returns (cfg, cache_note)."""
-    overrides = [
+CONFIG = ROOT / "config" / "oracle_snr.yaml"
+
+
+def set_overrides(root: Path, shards: int, rows: int, test: int, pixels: int, block_rows: int, workers: int,
+                  out: Path) -> list[str]:
+    """The --set overrides that point config/oracle_snr.yaml at the simulated set."""
+    return [
         f"data.root={json.dumps(str(root))}",
         f"data.train_shards={json.dumps([f'train_{count_label(rows)}_{{0..{shards - 1}}}/dataset.h5'])}",
         f"data.test_file={json.dumps(f'test_{count_label(test)}_0/dataset.h5')}",
@@ -183,10 +190,16 @@ def experiment_config(root: Path, shards: int, rows: int, test: int, pixels: int
         f"output.dir={json.dumps(str(out))}",
         f"compute.block_rows={block_rows}",
         f"compute.workers={workers}",
-        *extra,
-        "compute.cache=false",
     ]
-    path = ROOT / "config" / "oracle_snr.yaml"
+
+
+def experiment_config(root: Path, shards: int, rows: int, test: int, pixels: int, block_rows: int, workers: int,
+                      out: Path, extra: list[str] = ()):
+    """config/oracle_snr.yaml pointed at the simulated set, then the ``extra`` overrides (e.g.
+    evaluation.scaling=true), cache off. Returns (cfg, cache_note)."""
+    overrides = [*set_overrides(root, shards, rows, test, pixels, block_rows, workers, out), *extra,
+                 "compute.cache=false"]
+    path = CONFIG
     try:
         return load_config(path, overrides), "compute.cache=false"
     except ConfigError as exc:
@@ -235,6 +248,34 @@ def run_cold(cfg, files: list[Path]) -> dict:
 
 
 # ----------------------------------------------------------------------------- the comparisons
+def resolve(overrides: list[str], files: list[Path], workdir: Path, alpha: float) -> dict:
+    """Re-solve from the cache: fill a cache of this set (a run with compute.cache on, into
+    WORKDIR/resolve-cache, emptied first), then time the whole ``snrmoe run`` command with a new
+    model.alpha in a fresh process: interpreter start, imports, cache load, solves, test, figures,
+    report. Returns fill_s, resolve_s, the re-solve's phase table and its pass log line."""
+    from snrmoe_dask.io.cache import clear_cache
+
+    cache = workdir / "resolve-cache"
+    clear_cache(cache)
+    common = [*overrides, "compute.cache=true", f"compute.cache_dir={json.dumps(str(cache))}"]
+    out = {}
+    for step, extra in (("fill", []), ("resolve", [f"model.alpha={alpha:g}"])):
+        drop_page_cache(files)
+        cmd = [sys.executable, "-m", "snrmoe_dask.cli", "run", str(CONFIG), "-q",
+               *(arg for o in [*common, *extra, f"output.dir={json.dumps(str(workdir / 'results' / step))}"]
+                 for arg in ("--set", o))]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        out[f"{step}_s"] = round(time.perf_counter() - start, 3)
+        if proc.returncode != 0:
+            return {**out, "error": f"{step}: exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}
+        results = json.loads((workdir / "results" / step / "results.json").read_text())
+        out[f"{step}_timings_s"] = results.get("timings_s", {})
+    print(f"re-solve from the cache (model.alpha={alpha:g}), whole command: {out['resolve_s']:.2f} s; "
+          f"phases {out['resolve_timings_s']} (filling the cache took {out['fill_s']:.1f} s)", flush=True)
+    return out
+
+
 def first_rows(train_paths: list[Path], n: int, target: str):
     """ShardInfos of the first n training rows, in shard order (the last one cut short)."""
     from snrmoe_dask.io.shards import inspect_shards
@@ -566,6 +607,8 @@ def main() -> int:
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for the experiment run, e.g. evaluation.scaling=true (repeatable)")
+    ap.add_argument("--resolve", action="store_true",
+                    help="also time a re-solve from the cache with a new model.alpha, whole command (resolve_s)")
     ap.add_argument("--memory-block-rows", type=int, default=16384,
                     help="rows per block of ours on the in-memory matrix (16384)")
     ap.add_argument("--dask-ml-solver", default="lbfgs",
@@ -581,6 +624,7 @@ def main() -> int:
 
     root, train_paths, test_path = ensure_set(args.workdir, shards, rows, args.test, args.pixels)
     out = args.workdir / "results" / "cold"
+    overrides = set_overrides(root, shards, rows, args.test, args.pixels, args.block_rows, args.workers, out)
     cfg, cache_note = experiment_config(root, shards, rows, args.test, args.pixels, args.block_rows, args.workers,
                                         out, args.set)
 
@@ -589,7 +633,7 @@ def main() -> int:
     gc.collect()
     print(f"machine: gemm_rate {gemm / 1e9:.1f} GFLOP/s, rng_rate {rng / 1e6:.0f} M/s; bound for "
           f"N={n_total:,} x D={args.pixels}: {bound:.2f} s", flush=True)
-    print(f"run: {ROOT / 'config' / 'oracle_snr.yaml'} cold ({cache_note}), workers {args.workers}, "
+    print(f"run: {CONFIG} cold ({cache_note}), workers {args.workers}, "
           f"block_rows {args.block_rows} -> {out}", flush=True)
     run = run_cold(cfg, [*train_paths, test_path])
     results = run["results"]
@@ -612,6 +656,10 @@ def main() -> int:
         record.write_text(json.dumps(summary, default=float, indent=1) + "\n")
 
     save()
+    if args.resolve:
+        alpha = cfg.model.alpha / 2 if isinstance(cfg.model.alpha, (int, float)) else card.ALPHA / 2
+        summary.update(resolve([*overrides, *args.set], [*train_paths, test_path], args.workdir, alpha))
+        save()
     if not args.skip_compare:
         if args.compare_rows is None:
             from bench_stats import sklearn_rows

@@ -140,7 +140,7 @@ class EigenRidge:
     @classmethod
     def of(cls, problem: ScaledRidge) -> "EigenRidge":
         """Decompose A once (O(D^3), about 20 Cholesky solves at D = 4096); then O(D^2) per alpha."""
-        evals, evecs = scipy.linalg.eigh(problem.gram, lower=False, check_finite=False, driver="evd")
+        evals, evecs = scipy.linalg.eigh(problem.upper(), lower=False, check_finite=False, driver="evd")
         # A is positive semi-definite; a slightly negative eigenvalue is rounding
         np.clip(evals, 0.0, None, out=evals)
         return cls(problem, evals, evecs, evecs.T @ problem.rhs)

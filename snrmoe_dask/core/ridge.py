@@ -22,13 +22,13 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import ConfigError, InputError
-from .stats import BinStats
+from .stats import BinStats, GramTiles, gram_tile_size
 
 log = logging.getLogger(__name__)
 
 # Rows per chunk when predicting from float32 spectra: bounds the float64 copy to 128 MiB at D = 4096.
 _PREDICT_CHUNK_ROWS = 4096
-# Rows of the Gram updated at a time: bounds the outer-product temporary to 16 MiB at D = 4096.
+# Rows of the Gram prepared at a time: bounds the outer-product scratch to 16 MiB at D = 4096.
 _ROW_CHUNK = 512
 
 
@@ -95,13 +95,14 @@ def _scale(var: np.ndarray, mean: np.ndarray, shift: np.ndarray, n: int) -> np.n
 class ScaledRidge:
     """The StandardScaler + Ridge problem of one bin, prepared once for any number of alphas.
 
-    gram (D, D): the scaled centred Gram A = diag(1/sigma) M diag(1/sigma), C-ordered, in its upper
-    triangle (diagonal included; the lower triangle is not read); rhs (D,): b = C_xy / sigma;
+    gram: the scaled centred Gram A = diag(1/sigma) M diag(1/sigma) (D, D), its upper triangle only,
+    held as the tiles of :func:`~snrmoe_dask.core.stats.gram_tiles` (half the memory of a dense copy:
+    a fit holds one per model); rhs (D,): b = C_xy / sigma;
     mean (D,): the bin's mean (Ridge centres on it); scale (D,): the scaler's; y_mean: y0 + t/n;
     n: training spectra (see ``ridge`` module docstring).
     """
 
-    gram: np.ndarray
+    gram: GramTiles
     rhs: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
@@ -125,16 +126,35 @@ class ScaledRidge:
             raise InputError(f"bin {stats.names[k]!r} has no training spectra; cannot fit a Ridge model")
         s, t = stats.s[k], float(stats.t[k])
         mean = stats.c + s / n
-        gram = stats.upper_gram(k)
-        for i in range(0, stats.d, _ROW_CHUNK):  # M = S - s s^T / n, a few rows at a time (no D x D temporary)
-            rows = slice(i, i + _ROW_CHUNK)
-            gram[rows] -= np.outer(s[rows], s / n)
-        scale = _scale(np.clip(np.diag(gram) / n, 0.0, None), mean, stats.c, n) if scaler is None else scaler[1]
-        gram /= scale[:, None]
-        gram /= scale[None, :]
+        s_n = s / n
+        if scaler is None:
+            scale = _scale(np.clip((stats.gram_diagonal(k) - s * s_n) / n, 0.0, None), mean, stats.c, n)
+        else:
+            scale = scaler[1]
+        gram = GramTiles(1, stats.d, np.empty((1, gram_tile_size(stats.d))))
+        scratch = np.empty(min(_ROW_CHUNK, stats.d) * stats.d)
+        for index, (i0, i1, j0, j1, tile) in enumerate(stats.upper_tiles(k)):
+            out = gram.tile(0, index)
+            # M = S - s s^T / n, then / sigma_i / sigma_j, a few rows at a time (no D x D temporary)
+            for r in range(0, i1 - i0, _ROW_CHUNK):
+                part = out[r:r + _ROW_CHUNK]
+                rows = slice(i0 + r, i0 + r + part.shape[0])
+                outer = np.outer(s[rows], s_n[j0:j1], out=scratch[:part.size].reshape(part.shape))
+                np.subtract(tile[r:r + _ROW_CHUNK], outer, out=part)
+                part /= scale[rows, None]
+                part /= scale[None, j0:j1]
         rhs = (stats.u[k] - s * (t / n)) / scale
         return cls(gram, rhs, mean, scale, stats.y0 + t / n, n, stats.names[k],
                    None if scaler is None else scaler[0])
+
+    def upper(self, out: np.ndarray | None = None) -> np.ndarray:
+        """(D, D) A, C-ordered, in its upper triangle (diagonal included; the lower one is not to be
+        read), in ``out`` or a new array."""
+        d = self.gram.d
+        out = np.empty((d, d)) if out is None else out
+        for t, (i0, i1, j0, j1) in enumerate(self.gram.tiles):
+            out[i0:i1, j0:j1] = self.gram.tile(0, t)
+        return out
 
     def _model(self, w: np.ndarray, alpha: float) -> RidgeModel:
         # w solves the scaled problem; fold the scaler into raw-space coef and intercept
@@ -164,8 +184,7 @@ class ScaledRidge:
 
     def _shifted(self, alpha: float, work: np.ndarray | None = None) -> np.ndarray:
         """(D, D) A + alpha I, C-ordered (upper triangle valid), in ``work`` or a new array."""
-        a = np.empty_like(self.gram) if work is None else work
-        np.copyto(a, self.gram)
+        a = self.upper(work)
         a[np.diag_indices_from(a)] += alpha
         return a
 

@@ -18,7 +18,7 @@ import functools
 import math
 import numbers
 import threading
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -99,6 +99,12 @@ def _scratch_tile(size: int, dtype: np.dtype) -> np.ndarray:
     return buf
 
 
+def gram_tile_size(d: int) -> int:
+    """How many values the tiles of :func:`gram_tiles` hold: D (D + 1) / 2 plus the lower halves of
+    the diagonal blocks."""
+    return sum((i1 - i0) * (j1 - j0) for i0, i1, j0, j1 in gram_tiles(d))
+
+
 class GramTiles:
     """The Gram sums S_k of K bins while a pass accumulates them: only the upper triangle, as the
     contiguous float64 tiles of :func:`gram_tiles` (about half of K x D x D), so that each block's
@@ -112,7 +118,7 @@ class GramTiles:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.data = np.zeros((k, int(self.offsets[-1]))) if data is None else data
 
-    def _tile(self, k: int, t: int) -> np.ndarray:
+    def tile(self, k: int, t: int) -> np.ndarray:
         i0, i1, j0, j1 = self.tiles[t]
         return self.data[k, self.offsets[t]:self.offsets[t + 1]].reshape(i1 - i0, j1 - j0)
 
@@ -127,7 +133,7 @@ class GramTiles:
             np.matmul(xb[:, i0:i1].T, xb[:, j0:j1], out=product)
             if i0 == j0:
                 finite = finite and bool(np.isfinite(np.diagonal(product)).all())
-            target = self._tile(k, t)
+            target = self.tile(k, t)
             np.add(target, product, out=target)
         return finite
 
@@ -135,7 +141,7 @@ class GramTiles:
         """S_k += diag(values (D,))."""
         for t, (i0, i1, j0, _) in enumerate(self.tiles):
             if i0 == j0:
-                tile = self._tile(k, t)
+                tile = self.tile(k, t)
                 tile[np.diag_indices(i1 - i0)] += values[i0:i1]
 
     def __iadd__(self, other: "GramTiles") -> "GramTiles":
@@ -150,7 +156,7 @@ class GramTiles:
         out = np.zeros((self.k, self.d, self.d))
         for k in range(self.k):
             for t, (i0, i1, j0, j1) in enumerate(self.tiles):
-                out[k, i0:i1, j0:j1] = self._tile(k, t)
+                out[k, i0:i1, j0:j1] = self.tile(k, t)
             _mirror_upper(out[k])
         return out
 
@@ -195,15 +201,21 @@ class BinStats:
     def S(self, value: np.ndarray) -> None:
         self._S = np.asarray(value, dtype=np.float64)
 
-    def upper_gram(self, bin: str | int) -> np.ndarray:
-        """(D, D) a new C-ordered copy of S_k whose upper triangle (diagonal included) holds the sums;
-        its lower triangle is not to be read. What a solver needs, without mirroring held tiles."""
+    def upper_tiles(self, bin: str | int) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
+        """(i0, i1, j0, j1, S_k[i0:i1, j0:j1]) for the tiles of :func:`gram_tiles`, which cover S_k's
+        upper triangle: views of the held tiles, or of the dense S. What a solver reads, without
+        mirroring held tiles."""
         k = self.index(bin)
-        if not isinstance(self._S, GramTiles):
-            return self._S[k].copy()
-        out = np.zeros((self.d, self.d))
-        for t, (i0, i1, j0, j1) in enumerate(self._S.tiles):
-            out[i0:i1, j0:j1] = self._S._tile(k, t)
+        tiled = isinstance(self._S, GramTiles)
+        for t, (i0, i1, j0, j1) in enumerate(gram_tiles(self.d)):
+            yield i0, i1, j0, j1, self._S.tile(k, t) if tiled else self._S[k, i0:i1, j0:j1]
+
+    def gram_diagonal(self, bin: str | int) -> np.ndarray:
+        """(D,) the diagonal of S_k."""
+        out = np.empty(self.d)
+        for i0, i1, j0, _, tile in self.upper_tiles(bin):
+            if i0 == j0:
+                out[i0:i1] = np.diagonal(tile)
         return out
 
     def __repr__(self) -> str:
@@ -335,7 +347,7 @@ class BinStats:
         finite = block.add_products(0, xb)
         for t, (i0, i1, j0, j1) in enumerate(block.tiles):
             target = self._S[k, i0:i1, j0:j1]
-            np.add(target, block._tile(0, t), out=target)
+            np.add(target, block.tile(0, t), out=target)
         return finite
 
     def mirror(self) -> None:
