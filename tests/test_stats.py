@@ -229,3 +229,19 @@ def test_incompatible_sums_refused(data):
         a + BinStats.zeros(NAMES, a.c, a.y0 + 1)
     with pytest.raises(InputError, match="pixels"):
         a + BinStats.zeros(NAMES, a.c[:5], a.y0)
+
+
+def test_recycled_accumulator_buffer_starts_at_zero_and_spares_are_freed():
+    from snrmoe_dask.core import stats as core_stats
+
+    core_stats.drop_spare_buffers()
+    size = core_stats.gram_tile_size(8)
+    dirty = np.full((2, size), 7.0)
+    core_stats.recycle_buffer(dirty)
+    reused = GramTiles(2, 8)
+    assert reused.data is dirty and not reused.data.any()
+    assert GramTiles(2, 8).data is not dirty  # taken once only
+    core_stats.recycle_buffer(np.ones((3, size)))
+    assert not GramTiles(2, 8).data.any()  # another shape is never handed out
+    core_stats.drop_spare_buffers()
+    assert core_stats._spare == []

@@ -105,6 +105,41 @@ def gram_tile_size(d: int) -> int:
     return sum((i1 - i0) * (j1 - j0) for i0, i1, j0, j1 in gram_tiles(d))
 
 
+_spare_lock = threading.Lock()
+_spare: list[np.ndarray] = []  # float64 buffers of dropped accumulators (see recycle_buffer)
+_SPARE_KEEP = 2
+
+
+def _zeroed(shape: tuple[int, int]) -> np.ndarray:
+    """A zeroed float64 array: a spare buffer of that shape when there is one, else a new one."""
+    with _spare_lock:
+        for i, buf in enumerate(_spare):
+            if buf.shape == shape:
+                del _spare[i]
+                break
+        else:
+            buf = None
+    if buf is None:
+        return np.zeros(shape)
+    buf.fill(0.0)
+    return buf
+
+
+def recycle_buffer(buf: np.ndarray) -> None:
+    """Keep the buffer of an accumulator nobody reads any more for the next one of its size. A pass
+    makes one accumulator per segment; a fresh one costs the kernel a page fault and a page clear on
+    every page (~9 % of the CPU time of a 100,000-spectrum pass)."""
+    with _spare_lock:
+        if len(_spare) < _SPARE_KEEP:
+            _spare.append(buf)
+
+
+def drop_spare_buffers() -> None:
+    """Free the kept buffers (when no pass runs)."""
+    with _spare_lock:
+        _spare.clear()
+
+
 class GramTiles:
     """The Gram sums S_k of K bins while a pass accumulates them: only the upper triangle, as the
     contiguous float64 tiles of :func:`gram_tiles` (about half of K x D x D), so that each block's
@@ -116,7 +151,7 @@ class GramTiles:
         self.k, self.d, self.tiles = k, d, gram_tiles(d)
         sizes = [(i1 - i0) * (j1 - j0) for i0, i1, j0, j1 in self.tiles]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self.data = np.zeros((k, int(self.offsets[-1]))) if data is None else data
+        self.data = _zeroed((k, int(self.offsets[-1]))) if data is None else data
 
     def tile(self, k: int, t: int) -> np.ndarray:
         i0, i1, j0, j1 = self.tiles[t]

@@ -23,7 +23,7 @@ from dask.base import tokenize
 
 from ..core.fold import PassResult, PassSpec
 from .blocks import Block, plan_segments
-from .segment import segment_pass
+from .segment import recycle, segment_pass
 from .sources import RowSource
 
 
@@ -52,8 +52,10 @@ class ShardRows:
 
 def _add(total: PassResult, other: PassResult) -> PassResult:
     # In place: each partial sum feeds exactly one later task, so nobody else sees the mutation,
-    # and the running sum never needs a second D x D accumulator per bin.
+    # and the running sum never needs a second D x D accumulator per bin; nor is ``other`` read
+    # again, so its buffer can serve the next segment.
     total += other
+    recycle(other)
     return total
 
 
