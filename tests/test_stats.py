@@ -235,7 +235,7 @@ def test_recycled_accumulator_buffer_starts_at_zero_and_spares_are_freed():
     from snrmoe_dask.core import stats as core_stats
 
     core_stats.drop_spare_buffers()
-    size = core_stats.gram_tile_size(8)
+    size = int(GramTiles(2, 8).offsets[-1])
     dirty = np.full((2, size), 7.0)
     core_stats.recycle_buffer(dirty)
     reused = GramTiles(2, 8)

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import ConfigError, InputError
-from .stats import BinStats, GramTiles, gram_tile_size
+from .stats import BinStats, GramTiles
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class ScaledRidge:
             scale = _scale(np.clip((stats.gram_diagonal(k) - s * s_n) / n, 0.0, None), mean, stats.c, n)
         else:
             scale = scaler[1]
-        gram = GramTiles(1, stats.d, np.empty((1, gram_tile_size(stats.d))))
+        gram = GramTiles(1, stats.d)
         scratch = np.empty(min(_ROW_CHUNK, stats.d) * stats.d)
         for index, (i0, i1, j0, j1, tile) in enumerate(stats.upper_tiles(k)):
             out = gram.tile(0, index)

@@ -99,12 +99,6 @@ def _scratch_tile(size: int, dtype: np.dtype) -> np.ndarray:
     return buf
 
 
-def gram_tile_size(d: int) -> int:
-    """How many values the tiles of :func:`gram_tiles` hold: D (D + 1) / 2 plus the lower halves of
-    the diagonal blocks."""
-    return sum((i1 - i0) * (j1 - j0) for i0, i1, j0, j1 in gram_tiles(d))
-
-
 _spare_lock = threading.Lock()
 _spare: list[np.ndarray] = []  # float64 buffers of dropped accumulators (see recycle_buffer)
 _SPARE_KEEP = 2
@@ -384,6 +378,13 @@ class BinStats:
             target = self._S[k, i0:i1, j0:j1]
             np.add(target, block.tile(0, t), out=target)
         return finite
+
+    def recycle(self) -> None:
+        """Hand the held tiles' buffer to the next accumulator made in this process (see
+        :func:`recycle_buffer`); these statistics are not to be read again."""
+        if isinstance(self._S, GramTiles) and self._S.data is not None:
+            recycle_buffer(self._S.data)
+            self._S.data = None
 
     def mirror(self) -> None:
         """Copy the upper triangle of every S_k onto its lower triangle, in place (held tiles need not:

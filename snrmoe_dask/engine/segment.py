@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from ..core.fold import PassResult, PassSpec, sorted_rows
 from ..core.repair import RepairCounts, repair_block
-from ..core.stats import BinStats, GramTiles, ProductOverflow, drop_spare_buffers, recycle_buffer
+from ..core.stats import BinStats, ProductOverflow, drop_spare_buffers
 from ..errors import ConfigError, InputError, SnrmoeError
 from ..io.digest import block_digest
 from ..io.shards import RowReader
@@ -187,8 +187,6 @@ def one_blas_thread() -> Iterator[None]:
 def recycle(result: PassResult) -> None:
     """Give the Gram buffer of a result that was just added into another (nobody reads it again) to
     the next segment task of this process, while one of them runs; after the pass it is freed."""
-    gram = result.stats._S
     with _blas_lock:
-        if _blas_tasks > 0 and isinstance(gram, GramTiles) and gram.data is not None:
-            recycle_buffer(gram.data)
-            gram.data = None
+        if _blas_tasks > 0:
+            result.stats.recycle()
