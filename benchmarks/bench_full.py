@@ -56,6 +56,7 @@ import dataclasses
 import gc
 import json
 import math
+import resource
 import shutil
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def resolve(overrides: list[str], files: list[Path], workdir: Path, alpha: float
     """Re-solve from the cache: fill a cache of this set (a run with compute.cache on, into
     WORKDIR/resolve-cache, emptied first), then time the whole ``snrmoe run`` command with a new
     model.alpha in a fresh process: interpreter start, imports, cache load, solves, test, figures,
-    report. Returns fill_s, resolve_s, the re-solve's phase table and its pass log line."""
+    report. Returns fill_s and its peak RSS, resolve_s, and the phase tables of both."""
     from snrmoe_dask.io.cache import clear_cache
 
     cache = workdir / "resolve-cache"
@@ -271,8 +272,11 @@ def resolve(overrides: list[str], files: list[Path], workdir: Path, alpha: float
             return {**out, "error": f"{step}: exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}
         results = json.loads((workdir / "results" / step / "results.json").read_text())
         out[f"{step}_timings_s"] = results.get("timings_s", {})
+        if step == "fill":  # the largest child so far: the fill run (peak RSS with the cache on)
+            out["fill_peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GB, 3)
     print(f"re-solve from the cache (model.alpha={alpha:g}), whole command: {out['resolve_s']:.2f} s; "
-          f"phases {out['resolve_timings_s']} (filling the cache took {out['fill_s']:.1f} s)", flush=True)
+          f"phases {out['resolve_timings_s']} (filling the cache took {out['fill_s']:.1f} s, peak RSS "
+          f"{out['fill_peak_rss_gb']:.2f} GB)", flush=True)
     return out
 
 

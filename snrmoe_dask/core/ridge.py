@@ -195,7 +195,7 @@ def scaler_of(stats: BinStats) -> tuple[np.ndarray, np.ndarray]:
     if n <= 0:
         raise InputError("the statistics hold no spectra; cannot fit a StandardScaler")
     mean = total.c + total.s[0] / n
-    var = np.clip((np.diag(total.S[0]) - total.s[0] ** 2 / n) / n, 0.0, None)
+    var = np.clip((total.gram_diagonal(0) - total.s[0] ** 2 / n) / n, 0.0, None)
     return mean, _scale(var, mean, total.c, n)
 
 

@@ -257,15 +257,17 @@ def _empty_small_pages(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(buffer, dtype=np.float64, count=count).reshape(shape)
 
 
-def _pack_upper(S: np.ndarray) -> np.ndarray:
-    """(K, D(D+1)/2): the upper triangle of each (D, D) S_k, row by row."""
-    k, d = S.shape[0], S.shape[-1]
+def _pack_upper(stats: BinStats) -> np.ndarray:
+    """(K, D(D+1)/2): the upper triangle of each S_k, row by row, read from the held tiles (or the
+    dense S) as they are: a pass's result is never made dense (K x D x D) to be cached."""
+    k, d = stats.n_bins, stats.d
     packed = _empty_small_pages((k, d * (d + 1) // 2))
     for b in range(k):
-        at = 0
-        for i in range(d):
-            packed[b, at:at + d - i] = S[b, i, i:]
-            at += d - i
+        for i0, i1, j0, j1, tile in stats.upper_tiles(b):
+            for row in range(i0, i1):
+                first = max(j0, row)  # a diagonal tile's row starts on the diagonal
+                at = row * d - row * (row - 1) // 2 + first - row
+                packed[b, at:at + j1 - first] = tile[row - i0, first - j0:]
     return packed
 
 
@@ -283,7 +285,7 @@ def _expand_upper(S: np.ndarray) -> None:
 def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(head, arrays): everything an entry stores, as the checksum sees it; arrays by dataset name."""
     stats = result.stats
-    arrays = {"stats/c": stats.c, "stats/n": stats.n, "stats/s": stats.s, "stats/S_upper": _pack_upper(stats.S),
+    arrays = {"stats/c": stats.c, "stats/n": stats.n, "stats/s": stats.s, "stats/S_upper": _pack_upper(stats),
               "stats/t": stats.t, "stats/u": stats.u, "stats/q": stats.q,
               "snr": np.concatenate(result.snr) if result.snr else np.empty(0)}
     if result.features:
