@@ -660,3 +660,19 @@ def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(shards, tmp_
         assert_same(run_pass(shards[:2], ShardCache(blocker / "cache", min_gflop=0)), run_pass(shards[:2]))
     assert caplog.text.count("not cached (the run goes on)") == 3  # two shards and their sum
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("d", [7, 130, 300, 600])
+def test_upper_triangles_are_stored_row_by_row_from_tiles_without_densifying(d, tmp_path):
+    rng = np.random.default_rng(d)
+    stats = BinStats.zeros(["H", "M"], np.zeros(d), 0.0)
+    stats._S.data[:] = rng.random(stats._S.data.shape)  # held tiles, as a pass leaves them
+    stats.n[:] = 1
+    result = PassResult(stats, RepairCounts(), [np.zeros(2)])
+    dense = stats.copy().S
+    path = cache.ShardCache(tmp_path).save("ab" * 32, result)
+    with h5py.File(path) as f:
+        stored = f["stats/S_upper"][()]
+    assert np.array_equal(stored, np.stack([np.concatenate([dense[b, i, i:] for i in range(d)]) for b in range(2)]))
+    assert type(stats._S).__name__ == "GramTiles"  # saving did not make the result dense
+    assert np.array_equal(cache.ShardCache(tmp_path).load("ab" * 32).stats.S, dense)

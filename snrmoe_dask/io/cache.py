@@ -53,7 +53,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -257,22 +257,39 @@ def _empty_small_pages(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(buffer, dtype=np.float64, count=count).reshape(shape)
 
 
-def _pack_upper(stats: BinStats) -> np.ndarray:
-    """(K, D(D+1)/2): the upper triangle of each S_k, row by row, read from the held tiles (or the
-    dense S) as they are: a pass's result is never made dense (K x D x D) to be cached."""
-    k, d = stats.n_bins, stats.d
-    packed = _empty_small_pages((k, d * (d + 1) // 2))
-    for b in range(k):
-        for i0, i1, j0, j1, tile in stats.upper_tiles(b):
-            for row in range(i0, i1):
-                first = max(j0, row)  # a diagonal tile's row starts on the diagonal
-                at = row * d - row * (row - 1) // 2 + first - row
-                packed[b, at:at + j1 - first] = tile[row - i0, first - j0:]
-    return packed
+class _PackedUpper:
+    """The upper triangles of every S_k, row by row ((K, D(D+1)/2) float64, the stored layout),
+    made a few rows at a time from the held tiles or the dense S: saving a result never holds the
+    whole packed copy (268 MB at 4 bins and D = 4096) nor makes the result dense."""
+
+    dtype = np.dtype(np.float64)
+    _ROWS = 256  # rows per piece: at most 8 MiB at D = 4096
+
+    def __init__(self, stats: BinStats) -> None:
+        self.stats = stats
+        self.shape = (stats.n_bins, stats.d * (stats.d + 1) // 2)
+        self.nbytes = self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def pieces(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(bin, start, values): consecutive runs of each bin's packed row, in the stored order."""
+        d = self.stats.d
+        buffer = np.empty(self._ROWS * d)
+        for b in range(self.shape[0]):
+            tiles = list(self.stats.upper_tiles(b))
+            for r0 in range(0, d, self._ROWS):
+                r1 = min(r0 + self._ROWS, d)
+                start = r0 * d - r0 * (r0 - 1) // 2
+                size = r1 * d - r1 * (r1 - 1) // 2 - start
+                for i0, i1, j0, j1, tile in tiles:
+                    for row in range(max(i0, r0), min(i1, r1)):
+                        first = max(j0, row)  # a diagonal tile's row starts on the diagonal
+                        at = row * d - row * (row - 1) // 2 + first - row - start
+                        buffer[at:at + j1 - first] = tile[row - i0, first - j0:]
+                yield b, start, buffer[:size]
 
 
 def _expand_upper(S: np.ndarray) -> None:
-    """Move the packed upper triangles (:func:`_pack_upper`) stored at the start of each (D, D) S_k's
+    """Move the packed upper triangles (:class:`_PackedUpper`) stored at the start of each (D, D) S_k's
     memory to their places, in place; the lower triangles are left for ``BinStats.mirror``."""
     k, d = S.shape[0], S.shape[-1]
     flat = S.reshape(k, d * d)
@@ -285,7 +302,7 @@ def _expand_upper(S: np.ndarray) -> None:
 def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(head, arrays): everything an entry stores, as the checksum sees it; arrays by dataset name."""
     stats = result.stats
-    arrays = {"stats/c": stats.c, "stats/n": stats.n, "stats/s": stats.s, "stats/S_upper": _pack_upper(stats),
+    arrays = {"stats/c": stats.c, "stats/n": stats.n, "stats/s": stats.s, "stats/S_upper": _PackedUpper(stats),
               "stats/t": stats.t, "stats/u": stats.u, "stats/q": stats.q,
               "snr": np.concatenate(result.snr) if result.snr else np.empty(0)}
     if result.features:
@@ -295,13 +312,18 @@ def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any]
         arrays["content/blocks"] = content.blocks
         arrays["content/digests"] = np.frombuffer(b"".join(result.digests), np.uint8).reshape(-1, DIGEST_BYTES)
         head["files"] = list(content.files)
-    return head, {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    return head, {name: a if isinstance(a, _PackedUpper) else np.ascontiguousarray(a) for name, a in arrays.items()}
+
+
+def _head_digest(head: dict[str, Any], arrays: dict[str, Any]):
+    """XXH3-128 over the head's JSON and every array's name, dtype and shape; the values follow."""
+    return xxhash.xxh3_128(json.dumps([head, [[n, a.dtype.str, list(a.shape)] for n, a in arrays.items()]],
+                                      sort_keys=True).encode())
 
 
 def _checksum(head: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     """XXH3-128 over the head's JSON and every array's name, dtype, shape and bytes."""
-    digest = xxhash.xxh3_128(json.dumps([head, [[n, a.dtype.str, list(a.shape)] for n, a in arrays.items()]],
-                                        sort_keys=True).encode())
+    digest = _head_digest(head, arrays)
     for a in arrays.values():  # no copy: S_upper alone is K * D * D * 4 bytes
         for part in [a] if a.flags.c_contiguous else a:  # S_upper is read as rows of a larger buffer
             digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
@@ -327,9 +349,17 @@ def _check_rows(result: PassResult, arrays: dict[str, np.ndarray], content: Cont
 def _write(path: Path, key: str, kind: str, head: dict[str, Any], arrays: dict[str, np.ndarray],
            repairs: RepairCounts, meta: dict[str, Any]) -> None:
     """Write the whole cache file at ``path`` (a temporary name; the caller publishes it)."""
+    digest = _head_digest(head, arrays)  # the checksum of _checksum, over the values as they are written
     with h5py.File(path, "w") as f:
         for name, values in arrays.items():
-            f.create_dataset(name, data=values)
+            if isinstance(values, _PackedUpper):
+                dataset = f.create_dataset(name, shape=values.shape, dtype=values.dtype)
+                for b, start, piece in values.pieces():
+                    dataset[b, start:start + piece.size] = piece
+                    digest.update(memoryview(piece).cast("B"))
+            else:
+                f.create_dataset(name, data=values)
+                digest.update(memoryview(values).cast("B"))
         f["stats"].attrs["names"] = head["names"]
         f["stats"].attrs["y0"] = float(head["y0"])
         if head["files"] is not None:
@@ -347,7 +377,7 @@ def _write(path: Path, key: str, kind: str, head: dict[str, Any], arrays: dict[s
         f.attrs["meta"] = json.dumps(meta, sort_keys=True, default=str)
         f.attrs["kind"] = kind
         f.attrs["key"] = key
-        f.attrs["checksum"] = _checksum(head, arrays)
+        f.attrs["checksum"] = digest.hexdigest()
         f.attrs["version"] = CACHE_VERSION
         f.attrs["format"] = CACHE_FORMAT
 
