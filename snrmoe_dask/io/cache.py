@@ -299,8 +299,9 @@ def _expand_upper(S: np.ndarray) -> None:
             flat[b, i * d + i:(i + 1) * d] = flat[b, at:at + d - i]
 
 
-def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(head, arrays): everything an entry stores, as the checksum sees it; arrays by dataset name."""
+def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(head, arrays): everything an entry stores, as the checksum sees it; arrays by dataset name
+    (``stats/S_upper`` a :class:`_PackedUpper`, made as it is written)."""
     stats = result.stats
     arrays = {"stats/c": stats.c, "stats/n": stats.n, "stats/s": stats.s, "stats/S_upper": _PackedUpper(stats),
               "stats/t": stats.t, "stats/u": stats.u, "stats/q": stats.q,
@@ -346,7 +347,7 @@ def _check_rows(result: PassResult, arrays: dict[str, np.ndarray], content: Cont
     return None
 
 
-def _write(path: Path, key: str, kind: str, head: dict[str, Any], arrays: dict[str, np.ndarray],
+def _write(path: Path, key: str, kind: str, head: dict[str, Any], arrays: dict[str, Any],
            repairs: RepairCounts, meta: dict[str, Any]) -> None:
     """Write the whole cache file at ``path`` (a temporary name; the caller publishes it)."""
     digest = _head_digest(head, arrays)  # the checksum of _checksum, over the values as they are written
