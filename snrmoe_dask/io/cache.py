@@ -63,7 +63,7 @@ import xxhash
 from .._version import __version__
 from ..core.fold import PassResult, PassSpec
 from ..core.repair import RepairCounts
-from ..core.stats import BinStats
+from ..core.stats import BinStats, GramTiles
 from ..errors import InputError
 from .digest import DIGEST_BYTES, block_digest, shard_digest
 from .shards import FLUX_KEY, RowReader, ShardInfo
@@ -288,15 +288,21 @@ class _PackedUpper:
                 yield b, start, buffer[:size]
 
 
-def _expand_upper(S: np.ndarray) -> None:
-    """Move the packed upper triangles (:class:`_PackedUpper`) stored at the start of each (D, D) S_k's
-    memory to their places, in place; the lower triangles are left for ``BinStats.mirror``."""
-    k, d = S.shape[0], S.shape[-1]
-    flat = S.reshape(k, d * d)
-    for b in range(k):
-        for i in range(d - 1, -1, -1):  # last row first: a row's place never covers a row not yet moved
-            at = i * d - i * (i - 1) // 2
-            flat[b, i * d + i:(i + 1) * d] = flat[b, at:at + d - i]
+def _unpack_upper(packed: np.ndarray, d: int) -> GramTiles:
+    """The held tiles of the packed upper triangles (K, D(D+1)/2) (:class:`_PackedUpper`); each
+    diagonal tile's lower half mirrored from its upper one, as a pass leaves it."""
+    tiles = GramTiles(packed.shape[0], d)
+    for b in range(packed.shape[0]):
+        for t, (i0, i1, j0, j1) in enumerate(tiles.tiles):
+            tile = tiles.tile(b, t)
+            for row in range(i0, i1):
+                first = max(j0, row)  # a diagonal tile's row starts on the diagonal
+                at = row * d - row * (row - 1) // 2 + first - row
+                tile[row - i0, first - j0:] = packed[b, at:at + j1 - first]
+            if i0 == j0:
+                lower = np.tri(i1 - i0, k=-1, dtype=bool)
+                tile[lower] = tile.T[lower]
+    return tiles
 
 
 def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -325,9 +331,8 @@ def _head_digest(head: dict[str, Any], arrays: dict[str, Any]):
 def _checksum(head: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     """XXH3-128 over the head's JSON and every array's name, dtype, shape and bytes."""
     digest = _head_digest(head, arrays)
-    for a in arrays.values():  # no copy: S_upper alone is K * D * D * 4 bytes
-        for part in [a] if a.flags.c_contiguous else a:  # S_upper is read as rows of a larger buffer
-            digest.update(memoryview(np.ascontiguousarray(part)).cast("B"))
+    for a in arrays.values():
+        digest.update(memoryview(np.ascontiguousarray(a)).cast("B"))  # no copy: all are contiguous
     return digest.hexdigest()
 
 
@@ -408,8 +413,8 @@ _ORDER = ("stats/c", "stats/n", "stats/s", "stats/S_upper", "stats/t", "stats/u"
 def _read(path: Path, key: str) -> tuple[PassResult, Content | None]:
     """Read and verify one cache file; raise _Invalid saying why it cannot be used.
 
-    The packed upper triangles are read straight into the memory of the (K, D, D) S and expanded
-    there, so that loading touches K * D * D * 8 bytes once.
+    The packed upper triangles become the held tiles of a pass's result (about half of K x D x D,
+    never the dense S): what the solvers read, and what later sums add.
     """
     try:
         with h5py.File(path, "r") as f:
@@ -424,10 +429,8 @@ def _read(path: Path, key: str) -> tuple[PassResult, Content | None]:
             k, d = packed.shape[0], arrays["stats/c"].shape[0]
             if packed.shape != (k, d * (d + 1) // 2):
                 raise _Invalid(f"stats/S_upper has shape {packed.shape}; expected ({k}, {d * (d + 1) // 2})")
-            S = _empty_small_pages((k, d, d))
-            upper = S.reshape(k, d * d)[:, :packed.shape[1]]
-            packed.read_direct(S.reshape(k, d * d), np.s_[:, :], np.s_[:, :packed.shape[1]])
-            arrays["stats/S_upper"] = upper
+            arrays["stats/S_upper"] = upper = _empty_small_pages(packed.shape)
+            packed.read_direct(upper)
             names = [_text(n) for n in f["stats"].attrs["names"]]
             y0 = float(f["stats"].attrs["y0"])
             files = json.loads(f["content"].attrs["files"]) if "content" in f else None
@@ -440,13 +443,13 @@ def _read(path: Path, key: str) -> tuple[PassResult, Content | None]:
     head = {"names": names, "y0": repr(y0), "repairs": repairs.to_dict(), "files": files}
     if _checksum(head, arrays) != attrs.get("checksum"):
         raise _Invalid("checksum mismatch (the stored values changed after writing)")
-    _expand_upper(S)
+    S = _unpack_upper(upper, d)
+    del arrays["stats/S_upper"], upper  # the packed copy goes before anything else is made
     try:
         stats = BinStats(tuple(names), arrays["stats/c"], y0, arrays["stats/n"], arrays["stats/s"], S,
                          arrays["stats/t"], arrays["stats/u"], arrays["stats/q"])
     except (KeyError, ValueError, InputError) as exc:
         raise _Invalid(f"inconsistent arrays: {exc}") from None
-    stats.mirror()
     content = None if files is None else Content(tuple(files), arrays["content/blocks"])
     digests = [] if content is None else [bytes(row) for row in arrays["content/digests"]]
     result = PassResult(stats, repairs, [arrays["snr"]], [arrays["features"]] if "features" in arrays else [],
