@@ -245,3 +245,21 @@ def test_recycled_accumulator_buffer_starts_at_zero_and_spares_are_freed():
     assert not GramTiles(2, 8).data.any()  # another shape is never handed out
     core_stats.drop_spare_buffers()
     assert core_stats._spare == []
+
+
+@pytest.mark.parametrize("d", [5, 129, 300])
+def test_packed_upper_round_trips_through_the_tiles(d):
+    from snrmoe_dask.core.stats import packed_start
+
+    rng = np.random.default_rng(d)
+    stats = BinStats.zeros(["H", "M"], np.zeros(d), 0.0)
+    stats._S.data[:] = rng.random(stats._S.data.shape)
+    dense = stats.copy().S
+    packed = np.zeros((2, packed_start(d, d)))
+    for k in range(2):
+        for start, values in stats.packed_upper(k, rows=64):
+            packed[k, start:start + values.size] = values
+        assert np.array_equal(packed[k], np.concatenate([dense[k, i, i:] for i in range(d)]))
+    back = BinStats(stats.names, stats.c, 0.0, stats.n, stats.s, GramTiles.from_packed(packed, d), stats.t,
+                    stats.u, stats.q)
+    assert np.array_equal(back.S, dense)

@@ -85,6 +85,20 @@ def gram_tiles(d: int) -> tuple[tuple[int, int, int, int], ...]:
     return tuple(tiles)
 
 
+def packed_start(d: int, row: int) -> int:
+    """Where row ``row`` of a D x D upper triangle starts in its packed form: the rows one after
+    the other, row i holding columns i..D-1 (D (D + 1) / 2 values in all)."""
+    return row * d - row * (row - 1) // 2
+
+
+def _packed_runs(d: int, i0: int, i1: int, j0: int, j1: int, r0: int = 0, r1: int | None = None):
+    """(row, first column, packed position) of each tile row in rows [r0, r1) that lies in the
+    upper triangle: a diagonal tile's row starts on the diagonal."""
+    for row in range(max(i0, r0), min(i1, d if r1 is None else r1)):
+        first = max(j0, row)
+        yield row, first, packed_start(d, row) + first - row
+
+
 _scratch = threading.local()
 
 
@@ -180,6 +194,21 @@ class GramTiles:
     def copy(self) -> "GramTiles":
         return GramTiles(self.k, self.d, self.data.copy())
 
+    @classmethod
+    def from_packed(cls, packed: np.ndarray, d: int) -> "GramTiles":
+        """The tiles of the packed upper triangles (K, D (D + 1) / 2) (:meth:`BinStats.packed_upper`),
+        each diagonal tile's lower half mirrored from its upper one, as a pass leaves it."""
+        tiles = cls(packed.shape[0], d)
+        for k in range(tiles.k):
+            for t, (i0, i1, j0, j1) in enumerate(tiles.tiles):
+                tile = tiles.tile(k, t)
+                for row, first, at in _packed_runs(d, i0, i1, j0, j1):
+                    tile[row - i0, first - j0:] = packed[k, at:at + j1 - first]
+                if i0 == j0:
+                    lower = _strict_lower_mask(i1 - i0)
+                    tile[lower] = tile.T[lower]
+        return tiles
+
     def dense(self) -> np.ndarray:
         """(K, D, D) the symmetric S_k: the tiles in place, their upper triangle mirrored below."""
         out = np.zeros((self.k, self.d, self.d))
@@ -246,6 +275,21 @@ class BinStats:
             if i0 == j0:
                 out[i0:i1] = np.diagonal(tile)
         return out
+
+    def packed_upper(self, bin: str | int, rows: int = 256) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, values): S_k's upper triangle in its packed form (:func:`packed_start`), ``rows``
+        rows at a time, read from the held tiles or the dense S (never made dense). ``values`` is a
+        scratch buffer, overwritten by the next piece."""
+        d = self.d
+        tiles = list(self.upper_tiles(bin))
+        buffer = np.empty(rows * d)
+        for r0 in range(0, d, rows):
+            r1 = min(r0 + rows, d)
+            start = packed_start(d, r0)
+            for i0, i1, j0, j1, tile in tiles:
+                for row, first, at in _packed_runs(d, i0, i1, j0, j1, r0, r1):
+                    buffer[at - start:at - start + j1 - first] = tile[row - i0, first - j0:]
+            yield start, buffer[:packed_start(d, r1) - start]
 
     def __repr__(self) -> str:
         return f"BinStats(names={self.names}, d={self.d}, n={self.n.tolist()})"

@@ -258,12 +258,11 @@ def _empty_small_pages(shape: tuple[int, ...]) -> np.ndarray:
 
 
 class _PackedUpper:
-    """The upper triangles of every S_k, row by row ((K, D(D+1)/2) float64, the stored layout),
-    made a few rows at a time from the held tiles or the dense S: saving a result never holds the
-    whole packed copy (268 MB at 4 bins and D = 4096) nor makes the result dense."""
+    """The upper triangles of every S_k in the stored layout ((K, D(D+1)/2) float64, see
+    ``core.stats.packed_start``), made a few rows at a time as they are written: saving a result
+    never holds the whole packed copy (268 MB at 4 bins and D = 4096) nor makes the result dense."""
 
     dtype = np.dtype(np.float64)
-    _ROWS = 256  # rows per piece: at most 8 MiB at D = 4096
 
     def __init__(self, stats: BinStats) -> None:
         self.stats = stats
@@ -271,38 +270,10 @@ class _PackedUpper:
         self.nbytes = self.shape[0] * self.shape[1] * self.dtype.itemsize
 
     def pieces(self) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(bin, start, values): consecutive runs of each bin's packed row, in the stored order."""
-        d = self.stats.d
-        buffer = np.empty(self._ROWS * d)
+        """(bin, start, values) in the stored order."""
         for b in range(self.shape[0]):
-            tiles = list(self.stats.upper_tiles(b))
-            for r0 in range(0, d, self._ROWS):
-                r1 = min(r0 + self._ROWS, d)
-                start = r0 * d - r0 * (r0 - 1) // 2
-                size = r1 * d - r1 * (r1 - 1) // 2 - start
-                for i0, i1, j0, j1, tile in tiles:
-                    for row in range(max(i0, r0), min(i1, r1)):
-                        first = max(j0, row)  # a diagonal tile's row starts on the diagonal
-                        at = row * d - row * (row - 1) // 2 + first - row - start
-                        buffer[at:at + j1 - first] = tile[row - i0, first - j0:]
-                yield b, start, buffer[:size]
-
-
-def _unpack_upper(packed: np.ndarray, d: int) -> GramTiles:
-    """The held tiles of the packed upper triangles (K, D(D+1)/2) (:class:`_PackedUpper`); each
-    diagonal tile's lower half mirrored from its upper one, as a pass leaves it."""
-    tiles = GramTiles(packed.shape[0], d)
-    for b in range(packed.shape[0]):
-        for t, (i0, i1, j0, j1) in enumerate(tiles.tiles):
-            tile = tiles.tile(b, t)
-            for row in range(i0, i1):
-                first = max(j0, row)  # a diagonal tile's row starts on the diagonal
-                at = row * d - row * (row - 1) // 2 + first - row
-                tile[row - i0, first - j0:] = packed[b, at:at + j1 - first]
-            if i0 == j0:
-                lower = np.tri(i1 - i0, k=-1, dtype=bool)
-                tile[lower] = tile.T[lower]
-    return tiles
+            for start, values in self.stats.packed_upper(b):
+                yield b, start, values
 
 
 def _stored(result: PassResult, content: Content | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -443,7 +414,7 @@ def _read(path: Path, key: str) -> tuple[PassResult, Content | None]:
     head = {"names": names, "y0": repr(y0), "repairs": repairs.to_dict(), "files": files}
     if _checksum(head, arrays) != attrs.get("checksum"):
         raise _Invalid("checksum mismatch (the stored values changed after writing)")
-    S = _unpack_upper(upper, d)
+    S = GramTiles.from_packed(upper, d)
     del arrays["stats/S_upper"], upper  # the packed copy goes before anything else is made
     try:
         stats = BinStats(tuple(names), arrays["stats/c"], y0, arrays["stats/n"], arrays["stats/s"], S,
