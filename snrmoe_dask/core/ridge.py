@@ -22,6 +22,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import ConfigError, InputError
+from . import pages
 from .stats import BinStats, GramTiles
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class ScaledRidge:
             scale = _scale(np.clip((stats.gram_diagonal(k) - s * s_n) / n, 0.0, None), mean, stats.c, n)
         else:
             scale = scaler[1]
-        gram = GramTiles(1, stats.d)
+        gram = GramTiles.empty(1, stats.d)
         scratch = np.empty(min(_ROW_CHUNK, stats.d) * stats.d)
         for index, (i0, i1, j0, j1, tile) in enumerate(stats.upper_tiles(k)):
             out = gram.tile(0, index)
@@ -151,7 +152,7 @@ class ScaledRidge:
         """(D, D) A, C-ordered, in its upper triangle (diagonal included; the lower one is not to be
         read), in ``out`` or a new array."""
         d = self.gram.d
-        out = np.empty((d, d)) if out is None else out
+        out = pages.empty((d, d)) if out is None else out
         for t, (i0, i1, j0, j1) in enumerate(self.gram.tiles):
             out[i0:i1, j0:j1] = self.gram.tile(0, t)
         return out

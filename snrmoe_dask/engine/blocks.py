@@ -68,11 +68,14 @@ def plan_blocks(shard: np.ndarray, row: np.ndarray, block_rows: int) -> dict[int
 
 
 def plan_segments(blocks: list[Block], block_rows: int, segment_rows: int) -> list[list[Block]]:
-    """The blocks of one shard dealt into ceil(len / (segment_rows // block_rows)) segments of nearly
-    equal length, in order, so that the segments of a run keep the workers equally busy to the end."""
+    """The blocks of one shard dealt into segments of nearly equal length, in order, so that the
+    segments of a run keep the workers equally busy to the end: ceil(len / (segment_rows //
+    block_rows)) segments, and at least two when the shard has two blocks or more. Without the
+    second rule a run of a few small shards (the demo's 5 x 20,000 rows: one segment each) leaves a
+    worker idle for a whole shard at its end."""
     if segment_rows <= 0:
         raise ValueError(f"segment_rows={segment_rows} must be positive")
-    per_segment = max(1, segment_rows // block_rows)
+    per_segment = max(1, min(segment_rows // block_rows, -(-len(blocks) // 2)))
     count = -(-len(blocks) // per_segment)
     return [blocks[j * len(blocks) // count:(j + 1) * len(blocks) // count] for j in range(count)]
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..core import card
+from ..core import card, pages
 from ..core.alpha import AlphaChoice, alpha_grid, is_selection, select_alpha
 from ..core.fold import PassResult
 from ..core.partition import Partition
@@ -126,7 +126,7 @@ class BinnedRidge(BaseEstimator):
         names = list(train.names)
         self.n_features_in_ = train.d
         if getattr(self, "_work", None) is None or self._work.shape != (train.d, train.d):
-            self._work = np.empty((train.d, train.d))  # one factorisation scratch for every solve
+            self._work = pages.empty((train.d, train.d))  # one factorisation scratch for every solve
         work = self._work
         self.global_ = self._problem(GLOBAL, lambda: train.total(GLOBAL), 0, None).model(alphas[GLOBAL], work)
         minimum = max(int(self.min_bin_samples), 1)

@@ -43,7 +43,6 @@ import enum
 import hashlib
 import json
 import logging
-import mmap
 import numbers
 import os
 import re
@@ -61,6 +60,7 @@ import psutil
 import xxhash
 
 from .._version import __version__
+from ..core import pages
 from ..core.fold import PassResult, PassSpec
 from ..core.repair import RepairCounts
 from ..core.stats import BinStats, GramTiles
@@ -71,7 +71,7 @@ from .shards import FLUX_KEY, RowReader, ShardInfo
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "snrmoe_dask.ShardCache"
-CACHE_VERSION = 2  # see the bump rule in the module docstring
+CACHE_VERSION = 3  # see the bump rule in the module docstring
 
 # compute.cache_max_gb: about 70 entries of 4 bins at D = 4096 (270 MB each), i.e. a dozen runs of
 # five shards, each with its merged entry, kept on a laptop disk
@@ -245,18 +245,6 @@ class Content:
         return shard_digest(d for d, k in zip(digests, self.blocks[:, 0]) if k == part)
 
 
-def _empty_small_pages(shape: tuple[int, ...]) -> np.ndarray:
-    """``np.empty(shape)`` float64 in an anonymous mapping of ordinary pages. numpy asks the kernel for
-    transparent huge pages, whose first touch can stall for seconds (direct compaction) on a machine
-    whose memory is full of page cache, as it is right after a pass: 3 s against 0.6 s for 537 MB."""
-    count = int(np.prod(shape))
-    try:
-        buffer = mmap.mmap(-1, max(8 * count, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    except (AttributeError, TypeError, OSError):  # no such mapping on this platform
-        return np.empty(shape)
-    return np.frombuffer(buffer, dtype=np.float64, count=count).reshape(shape)
-
-
 class _PackedUpper:
     """The upper triangles of every S_k in the stored layout ((K, D(D+1)/2) float64, see
     ``core.stats.packed_start``), made a few rows at a time as they are written: saving a result
@@ -400,7 +388,7 @@ def _read(path: Path, key: str) -> tuple[PassResult, Content | None]:
             k, d = packed.shape[0], arrays["stats/c"].shape[0]
             if packed.shape != (k, d * (d + 1) // 2):
                 raise _Invalid(f"stats/S_upper has shape {packed.shape}; expected ({k}, {d * (d + 1) // 2})")
-            arrays["stats/S_upper"] = upper = _empty_small_pages(packed.shape)
+            arrays["stats/S_upper"] = upper = pages.empty(packed.shape)
             packed.read_direct(upper)
             names = [_text(n) for n in f["stats"].attrs["names"]]
             y0 = float(f["stats"].attrs["y0"])
