@@ -19,6 +19,7 @@ from snrmoe_dask.core.repair import repair_block
 from snrmoe_dask.core.ridge import solve_ridge
 from snrmoe_dask.core.snr import snr_norm
 from snrmoe_dask.engine import statistics
+from snrmoe_dask.engine.blocks import Block, plan_segments
 from snrmoe_dask.engine.cluster import compute_context
 from snrmoe_dask.engine.dataset import open_shards
 from snrmoe_dask.engine.statistics import bin_statistics
@@ -93,6 +94,24 @@ def test_statistics_identical_on_every_scheduler(shards, monkeypatch):
         for field in ("n", "s", "S", "t", "u", "q"):
             assert np.array_equal(getattr(ref.stats, field), getattr(other.stats, field)), (scheduler, field)
         assert np.array_equal(ref.snr_values, other.snr_values)
+
+
+def _blocks(rows: int, block_rows: int = 4096) -> list[Block]:
+    return [Block(0, r, r, min(r + block_rows, rows)) for r in range(0, rows, block_rows)]
+
+
+@pytest.mark.parametrize("rows,sizes", [
+    (20000, [2, 3]),            # the demo's shards: two segments, not one (a worker idled a whole shard)
+    (4096, [1]),                # one block: one segment
+    (8192, [1, 1]),
+    (65536, [8, 8]),            # 16 blocks fit one segment, but a shard of two blocks or more gets two
+    (200000, [12, 12, 12, 13]),  # the real shards: segment_rows decides, as before
+])
+def test_segments_keep_every_block_in_order(rows, sizes):
+    blocks = _blocks(rows)
+    segments = plan_segments(blocks, 4096, 65536)
+    assert [len(s) for s in segments] == sizes
+    assert [b for s in segments for b in s] == blocks
 
 
 def test_block_size_changes_numbers_only_at_rounding(shards):
