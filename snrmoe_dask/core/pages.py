@@ -1,8 +1,9 @@
 """Large arrays in ordinary (4 KiB) pages, for the arrays a solve or a cache load fills once.
 
-numpy asks the kernel for transparent huge pages for every array of 4 MiB or more. On a machine
-whose memory is full of page cache the first touch of such an array can stall (direct compaction):
-on the 2-core VM this project is measured on, a fresh 537 MB array took 3 s to fill against 0.6 s in
+numpy asks the kernel for transparent huge pages for every array of 4 MiB or more. The first touch
+of such an array can stall while the kernel finds (and, on a VM, the host backs) free 2 MiB pages,
+most of all on a machine whose memory is full of page cache: on the 2-core VM this project is
+measured on, a fresh 537 MB array took 3 s to fill against 0.6 s in
 ordinary pages, and each of the five 70 MB problems of a re-solve 0.2 s against 0.05 s. A pass's
 accumulators are not made here: they are few, recycled, and added to block after block, and the
 100,000-spectrum pass ran 20 % slower with them in ordinary pages.

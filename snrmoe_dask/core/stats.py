@@ -135,7 +135,7 @@ def _zeroed(shape: tuple[int, int]) -> np.ndarray:
         else:
             buf = None
     if buf is None:
-        return np.zeros(shape)
+        buf = np.empty(shape)  # touched here, not at the first product: see engine.segment
     buf.fill(0.0)
     return buf
 
