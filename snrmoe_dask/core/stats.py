@@ -155,6 +155,22 @@ def drop_spare_buffers() -> None:
         _spare.clear()
 
 
+def _add_tile_products(xb: np.ndarray, targets: Sequence[np.ndarray]) -> bool:
+    """targets[t] += the tile t of :func:`gram_tiles` of xb.T @ xb (xb (rows, D)), computed in xb's
+    precision through a per-thread scratch; False when a product overflowed (a non-finite diagonal:
+    |S_ij| <= max(S_ii, S_jj))."""
+    d = xb.shape[1]
+    scratch = _scratch_tile(min(d, _GRAM_TILE) ** 2, xb.dtype)
+    finite = True
+    for (i0, i1, j0, j1), target in zip(gram_tiles(d), targets):
+        product = scratch[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+        np.matmul(xb[:, i0:i1].T, xb[:, j0:j1], out=product)
+        if i0 == j0:
+            finite = finite and bool(np.isfinite(np.diagonal(product)).all())
+        np.add(target, product, out=target)
+    return finite
+
+
 class GramTiles:
     """The Gram sums S_k of K bins while a pass accumulates them: only the upper triangle, as the
     contiguous float64 tiles of :func:`gram_tiles` (about half of K x D x D), so that each block's
@@ -180,17 +196,8 @@ class GramTiles:
     def add_products(self, k: int, xb: np.ndarray) -> bool:
         """S_k += xb.T @ xb on the tiles, for the rows xb (rows, D) of bin k, in xb's precision.
 
-        Returns False when a product overflowed (a non-finite diagonal: |S_ij| <= max(S_ii, S_jj))."""
-        scratch = _scratch_tile(min(self.d, _GRAM_TILE) ** 2, xb.dtype)
-        finite = True
-        for t, (i0, i1, j0, j1) in enumerate(self.tiles):
-            product = scratch[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
-            np.matmul(xb[:, i0:i1].T, xb[:, j0:j1], out=product)
-            if i0 == j0:
-                finite = finite and bool(np.isfinite(np.diagonal(product)).all())
-            target = self.tile(k, t)
-            np.add(target, product, out=target)
-        return finite
+        Returns False when a product overflowed."""
+        return _add_tile_products(xb, [self.tile(k, t) for t in range(len(self.tiles))])
 
     def add_diagonal(self, k: int, values: np.ndarray) -> None:
         """S_k += diag(values (D,))."""
@@ -428,12 +435,7 @@ class BinStats:
         a product overflowed."""
         if isinstance(self._S, GramTiles):
             return self._S.add_products(k, xb)
-        block = GramTiles(1, self.d)
-        finite = block.add_products(0, xb)
-        for t, (i0, i1, j0, j1) in enumerate(block.tiles):
-            target = self._S[k, i0:i1, j0:j1]
-            np.add(target, block.tile(0, t), out=target)
-        return finite
+        return _add_tile_products(xb, [self._S[k, i0:i1, j0:j1] for i0, i1, j0, j1 in gram_tiles(self.d)])
 
     def recycle(self) -> None:
         """Hand the held tiles' buffer to the next accumulator made in this process (see
