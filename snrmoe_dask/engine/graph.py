@@ -2,28 +2,29 @@
 
 Graph for shards k = 0..K-1 with segments j:
 
-    segment(k, j) --add--> shard(k) [--save to cache--] --add--> total
-    load(k) from cache ------------------------------------^
+    segment(k, 0), segment(k, 1), ... --add left to right--> shard(k) [--save to cache--]
+    shard(0..K-1) or load(k) from the cache --add in the fixed tree of core.fold.tree_sum--> total
 
-Every ``add`` is a fixed left-to-right fold, so the order of the floating-point sums is part of
-the graph and the numbers are identical on the threaded, process and distributed schedulers, and
-whether a shard comes from the cache or from the data. Only sources (a path, or lazy arrays), row
-ranges and small per-row vectors (target, table SNR, bin index) travel with the tasks; each task
-reads its rows itself.
+The order of every floating-point sum is part of the graph, so the numbers are identical on the
+threaded, process and distributed schedulers, and whether a shard comes from the cache or from the
+data. Every add makes new statistics and changes neither input: a task's value may be held by other
+tasks, other graphs (keys come from the inputs, so equal inputs share tasks) and clients, and must
+never change once computed. Only sources (a path, or lazy arrays), row ranges and small per-row
+vectors (target, table SNR, bin index) travel with the tasks; each task reads its rows itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from dask import delayed
 from dask.base import tokenize
 
-from ..core.fold import PassResult, PassSpec
+from ..core.fold import PassResult, PassSpec, tree_split
 from .blocks import Block, plan_segments
-from .segment import recycle, segment_pass
+from .segment import add_results, segment_pass
 from .sources import RowSource
 
 
@@ -50,20 +51,11 @@ class ShardRows:
         return f"{self.index}" if self.split is None else f"{self.index}.{self.split[0] + 1}of{self.split[1]}"
 
 
-def _add(total: PassResult, other: PassResult) -> PassResult:
-    # In place: each partial sum feeds exactly one later task, so nobody else sees the mutation,
-    # and the running sum never needs a second D x D accumulator per bin; nor is ``other`` read
-    # again, so its buffer can serve the next segment.
-    total += other
-    recycle(other)
-    return total
-
-
 def _chain(parts: list, name: str):
-    """Fold delayed parts left to right: ((p0 + p1) + p2) + ..."""
+    """Add delayed parts left to right: ((p0 + p1) + p2) + ..."""
     total = parts[0]
     for i, part in enumerate(parts[1:], start=1):
-        total = delayed(_add, pure=True)(total, part, dask_key_name=f"{name}-add-{i}")
+        total = delayed(add_results, pure=True)(total, part, dask_key_name=f"{name}-add-{i}")
     return total
 
 
@@ -86,11 +78,15 @@ def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows:
 
 
 def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
-    """The same sum as :func:`shard_graph`, in the same order, computed here in one task."""
+    """The same sum as :func:`shard_graph`, in the same order, computed here in one task (the running
+    sum is this task's own, so it is added into in place)."""
     total = None
     for inputs in _segment_inputs(shard, block_rows, segment_rows):
         part = segment_pass(*inputs, spec=spec)
-        total = part if total is None else _add(total, part)
+        if total is None:
+            total = part
+        else:
+            total += part
     return total
 
 
@@ -99,6 +95,20 @@ def then(fn: Callable, part, *args, name: str):
     return delayed(fn, pure=False)(part, *args, dask_key_name=name)
 
 
+def tree_graph(parts: Sequence, name: str):
+    """The delayed sum of ``parts`` in the fixed tree of :func:`~snrmoe_dask.core.fold.tree_sum`; the
+    node adding parts lo..hi-1 is named ``{name}-{token}-{lo}-{hi}`` (the token: the parts' keys)."""
+    token = tokenize(*[p.key for p in parts])
+
+    def node(lo: int, hi: int):
+        if hi - lo == 1:
+            return parts[lo]
+        m = lo + tree_split(hi - lo)
+        return delayed(add_results, pure=True)(node(lo, m), node(m, hi), dask_key_name=f"{name}-{token}-{lo}-{hi}")
+
+    return node(0, len(parts))
+
+
 def total_graph(parts: list, name: str = "total"):
-    """The sum over shards, in shard order (a delayed :class:`PassResult`)."""
-    return _chain(parts, f"{name}-{tokenize(*[p.key for p in parts])}")
+    """The sum over shards, in the fixed tree (a delayed :class:`PassResult`)."""
+    return tree_graph(parts, name)

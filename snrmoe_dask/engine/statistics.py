@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import numbers
+import operator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 from dask import delayed
 
 from ..core import card
-from ..core.fold import PassResult, PassSpec
+from ..core.fold import PassResult, PassSpec, tree_sum
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
@@ -130,7 +131,7 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     c, y0 = shift if shift is not None else _shift(sources[first], plan[first], y, clip_flux)
     spec = PassSpec(bins=partition, snr_method=snr, noise=noise, c=np.asarray(c, np.float64), y0=float(y0),
                     clip_flux=bool(clip_flux), precision=precision, features=bool(features))
-    token = _token(ds, spec, block_rows, files, splits)
+    token = _token(flux, error, files, shard, row, (y, table_snr, cells), spec, block_rows, splits)
     shards, paths = [], []
     for k, blocks in plan.items():
         name = files[k - first].parent.name if files else f"shard {k}"
@@ -248,11 +249,22 @@ def _shift(source: RowSource, blocks: list[Block], y: np.ndarray, clip_flux: boo
     return flux.mean(axis=0, dtype=np.float64), float(y[head.start:head.stop].mean())
 
 
-def _token(ds, spec: PassSpec, block_rows: int, files, splits: int) -> str:
+def _file_identity(path: Path) -> tuple:
+    """What tells one state of a file from another: resolved path, size, mtime, ctime and inode."""
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _token(flux, error, files: list[Path] | None, shard: np.ndarray, row: np.ndarray,
+           values: tuple[np.ndarray | None, ...], spec: PassSpec, block_rows: int, splits: int) -> str:
+    """The name of a pass's tasks, from everything its result depends on: the spectra (the shard files'
+    identity, or the flux and error arrays' own dask tokens), which rows (shard, row (N,)), the per-row
+    values (target, table SNR, cells), the pass specification (bins, noise, SNR, precision, shift...),
+    the block cut and the splits. Equal inputs share tasks; any other input gets other tasks."""
     from dask.base import tokenize
 
-    data = files if files else (ds["flux"].data.name if hasattr(ds["flux"].data, "name") else id(ds))
-    return tokenize(data, spec, block_rows, SEGMENT_ROWS, splits)
+    spectra = [_file_identity(f) for f in files] if files else (flux, error)
+    return tokenize(spectra, shard, row, values, spec, block_rows, SEGMENT_ROWS, splits)
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -423,15 +435,11 @@ def _load_or_pass(cache, entry: _Entry, spec: PassSpec, block_rows: int) -> Pass
 
 
 def _load_total(cache, merged: _Entry, entries: list[_Entry], spec: PassSpec, block_rows: int) -> PassResult:
-    """The merged entry; if it cannot be loaded, the shards' results summed here in list order, the
-    graph's order (each loaded or passed as :func:`_load_or_pass`), and cached again."""
+    """The merged entry; if it cannot be loaded, the shards' results summed here in the graph's fixed
+    tree (each loaded or passed as :func:`_load_or_pass`), and cached again."""
     result = _loaded(cache, merged, spec)
     if result is None:
-        for entry in entries:
-            part = _load_or_pass(cache, entry, spec, block_rows)
-            if result is None:
-                result = part
-            else:
-                result += part
+        # every part is this task's own: the partial sums are added into in place
+        result = tree_sum((_load_or_pass(cache, entry, spec, block_rows) for entry in entries), operator.iadd)
         _save(result, cache, merged)
     return result

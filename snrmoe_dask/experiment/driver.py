@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from ..core.alpha import is_selection
+from ..core.fold import sum_results
 from ..core.metrics import check_r2_defined
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
@@ -25,7 +26,7 @@ from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
 from .outputs import Render, provenance, write_outputs
-from .scaling import in_order_sum, scaling_curve
+from .scaling import scaling_curve
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
             with timer.phase("pass"):
                 train = compute(bin_statistics(train_ds, **options, **plan.per_shard_options(cfg), cache=cache,
                                                label="train"))
-                if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their in-order sum
-                    parts, train = train, in_order_sum(train)
+                if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their sum in the pass's order
+                    parts, train = train, sum_results(train)
             val = None
             if val_ds is not None:
                 with timer.phase("validation pass"):
