@@ -60,7 +60,6 @@ def owned_buffer(owner: object, shape: tuple[int, int], zero: bool) -> np.ndarra
         buffer = _pool.pop(found) if found is not None else None
     if buffer is None:
         buffer = np.empty(shape)
-        zero = True  # touched here, not at the first product (see engine.segment)
     if zero:
         buffer.fill(0.0)
     weakref.finalize(owner, _give_back, buffer)

@@ -89,13 +89,18 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
         in another order). Each sub-shard's statistics are held, and cached, separately.
     cache : snrmoe_dask.io.cache.ShardCache, optional
         Results kept on disk, per shard and (without ``per_shard``) summed over the shard list:
-        used only when the Dataset is straight from shard files.
+        used only when the Dataset is straight from shard files. The cache is looked up now, when
+        the graph is built (a cached shard becomes a load task, a missing one a pass and a save
+        task); entries are read and written only when the graph runs.
 
     Returns
     -------
     dask.delayed.Delayed
         Its value is a :class:`PassResult` (``.stats``: the :class:`BinStats` of every bin;
-        ``.snr_values``; ``.repairs``), or a list of them with ``per_shard``.
+        ``.snr_values``; ``.repairs``), or a list of them with ``per_shard`` (their
+        :func:`sum_results` is the value without it, bit for bit). Its task names follow every input,
+        and no task changes a value that another task, graph or client holds: results can be
+        computed together, persisted and computed again.
 
     Examples
     --------

@@ -126,7 +126,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                 with timer.phase("validation pass"):
                     val = compute(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0), cache=cache,
                                                  label="validation"))
-        with timer.phase("solve"):
+        with timer.phase("solve"), plan.config_keys():
             model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
             test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
@@ -146,7 +146,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         results["output_dir"] = str(cfg.output_dir)
         with timer.phase("write"), output.build() as partial:
             results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
-            write_outputs(partial, results, predictions, model.global_, model.experts_, render)
+            write_outputs(partial, results, predictions, model, render)
     log.info("results in %s", cfg.output_dir)
     return results
 
