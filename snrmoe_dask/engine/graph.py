@@ -2,15 +2,20 @@
 
 Graph for shards k = 0..K-1 with segments j:
 
-    segment(k, 0), segment(k, 1), ... --add left to right--> shard(k) [--save to cache--]
-    shard(0..K-1) or load(k) from the cache --add in the fixed tree of core.fold.tree_sum--> total
+    segment(k, 0), segment(k, 1), ... --added left to right--> shard(k) [--save to cache--]
+    shard(0..K-1) or load(k) from the cache --added in the fixed tree of core.fold.tree_sum--> total
 
 The order of every floating-point sum is part of the graph, so the numbers are identical on the
 threaded, process and distributed schedulers, and whether a shard comes from the cache or from the
-data. Every add makes new statistics and changes neither input: a task's value may be held by other
-tasks, other graphs (keys come from the inputs, so equal inputs share tasks) and clients, and must
-never change once computed. Only sources (a path, or lazy arrays), row ranges and small per-row
-vectors (target, table SNR, bin index) travel with the tasks; each task reads its rows itself.
+data. Only sources (a path, or lazy arrays), row ranges and small per-row vectors (target, table SNR,
+bin index) travel with the tasks; each task reads its rows itself.
+
+A task's value must never change once computed: other tasks, other graphs and clients may hold it.
+The partial sums of one graph are the exception that keeps a pass's memory at one accumulator per
+running sum: every task of a graph is named after the graph's output and inputs (``name``), so no
+other graph (an identical one aside, which runs the same tasks) can reach them; each is read by
+exactly one task, which adds the next part into it in place. The graph's outputs (a total, or the
+per-shard results) are never changed.
 """
 
 from __future__ import annotations
@@ -20,11 +25,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 from dask import delayed
-from dask.base import tokenize
 
 from ..core.fold import PassResult, PassSpec, tree_split
 from .blocks import Block, plan_segments
-from .segment import add_results, segment_pass
+from .segment import add_into, segment_pass
 from .sources import RowSource
 
 
@@ -52,10 +56,10 @@ class ShardRows:
 
 
 def _chain(parts: list, name: str):
-    """Add delayed parts left to right: ((p0 + p1) + p2) + ..."""
+    """Add delayed parts left to right, into the first: ((p0 + p1) + p2) + ... (parts of this graph only)."""
     total = parts[0]
     for i, part in enumerate(parts[1:], start=1):
-        total = delayed(add_results, pure=True)(total, part, dask_key_name=f"{name}-add-{i}")
+        total = delayed(add_into, pure=True)(total, part, dask_key_name=f"{name}-add-{i}")
     return total
 
 
@@ -70,11 +74,12 @@ def _segment_inputs(shard: ShardRows, block_rows: int, segment_rows: int):
                None if shard.bins is None else shard.bins[rows])
 
 
-def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, token: str):
-    """A delayed :class:`PassResult` of one shard: its segments summed in row order."""
-    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"segment-{shard.label}-{i}-{token}")
+def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
+    """A delayed :class:`PassResult` of one shard: its segments summed in row order; task names start
+    with ``name`` (the graph's output and token)."""
+    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"{name}-segment-{shard.label}-{i}")
              for i, inputs in enumerate(_segment_inputs(shard, block_rows, segment_rows))]
-    return _chain(parts, f"shard-{shard.label}-{token}")
+    return _chain(parts, f"{name}-shard-{shard.label}")
 
 
 def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
@@ -96,19 +101,13 @@ def then(fn: Callable, part, *args, name: str):
 
 
 def tree_graph(parts: Sequence, name: str):
-    """The delayed sum of ``parts`` in the fixed tree of :func:`~snrmoe_dask.core.fold.tree_sum`; the
-    node adding parts lo..hi-1 is named ``{name}-{token}-{lo}-{hi}`` (the token: the parts' keys)."""
-    token = tokenize(*[p.key for p in parts])
+    """The delayed sum of ``parts`` (partial sums of this graph only: each is added into) in the fixed
+    tree of :func:`~snrmoe_dask.core.fold.tree_sum`; the node adding parts lo..hi-1 is ``{name}-{lo}-{hi}``."""
 
     def node(lo: int, hi: int):
         if hi - lo == 1:
             return parts[lo]
         m = lo + tree_split(hi - lo)
-        return delayed(add_results, pure=True)(node(lo, m), node(m, hi), dask_key_name=f"{name}-{token}-{lo}-{hi}")
+        return delayed(add_into, pure=True)(node(lo, m), node(m, hi), dask_key_name=f"{name}-{lo}-{hi}")
 
     return node(0, len(parts))
-
-
-def total_graph(parts: list, name: str = "total"):
-    """The sum over shards, in the fixed tree (a delayed :class:`PassResult`)."""
-    return tree_graph(parts, name)

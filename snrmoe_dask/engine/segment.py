@@ -107,11 +107,12 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
         return _fold_segment(source, blocks, y, table_snr, bin_idx, spec)
 
 
-def add_results(a: PassResult, b: PassResult) -> PassResult:
-    """``a + b``, a task of the pass: new statistics, neither input changes (see ``engine.graph``); its
-    accumulator may reuse the buffer of a result that nobody holds any more (``core.buffers``)."""
+def add_into(total: PassResult, part: PassResult) -> PassResult:
+    """``total += part``, a task of the pass: ``total`` is a partial sum that only this task reads (see
+    ``engine.graph``); ``part`` does not change, and its buffer is reused once nobody holds it."""
     with pass_running():
-        return a + b
+        total += part
+        return total
 
 
 def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None,

@@ -28,7 +28,7 @@ from ..core.snr import SNR_METHODS
 from ..errors import ConfigError, InputError
 from .blocks import Block, plan_blocks, split_blocks
 from .dataset import DEFAULT_BLOCK_ROWS, shard_files
-from .graph import ShardRows, shard_graph, sum_shard, then, total_graph
+from .graph import ShardRows, shard_graph, sum_shard, then, tree_graph
 from .segment import load_block
 from .sources import ArrayRows, RowSource, ShardFile
 
@@ -145,12 +145,13 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
             shards.append(ShardRows(k, sources[k], tuple(group), y[at], None if table_snr is None else table_snr[at],
                                     None if cells is None else cells[at], (j, splits) if splits > 1 else None))
             paths.append(files[k - first] if files else None)
+    # every task is named after the output it serves: a total's partial sums are added into in place,
+    # so they must never be the tasks of a per-shard result (see engine.graph)
+    name = f"{label}-{'shards' if per_shard else 'total'}-{token}"
     if cache is not None and files:
-        return _cached(cache, shards, paths, spec, target, block_rows, token, label, per_shard)
-    parts = [shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token) for rows in shards]
-    if per_shard:
-        return delayed(list, pure=True)(parts, dask_key_name=f"{label}-shards-{token}")
-    return total_graph(parts, name=f"{label}-total")
+        return _cached(cache, shards, paths, spec, target, block_rows, name, label, per_shard)
+    parts = [shard_graph(rows, spec, block_rows, SEGMENT_ROWS, name) for rows in shards]
+    return delayed(list, pure=True)(parts, dask_key_name=name) if per_shard else tree_graph(parts, name)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -288,7 +289,7 @@ class _Entry:
 
 
 def _cached(cache, shards: list[ShardRows], paths: list[Path], spec: PassSpec, target: str, block_rows: int,
-            token: str, label: str, per_shard: bool):
+            name: str, label: str, per_shard: bool):
     """The pass through the cache: one load of the merged entry of this shard list when there is
     one; else per shard a load or a pass (saved when worth it), summed and saved as the merged entry."""
     entries = [_shard_entry(cache, rows, path, spec, target, block_rows) for rows, path in zip(shards, paths)]
@@ -300,22 +301,23 @@ def _cached(cache, shards: list[ShardRows], paths: list[Path], spec: PassSpec, t
         log.info("%s pass: %d shard(s) from the cache %s in one merged entry%s, 0 to compute []", label,
                  len(names), names, " (merged bins)" if merged.groups else "")
         return delayed(_load_total, pure=False)(cache, merged, entries, spec, block_rows,
-                                                dask_key_name=f"cached-{merged.key}")
+                                                dask_key_name=f"{name}-cached-{merged.key}")
     parts, cached, computed = [], [], []
     for e, name in zip(entries, names):
         if e.found:
-            parts.append(delayed(_load_or_pass, pure=False)(cache, e, spec, block_rows, dask_key_name=f"cached-{e.key}"))
+            parts.append(delayed(_load_or_pass, pure=False)(cache, e, spec, block_rows,
+                                                            dask_key_name=f"{name}-cached-{e.key}"))
             cached.append(name + (" (merged bins)" if e.groups else ""))
             continue
-        graph = shard_graph(e.rows, spec, block_rows, SEGMENT_ROWS, token)
-        parts.append(then(_save, graph, cache, e, name=f"save-{e.key}") if e.store else graph)
+        graph = shard_graph(e.rows, spec, block_rows, SEGMENT_ROWS, name)
+        parts.append(then(_save, graph, cache, e, name=f"{name}-save-{e.key}") if e.store else graph)
         computed.append(name + ("" if e.store else " (too small to cache)"))
     log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
              len(computed), computed)
     if per_shard:
-        return delayed(list, pure=True)(parts, dask_key_name=f"{label}-shards-{token}")
-    total = total_graph(parts, name=f"{label}-total")
-    return then(_save, total, cache, merged, name=f"save-{merged.key}") if merged and merged.store else total
+        return delayed(list, pure=True)(parts, dask_key_name=name)
+    total = tree_graph(parts, name)
+    return then(_save, total, cache, merged, name=f"{name}-save-{merged.key}") if merged and merged.store else total
 
 
 def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpec) -> _Entry:
