@@ -198,7 +198,7 @@ def test_in_order_sum_of_the_shards_is_the_total_bit_for_bit(train):
         assert np.array_equal(getattr(summed.stats, f), getattr(total.stats, f)), f
     assert np.array_equal(summed.snr_values, total.snr_values) and summed.repairs == total.repairs
     assert all(np.array_equal(getattr(parts[0].stats, f), getattr(first, f)) for f in FIELDS)  # parts untouched
-    assert [int(s.stats.n.sum()) for s in prefix_sums(parts)] == [ROWS, 2 * ROWS, 3 * ROWS]
+    assert [int(s.stats.n.sum()) for _, s in prefix_sums(parts)] == [ROWS, 2 * ROWS, 3 * ROWS]
 
 
 @pytest.mark.parametrize("splits", [2, 3])
@@ -217,8 +217,8 @@ def test_sub_shards_add_up_to_their_shard(train, splits):
             a, b = getattr(summed.stats, f), getattr(shard.stats, f)
             assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b)), f
     # cumulative statistics at the shard boundaries equal the unsplit ones (to rounding)
-    split_sums = [s.stats.S.copy() for s in prefix_sums(parts)][splits - 1::splits]
-    for a, b in zip(split_sums, [s.stats.S.copy() for s in prefix_sums(whole)]):
+    split_sums = [s.stats.S.copy() for _, s in prefix_sums(parts)][splits - 1::splits]
+    for a, b in zip(split_sums, [s.stats.S.copy() for _, s in prefix_sums(whole)]):
         assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
 
 

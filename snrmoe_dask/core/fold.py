@@ -136,54 +136,69 @@ def sorted_rows(result: PassResult, shard: int, row0: int, loaded: tuple[np.ndar
     return rows, y[order], np.asarray(bin_idx)[order]
 
 
+# Parts are added left to right in groups of this many, then the groups in a binary tree: up to CHAIN
+# parts (the usual number of shards) hold one running sum, as a plain left-to-right sum would, while
+# many parts still reduce in parallel, in about log2(parts / CHAIN) + CHAIN add rounds.
+CHAIN = 8
+
+
 def tree_split(n: int) -> int:
-    """Where the fixed reduction tree cuts n >= 2 parts: before part m, m the largest power of two < n."""
+    """Where the binary tree cuts n >= 2 groups: before group m, m the largest power of two < n."""
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def _binary_counter(parts: Iterable[T], add: Callable[[T, T], T]) -> Iterator[list[tuple[int, T]]]:
-    """After each part, the complete blocks of the tree so far: (parts summed, their sum), largest first,
-    one per binary digit of the number of parts; two equal blocks merge as soon as both are complete."""
-    stack: list[tuple[int, T]] = []
-    for part in parts:
-        size, value = 1, part
-        while stack and stack[-1][0] == size:
-            below, left = stack.pop()
-            size, value = size + below, add(left, value)
-        stack.append((size, value))
-        yield stack
+def tree_sum(parts: Iterable[T], add: Callable[[T, T], T] = operator.add) -> T:
+    """``parts`` added in the pass's fixed order: each run of :data:`CHAIN` consecutive parts left to right
+    (a group), then the groups in a binary tree, the sum of groups[:m] plus the sum of groups[m:],
+    m = tree_split(number of groups).
 
-
-def _fold_blocks(stack: list[tuple[int, T]], add: Callable[[T, T], T]) -> T:
-    """The blocks of :func:`_binary_counter` added from the right: b1 + (b2 + (... + bj))."""
-    total = stack[-1][1]
-    for _, left in reversed(stack[:-1]):
-        total = add(left, total)
+    The shape depends only on the number of parts, so every scheduler adds the same numbers in the same
+    order (bit-identical sums), while groups and halves can be added at the same time. The parts are taken
+    one at a time and at most log2(groups) + 2 partial sums are held. ``add`` may add into its left
+    operand when every part is the caller's own.
+    """
+    total = None
+    for _, total in prefix_sums(parts, add, at=lambda k, last: last):
+        pass
+    if total is None:
+        raise InputError("no results to add up")
     return total
 
 
-def tree_sum(parts: Iterable[T], add: Callable[[T, T], T] = operator.add) -> T:
-    """``parts`` added in a fixed tree: the sum of parts[:m] plus the sum of parts[m:], m = tree_split(n).
+def prefix_sums(parts: Iterable[T], add: Callable[[T, T], T] = operator.add,
+                at: Callable[[int, bool], bool] | None = None) -> Iterator[tuple[int, T]]:
+    """(k, ``tree_sum(parts[:k])``) for k = 1, 2, ..., n, or the k where ``at(k, k == n)`` holds: each the
+    same bits as a pass over the first k parts. The sums of first parts reuse the groups and tree blocks
+    of the whole sum (the tree's nodes are the aligned blocks of a binary counter over the groups), with
+    at most log2(k) adds of their own on the right edge. ``add`` must not change its right operand, nor
+    its left one when prefixes other than the last are asked for."""
+    stack: list[tuple[int, T]] = []  # complete groups' blocks: (groups summed, their sum), largest first
+    partial, count = None, 0  # the current group's running sum
+    parts = iter(parts)
+    part = next(parts, _END)
+    k = 0
+    while part is not _END:
+        following = next(parts, _END)
+        k += 1
+        partial = part if partial is None else add(partial, part)
+        count += 1
+        if count == CHAIN:
+            size, value = 1, partial
+            while stack and stack[-1][0] == size:
+                below, left = stack.pop()
+                size, value = size + below, add(left, value)
+            stack.append((size, value))
+            partial, count = None, 0
+        if at is None or at(k, following is _END):
+            blocks = [value for _, value in stack] + ([partial] if partial is not None else [])
+            total = blocks[-1]
+            for left in reversed(blocks[:-1]):
+                total = add(left, total)
+            yield k, total
+        part = following
 
-    The shape depends only on the number of parts, so every scheduler adds the same numbers in the same
-    order (bit-identical sums), while the two halves can be added at the same time. Its nodes are the
-    aligned blocks of a binary counter, so the parts are taken one at a time and at most log2(n) + 1
-    partial sums are held. ``add`` may add into its left operand when every part is the caller's own.
-    """
-    stack = None
-    for stack in _binary_counter(parts, add):
-        pass
-    if not stack:
-        raise InputError("no results to add up")
-    return _fold_blocks(stack, add)
 
-
-def prefix_sums(parts: Iterable[T], add: Callable[[T, T], T] = operator.add) -> Iterator[T]:
-    """``tree_sum(parts[:k])`` for k = 1, 2, ..., n, each the same bits as a pass over the first k parts:
-    the sum of the first k parts reuses the tree's blocks, with at most log2(k) adds on its right edge,
-    and at most log2(n) + 1 blocks are held at a time. ``add`` must not change its operands."""
-    for stack in _binary_counter(parts, add):
-        yield _fold_blocks(stack, add)
+_END = object()
 
 
 def sum_results(parts: Sequence[PassResult]) -> PassResult:

@@ -3,7 +3,8 @@
 Graph for shards k = 0..K-1 with segments j:
 
     segment(k, 0), segment(k, 1), ... --added left to right--> shard(k) [--save to cache--]
-    shard(0..K-1) or load(k) from the cache --added in the fixed tree of core.fold.tree_sum--> total
+    shard(0..K-1) or load(k) from the cache --added in the fixed order of core.fold.tree_sum--> total
+    (groups of 8 shards left to right, the groups in a binary tree)
 
 The order of every floating-point sum is part of the graph, so the numbers are identical on the
 threaded, process and distributed schedulers, and whether a shard comes from the cache or from the
@@ -26,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 from dask import delayed
 
-from ..core.fold import PassResult, PassSpec, tree_split
+from ..core.fold import CHAIN, PassResult, PassSpec, tree_split
 from .blocks import Block, plan_segments
 from .segment import add_into, segment_pass
 from .sources import RowSource
@@ -101,13 +102,15 @@ def then(fn: Callable, part, *args, name: str):
 
 
 def tree_graph(parts: Sequence, name: str):
-    """The delayed sum of ``parts`` (partial sums of this graph only: each is added into) in the fixed
-    tree of :func:`~snrmoe_dask.core.fold.tree_sum`; the node adding parts lo..hi-1 is ``{name}-{lo}-{hi}``."""
+    """The delayed sum of ``parts`` (partial sums of this graph only: each is added into) in the order of
+    :func:`~snrmoe_dask.core.fold.tree_sum`: groups of CHAIN parts left to right (``{name}-group-{g}-add-{i}``),
+    then the groups in the binary tree (the node adding groups lo..hi-1 is ``{name}-{lo}-{hi}``)."""
+    groups = [_chain(list(parts[i:i + CHAIN]), f"{name}-group-{i // CHAIN}") for i in range(0, len(parts), CHAIN)]
 
     def node(lo: int, hi: int):
         if hi - lo == 1:
-            return parts[lo]
+            return groups[lo]
         m = lo + tree_split(hi - lo)
         return delayed(add_into, pure=True)(node(lo, m), node(m, hi), dask_key_name=f"{name}-{lo}-{hi}")
 
-    return node(0, len(parts))
+    return node(0, len(groups))

@@ -145,7 +145,7 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
     test = _test_set(test, spec, partition, noise, target)
     model = model if model is not None else BinnedRidge()
     points, solve_s, score_s = [], [], []
-    for k, total in enumerate(prefix_sums(parts if last is None else parts[:-1]), start=1):
+    for k, total in prefix_sums(parts if last is None else parts[:-1]):
         start = time.perf_counter()
         fitted = clone(model).fit(total, val)
         solve_s.append(round(time.perf_counter() - start, 3))
