@@ -190,15 +190,20 @@ def prefix_sums(parts: Iterable[T], add: Callable[[T, T], T] = operator.add,
             stack.append((size, value))
             partial, count = None, 0
         if at is None or at(k, following is _END):
-            blocks = [value for _, value in stack] + ([partial] if partial is not None else [])
-            total = blocks[-1]
-            for left in reversed(blocks[:-1]):
-                total = add(left, total)
-            yield k, total
+            yield k, fold_blocks([value for _, value in stack] + ([partial] if partial is not None else []), add)
         part = following
 
 
 _END = object()
+
+
+def fold_blocks(blocks: Sequence[T], add: Callable[[T, T], T] = operator.add) -> T:
+    """The sum of the first parts from the partial sums that hold it (complete blocks of the tree, then the
+    running group), added right to left: b1 + (b2 + (... + bj)). A single block is returned as it is."""
+    total = blocks[-1]
+    for left in reversed(blocks[:-1]):
+        total = add(left, total)
+    return total
 
 
 def sum_results(parts: Sequence[PassResult]) -> PassResult:

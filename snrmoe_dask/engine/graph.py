@@ -22,7 +22,7 @@ per-shard results) are never changed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from dask import delayed
@@ -101,16 +101,50 @@ def then(fn: Callable, part, *args, name: str):
     return delayed(fn, pure=False)(part, *args, dask_key_name=name)
 
 
-def tree_graph(parts: Sequence, name: str):
+def reduce_graph(parts: Sequence, name: str,
+                 readers: Mapping[int, Callable[[list], Any]] | None = None) -> tuple[Any, dict[int, Any]]:
     """The delayed sum of ``parts`` (partial sums of this graph only: each is added into) in the order of
     :func:`~snrmoe_dask.core.fold.tree_sum`: groups of CHAIN parts left to right (``{name}-group-{g}-add-{i}``),
-    then the groups in the binary tree (the node adding groups lo..hi-1 is ``{name}-{lo}-{hi}``)."""
-    groups = [_chain(list(parts[i:i + CHAIN]), f"{name}-group-{i // CHAIN}") for i in range(0, len(parts), CHAIN)]
+    then the groups in the binary tree (the node adding groups lo..hi-1 is ``{name}-{lo}-{hi}``).
 
-    def node(lo: int, hi: int):
-        if hi - lo == 1:
-            return groups[lo]
-        m = lo + tree_split(hi - lo)
-        return delayed(add_into, pure=True)(node(lo, m), node(m, hi), dask_key_name=f"{name}-{lo}-{hi}")
+    readers: {k: fn(blocks) -> delayed} for prefixes k of the parts: ``blocks`` are the delayed partial
+    sums whose sum right to left (:func:`~snrmoe_dask.core.fold.fold_blocks`) is the sum of the first k
+    parts, bit for bit; fn's task must not change them, and every add that would change one waits for it.
+    Returns (the total, {k: the reader's delayed value}).
+    """
+    readers = readers or {}
+    waiting: dict[str, list] = {}  # key of a partial sum -> the reader tasks that must run before it changes
 
-    return node(0, len(groups))
+    def add(left, right, key: str):
+        return delayed(add_into, pure=True)(left, right, *waiting.pop(left.key, []), dask_key_name=key)
+
+    stack: list[tuple[int, int, Any]] = []  # complete groups' blocks: (first group, groups, partial sum)
+    partial, group, read = None, 0, {}
+    for k, part in enumerate(parts, start=1):
+        i = (k - 1) % CHAIN
+        partial = part if i == 0 else add(partial, part, f"{name}-group-{group}-add-{i}")
+        if i == CHAIN - 1 or k == len(parts):
+            block, size = partial, 1
+            if i == CHAIN - 1:
+                partial = None
+                while stack and stack[-1][1] == size:
+                    lo, below, left = stack.pop()
+                    block, size = add(left, block, f"{name}-{lo}-{group + 1}"), size + below
+                stack.append((group + 1 - size, size, block))
+                group += 1
+        if k in readers:
+            blocks = [b for _, _, b in stack] + ([partial] if partial is not None else [])
+            read[k] = readers[k](blocks)
+            for b in blocks:
+                waiting.setdefault(b.key, []).append(read[k])
+    blocks = [(lo, b) for lo, _, b in stack] + ([(group, partial)] if partial is not None else [])
+    end = blocks[-1][0] + 1
+    total = blocks[-1][1]
+    for lo, left in reversed(blocks[:-1]):
+        total = add(left, total, f"{name}-{lo}-{end}")
+    return total, read
+
+
+def tree_graph(parts: Sequence, name: str):
+    """The delayed sum of ``parts`` in the pass's fixed order (:func:`reduce_graph` without readers)."""
+    return reduce_graph(parts, name)[0]

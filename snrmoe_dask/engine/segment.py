@@ -107,9 +107,10 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
         return _fold_segment(source, blocks, y, table_snr, bin_idx, spec)
 
 
-def add_into(total: PassResult, part: PassResult) -> PassResult:
-    """``total += part``, a task of the pass: ``total`` is a partial sum that only this task reads (see
-    ``engine.graph``); ``part`` does not change, and its buffer is reused once nobody holds it."""
+def add_into(total: PassResult, part: PassResult, *after) -> PassResult:
+    """``total += part``, a task of the pass: ``total`` is a partial sum that only this task changes (see
+    ``engine.graph``; ``after``: the tasks that read it first); ``part`` does not change, and its buffer is
+    reused once nobody holds it."""
     with pass_running():
         total += part
         return total
