@@ -163,7 +163,7 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
         return check_params(type(self).__name__, PARAMS, values)
 
     # ------------------------------------------------------------------------- fitting
-    def fit(self, stats: Any = None, val_stats: Any = None) -> "BinnedRidge":
+    def fit(self, stats: Any = None, val_stats: Any = None, *, refit: bool = True) -> "BinnedRidge":
         """Solve the global model and every expert from training statistics.
 
         Parameters
@@ -175,6 +175,10 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
         val_stats : PassResult, its lazy form, BinStats or None
             Statistics of the same bins over validation spectra, required when ``alpha`` is "auto" or
             a list. Kept for later re-fits until new training statistics are given.
+        refit : bool, default True
+            Keep the statistics and each model's prepared problem (a D x D matrix) for re-fits at
+            other alphas. False solves the models one after another, each problem dropped once solved,
+            and keeps nothing but the coefficients: a one-off fit in the least memory.
 
         Returns
         -------
@@ -204,16 +208,27 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
         if getattr(self, "_work", None) is None or self._work.shape != (train.d, train.d):
             self._work = pages.empty((train.d, train.d))  # one factorisation scratch for every solve
         work = self._work
-        self.global_ = self._problem(GLOBAL, train.total, 0, None).model(alphas[GLOBAL], work)
+
+        def solve(name: str, stats, k: int, scaler) -> RidgeModel:
+            key = (name, "own" if scaler is None else "shared")
+            problem = self._problems.get(key) or ScaledRidge.from_stats(stats(), k, scaler)
+            if refit:
+                self._problems[key] = problem
+            return problem.model(alphas[name], work)
+
+        self.global_ = solve(GLOBAL, train.total, 0, None)
         minimum = max(params["min_bin_samples"], 1)
         self.experts_: dict[str, RidgeModel | None] = {}
         for k, name in enumerate(train.names):
             if train.n[k] >= minimum:
-                self.experts_[name] = self._problem(name, lambda: train, k, shared).model(alphas[name], work)
+                self.experts_[name] = solve(name, lambda: train, k, shared)
             else:
                 self.experts_[name] = None
                 log.warning("bin %s: %d training spectra < min_bin_samples=%d, no expert; the global model "
                             "serves it", name, train.n[k], params["min_bin_samples"])
+        if not refit:
+            for name in _HELD:
+                self.__dict__.pop(name, None)
         return self
 
     def _alphas(self, train: BinStats, shared, alpha, min_samples: int) -> dict[str, float]:
@@ -228,13 +243,6 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
         choice = select_alpha(train, self._val, grid, card.ALPHA if card.ALPHA in grid else None, min_samples, shared)
         self.alpha_choice_ = choice
         return {GLOBAL: choice.global_model.alpha, **choice.expert_alphas()}
-
-    def _problem(self, name: str, stats, k: int, shared) -> ScaledRidge:
-        """The prepared scaled problem of one model, kept across fits on the same statistics."""
-        key = (name, "own" if shared is None else "shared")
-        if key not in self._problems:
-            self._problems[key] = ScaledRidge.from_stats(stats(), k, shared)
-        return self._problems[key]
 
     # ------------------------------------------------------------------------- predicting
     @property

@@ -130,18 +130,20 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     return _save_merged(tree_graph(parts, name), cache, merged, name)
 
 
-def statistics_and_prefixes(ds, readers: Mapping[int, Callable[[list], Any]], *, label: str = "train",
-                            cache=None, **options):
+def statistics_and_prefixes(ds, readers: Callable[[list[int]], Mapping[int, Callable[[list], Any]]], *,
+                            label: str = "train", cache=None, **options):
     """The pass of ``bin_statistics(ds, **options)`` (its total, bit for bit) and, in the same graph, a
-    task per prefix of its parts (shards, or sub-shards with ``splits``) that reads their sum.
+    task per chosen prefix of its parts (shards, or sub-shards with ``splits``) that reads their sum.
 
-    readers: {k: fn(blocks) -> a delayed value} for k = 1..parts: ``blocks`` are delayed partial sums of
-    the pass whose :func:`~snrmoe_dask.core.fold.fold_blocks` is the sum of the first k parts (bit for
-    bit a pass over them); fn's task must not change them. The pass's adds wait for the readers of
-    what they add into, so each prefix is read once, as soon as its parts are summed, and no D x D
-    sums are held for it afterwards. Returns a delayed (total PassResult, {k: fn's value}).
+    readers(rows of each part) -> {k: fn(blocks) -> a delayed value} for some k in 1..parts: ``blocks``
+    are delayed partial sums of the pass whose :func:`~snrmoe_dask.core.fold.fold_blocks` is the sum
+    of the first k parts (bit for bit a pass over them); fn's task must not change them. The pass's
+    adds wait for the readers of what they add into, so each prefix is read once, as soon as its parts
+    are summed, and no D x D sums are held for it afterwards. Returns a delayed (total PassResult,
+    {k: fn's value}).
     """
     plan = _plan(ds, **options)
+    readers = readers([rows.n for rows in plan.parts])
     name = f"{label}-prefixes-{plan.token}"
     entries = _entries(cache, plan, options.get("target", card.TARGET)) if cache is not None and plan.files else None
     merged = _merged_entry(cache, entries, plan.paths, plan.spec) if entries and len(entries) > 1 else None
@@ -288,6 +290,21 @@ def _identity(ds, n: int) -> tuple[np.ndarray, np.ndarray]:
 def _row_chunk(flux) -> int:
     chunks = getattr(flux, "chunks", None)
     return int(chunks[0][0]) if chunks else DEFAULT_BLOCK_ROWS
+
+
+def pass_shift(ds, *, target: str = card.TARGET, clip_flux: bool = True,
+               block_rows: int | None = None) -> tuple[np.ndarray, float]:
+    """(c (D,), y0): the fixed shift that ``bin_statistics(ds, ...)`` chooses (the means of the first rows of
+    the first shard). Statistics of other spectra to be compared with or added to these (a validation
+    set) are computed with ``shift=pass_shift(ds)``."""
+    flux, error = _spectra(ds)
+    y = sample_values(ds, target, "target")
+    shard, row = _identity(ds, len(y))
+    blocks_of = plan_blocks(shard, row, int(block_rows or _row_chunk(flux)))
+    files = shard_files(ds)
+    first = int(shard[0])
+    source = ShardFile(str(files[0])) if files else ArrayRows(flux, error, 0)
+    return _shift(source, blocks_of[first], y, clip_flux)
 
 
 def _shift(source: RowSource, blocks: list[Block], y: np.ndarray, clip_flux: bool) -> tuple[np.ndarray, float]:

@@ -173,6 +173,7 @@ class EvaluationSection(_Section):
     gate_fallback: float = Field(default=0.4, ge=0, le=1)
     scaling: bool = False  # R² and ΔR² against N from the per-shard statistics of the one pass
     scaling_splits: PosInt = 1  # each shard summed as this many sub-shards: more points on the curve
+    scaling_points: int = Field(default=8, ge=2)  # training sizes solved, nearly geometric in N
 
     @field_validator("metrics", mode="before")
     @classmethod

@@ -12,12 +12,11 @@ from typing import Iterator
 import numpy as np
 
 from ..core.alpha import is_selection
-from ..core.fold import sum_results
 from ..core.metrics import check_r2_defined
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
 from ..engine.model import BinnedRidge
-from ..engine.statistics import bin_statistics
+from ..engine.statistics import bin_statistics, pass_shift
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
 from ..io.shards import refuse_duplicates
@@ -26,7 +25,7 @@ from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
 from .outputs import Render, provenance, write_outputs
-from .scaling import scaling_curve
+from .scaling import curve, curve_graph, point_of
 
 log = logging.getLogger(__name__)
 
@@ -115,28 +114,34 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     # every check on output.dir, and the lock held until the results are in place, before the pass
     with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder)) as output:
         remove_dead_temp_files(folder)
+        test = val = shift = None
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
-            with timer.phase("pass"):
-                train = compute(bin_statistics(train_ds, **options, **plan.per_shard_options(cfg), cache=cache,
-                                               label="train"))
-                if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their sum in the pass's order
-                    parts, train = train, sum_results(train)
-            val = None
-            if val_ds is not None:
+            if val_ds is not None:  # first, so that the points of a scaling curve can choose alphas on it
+                shift = pass_shift(train_ds, **plan.shift_options(cfg))
                 with timer.phase("validation pass"):
-                    val = compute(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0), cache=cache,
-                                                 label="validation"))
+                    val = compute(bin_statistics(val_ds, **options, shift=shift, cache=cache, label="validation"))
+            if cfg.evaluation.scaling:  # the curve's points are tasks of the pass: the test set goes in first
+                with timer.phase("test"):
+                    test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
+                with timer.phase("pass"):
+                    train, points = compute(curve_graph(
+                        train_ds, model=BinnedRidge(**plan.model_options(cfg)), test=test, val=val,
+                        partition=cfg.partition, cache=cache, label="train", shift=shift, **options,
+                        **plan.scaling_options(cfg)))
+            else:
+                with timer.phase("pass"):
+                    train = compute(bin_statistics(train_ds, **options, shift=shift, cache=cache, label="train"))
         with timer.phase("solve"), plan.config_keys():
             model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
-            test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
+            if test is None:
+                test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
             results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
         if cfg.evaluation.scaling:
             with timer.phase("scaling"):
-                results["scaling"] = {"splits": cfg.evaluation.scaling_splits, **scaling_curve(
-                    parts, model=BinnedRidge(**plan.model_options(cfg)), test=test, val=val, partition=cfg.partition,
-                    last=results, **plan.scaling_options(cfg))}
-            del parts
+                parts = len(train_ds.attrs["files"]) * cfg.evaluation.scaling_splits
+                results["scaling"] = {"splits": cfg.evaluation.scaling_splits,
+                                      **curve([*points, point_of(results, parts)], **plan.curve_options(cfg))}
         results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y),
                            "pixels": train_ds.sizes["pixel"], "train_files": train_ds.attrs["files"],
                            "test_file": test_ds.attrs["files"][0],

@@ -31,16 +31,20 @@ def pass_options(cfg: ExperimentConfig) -> dict[str, Any]:
             "features": cfg.evaluation.deployable_gate}
 
 
-def per_shard_options(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Keyword arguments of the training pass's ``bin_statistics`` for the scaling curve: one result
-    per (sub-)shard instead of their sum; none when ``evaluation.scaling`` is off."""
-    return {"per_shard": True, "splits": cfg.evaluation.scaling_splits} if cfg.evaluation.scaling else {}
+def shift_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of ``pass_shift``: the shift shared by the training and validation passes."""
+    return {"target": cfg.data.target, "clip_flux": cfg.preprocessing.clip_flux, "block_rows": cfg.compute.block_rows}
 
 
 def scaling_options(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Keyword arguments of ``scaling_curve`` (the model, test set and partition come from the run)."""
-    return {"target": cfg.data.target, "bootstrap": cfg.evaluation.bootstrap, "seed": cfg.noise.test_seed,
-            "threshold": cfg.evaluation.threshold}
+    """Keyword arguments of ``curve_graph`` besides the pass's, the model, test set and partition."""
+    return {"points": cfg.evaluation.scaling_points, "splits": cfg.evaluation.scaling_splits,
+            "threshold": cfg.evaluation.threshold, "bootstrap": cfg.evaluation.bootstrap, "seed": cfg.noise.test_seed}
+
+
+def curve_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of ``scaling.curve``."""
+    return {"threshold": cfg.evaluation.threshold, "bootstrap": cfg.evaluation.bootstrap, "seed": cfg.noise.test_seed}
 
 
 # The config key of each BinnedRidge parameter, to name it in errors

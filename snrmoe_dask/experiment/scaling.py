@@ -1,30 +1,54 @@
 """Scaling curves from the one pass: R² and ΔR² against the training-set size, per bin.
 
-The per-shard statistics of ``bin_statistics(ds, per_shard=True)`` add up exactly, so the models
-trained on the first 1, 2, ..., K shards are only D x D solves away. Each prefix is summed in the
-pass's fixed tree (``core.fold.prefix_sums``), bit-identical to a pass over the first k shards; it is
-solved, scored on the test set with the paired bootstrap of the main results, and dropped before the
-next shard is added (at most log2(K) + 1 partial sums of K_bins·D²·8 / 2 bytes are held).
+The per-shard statistics of one pass add up exactly, so the models trained on the first k shards are
+only D x D solves away. The curve is solved at a fixed number of training sizes (``points``, nearly
+geometric in N, always the first shard and the whole set, :func:`choose_points`); each prefix is the
+sum of the first k shards in the pass's own order (``core.fold.prefix_sums``), bit-identical to a pass
+over those shards, solved one model at a time, scored on the test set with the paired bootstrap of the
+main results, and dropped: only its coefficients and scores are kept. Inside a run the points are
+tasks of the pass itself (:func:`curve_graph`), each run as soon as its prefix is summed, so the curve
+holds no D x D sums beyond the pass's own, whatever the number of shards.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
+import numpy as np
+from dask import delayed
 from sklearn.base import clone
 
 from ..core import card
+from ..core.buffers import pass_running
 from ..core.extrapolate import FORM, LEVEL, MIN_POINTS, fit_curve, threshold_crossing
-from ..core.fold import PassResult, prefix_sums
+from ..core.fold import PassResult, fold_blocks, prefix_sums
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition
 from ..engine.model import BinnedRidge, _computed
+from ..engine.segment import one_blas_thread
+from ..engine.statistics import statistics_and_prefixes
 from ..errors import InputError
 from .evaluation import TestSet, load_test_set, score
 
 log = logging.getLogger(__name__)
+
+POINTS = 8  # evaluation.scaling_points: training sizes solved for a curve
+
+
+def choose_points(rows: Sequence[int], points: int = POINTS) -> list[int]:
+    """Prefix counts k (1-based) of parts of ``rows`` spectra each: at most ``points`` of them, whose
+    training sizes are nearly geometric from the first part's to the whole set's, always 1 and all."""
+    if points < 2:
+        raise InputError(f"evaluation.scaling_points: expected at least 2 (the first shard and the whole set), "
+                         f"got {points}")
+    total = np.cumsum(np.asarray(rows, dtype=np.float64))
+    if len(total) <= points:
+        return list(range(1, len(total) + 1))
+    targets = np.geomspace(total[0], total[-1], points)
+    return sorted({1, len(total)} | {int(np.argmin(np.abs(np.log(total) - np.log(t)))) + 1 for t in targets})
+
 
 UNCERTAINTY = (f"{LEVEL:.0%} interval from the fit's covariance (scaled by the scatter of the points about the curve, "
                "Student t with points − 3 degrees of freedom); it leaves out the test-set sampling error that all "
@@ -54,8 +78,8 @@ def _r2(entry: dict) -> dict:
     return {"r2": entry["r2"], "r2_ci": entry.get("r2_ci")}
 
 
-def _point(results: dict, parts: int) -> dict:
-    """One point of the curve from the results of ``score``."""
+def point_of(results: dict, parts: int) -> dict:
+    """One point of the curve from the results of ``score`` for the models trained on ``parts`` parts."""
     models = results["models"]
     return {
         "parts": parts, "n_train": models["global"]["n_train"],
@@ -68,20 +92,69 @@ def _point(results: dict, parts: int) -> dict:
     }
 
 
+def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: TestSet, val: PassResult | None,
+                partition: Partition, threshold: float, bootstrap: int, seed: int) -> dict:
+    """One point of the curve: the models solved on the sum of the first k parts (the partial sums
+    ``blocks``, unchanged, see ``core.fold.fold_blocks``), one at a time, and scored on the test set.
+
+    Solved on one BLAS thread whatever else runs (a factorisation's bits may depend on the thread
+    count), so a point is the same on every scheduler. Returns the point with its ``timings_s``."""
+    with one_blas_thread(), pass_running():
+        prefix = fold_blocks(list(blocks))
+        start = time.perf_counter()
+        fitted = clone(model).fit(prefix, val, refit=False)
+        solved = time.perf_counter()
+        results, _ = score(fitted, test, partition=partition, train=prefix, threshold=threshold,
+                           bootstrap=bootstrap, seed=seed)
+    point = point_of(results, k)
+    point["timings_s"] = {"solve": round(solved - start, 3), "score": round(time.perf_counter() - solved, 3)}
+    log.info("scaling point: %s parts, N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k, f"{point['n_train']:,}",
+             point["delta_r2"], *point["timings_s"].values())
+    return point
+
+
+def curve_graph(ds, *, model: BinnedRidge, test: TestSet, val: PassResult | None, partition: Partition,
+                points: int = POINTS, threshold: float = card.THRESHOLD, bootstrap: int = 2000,
+                seed: int = card.TEST_SEED, cache=None, label: str = "train", **options):
+    """The pass of ``bin_statistics(ds, **options)`` and the points of its scaling curve in one graph: a
+    delayed (total PassResult, [point, ...]), the points but the last (the whole set: the run's own main
+    results) in order of N. Each point is a task reading its prefix of the pass's partial sums as soon as
+    they are summed; it keeps only its scores."""
+    test_value = delayed(test, pure=True)
+    val_value = delayed(val, pure=True) if val is not None else None
+
+    def readers(rows: list[int]) -> dict:
+        chosen = choose_points(rows, points)[:-1]
+        return {k: (lambda blocks, k=k: delayed(solve_point, pure=True)(
+            blocks, k, model, test_value, val_value, partition, threshold, bootstrap, seed,
+            dask_key_name=f"{label}-scaling-point-{k}-{_token(blocks)}")) for k in chosen}
+
+    total_and_points = statistics_and_prefixes(ds, readers, label=label, cache=cache, **options)
+    return delayed(lambda pair: (pair[0], [pair[1][k] for k in sorted(pair[1])]), pure=True)(
+        total_and_points, dask_key_name=f"{total_and_points.key}-curve")
+
+
+def _token(blocks) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*[b.key for b in blocks])
+
+
 def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None, test: Any, val: Any = None,
                   partition: Partition | None = None, target: str = card.TARGET, noise: Any = None,
                   bootstrap: int = 2000, seed: int = card.TEST_SEED, threshold: float = card.THRESHOLD,
-                  last: dict | None = None) -> dict:
+                  points: int = POINTS) -> dict:
     """R² and ΔR² against the training-set size, from the per-shard statistics of one pass.
 
-    For k = 1..K the global model and every expert are solved on the sum of the first k results
-    (in list order) and scored on the test set with paired bootstrap intervals, exactly as a run on
-    those k shards would be; each sum is dropped before the next.
+    At ``points`` training sizes (nearly geometric in N, always the first result and all of them) the
+    global model and every expert are solved on the sum of the first k results, in the pass's own
+    order, and scored on the test set with paired bootstrap intervals, exactly as a run on those k
+    shards would be; each sum is dropped once solved.
 
     Parameters
     ----------
-    per_shard_statistics : list of PassResult (or its lazy form)
-        ``bin_statistics(ds, per_shard=True)`` (with ``splits=S``: S results per shard, S·K points).
+    per_shard_statistics : list of PassResult, or its lazy form
+        ``bin_statistics(ds, per_shard=True)`` (with ``splits=S``: S results per shard).
     model : BinnedRidge, optional
         The estimator's parameters (cloned and fitted per point; default ``BinnedRidge()``, the card's).
     test : xarray.Dataset or TestSet
@@ -97,19 +170,18 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
         parameters for the interval of the threshold crossing.
     threshold : float
         The ΔR² threshold whose crossing is extrapolated (the card's 0.02).
-    last : dict, optional
-        The results of ``score`` for the same model on the sum of all the statistics, with these
-        options (a run's own main results): the last point, which is then not solved again.
+    points : int
+        How many training sizes are solved (all of them when there are fewer results).
 
     Returns
     -------
     dict
-        As ``results.json`` ``scaling``: ``points`` (per k: ``parts``, ``n_train``, ``global`` and
-        ``oracle`` R² with ``r2_ci``, ``delta_r2`` and ``delta_r2_ci``, and ``bins`` (per bin
-        ``n_train``, ``skipped``, ``expert`` and ``global`` R² with CI, ``delta_r2`` with CI)),
-        ``threshold``, ``extrapolation`` (every value labelled an extrapolation: a fit
-        R²(N) = R²∞ − a·(N/N_max)^(−b) of each curve, from 4 points up, and where ΔR² crosses
-        the threshold) and ``timings_s`` (``solve`` and ``score`` seconds of each point solved here).
+        As ``results.json`` ``scaling``: ``points`` (per size: ``parts``, ``n_train``, ``global`` and
+        ``oracle`` R² with ``r2_ci``, ``delta_r2`` and ``delta_r2_ci``, ``bins`` (per bin ``n_train``,
+        ``skipped``, ``expert`` and ``global`` R² with CI, ``delta_r2`` with CI)), ``threshold``,
+        ``bootstrap``, ``extrapolation`` (every value labelled an extrapolation: a fit
+        R²(N) = R²∞ − a·(N/N_max)^(−b) of each curve, from 4 points up, and where ΔR² crosses the
+        threshold) and ``timings_s`` (``solve`` and ``score`` seconds of each point solved here).
 
     Examples
     --------
@@ -144,23 +216,19 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
         partition = spec.bins
     test = _test_set(test, spec, partition, noise, target)
     model = model if model is not None else BinnedRidge()
-    points, solve_s, score_s = [], [], []
-    for k, total in prefix_sums(parts if last is None else parts[:-1]):
-        start = time.perf_counter()
-        fitted = clone(model).fit(total, val)
-        solve_s.append(round(time.perf_counter() - start, 3))
-        start = time.perf_counter()
-        results, _ = score(fitted, test, partition=partition, train=total, threshold=threshold,
-                           bootstrap=bootstrap, seed=seed)
-        score_s.append(round(time.perf_counter() - start, 3))
-        points.append(_point(results, k))
-        del fitted  # its prepared problems hold D x D arrays per model
-        log.info("scaling point %d/%d: N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k, len(parts),
-                 f"{points[-1]['n_train']:,}", results["delta_r2"], solve_s[-1], score_s[-1])
-    if last is not None:
-        points.append(_point(last, len(parts)))
+    chosen = set(choose_points([int(p.stats.n.sum()) for p in parts], points))
+    solved = [solve_point([prefix], k, model, test, val, partition, threshold, bootstrap, seed)
+              for k, prefix in prefix_sums(parts, at=lambda k, last: k in chosen)]
+    return curve(solved, threshold, bootstrap, seed)
+
+
+def curve(points: list[dict], threshold: float, bootstrap: int, seed: int) -> dict:
+    """results.json ``scaling`` from its points, in order of N (the seconds each took to solve and score
+    move to ``timings_s``)."""
+    timed = [p.pop("timings_s") for p in points if "timings_s" in p]
     return {"threshold": threshold, "bootstrap": bootstrap, "points": points,
-            "extrapolation": extrapolate(points, threshold, seed), "timings_s": {"solve": solve_s, "score": score_s}}
+            "extrapolation": extrapolate(points, threshold, seed),
+            "timings_s": {phase: [t[phase] for t in timed] for phase in ("solve", "score")}}
 
 
 def _fit(points: list[dict], value, upper: float) -> dict:
@@ -208,8 +276,10 @@ def summary_line(scaling: dict) -> str:
     if fit["status"] != "fitted":
         return line + f"; no extrapolation ({fit['reason']})"
     crossing = fit["crossing"]
-    where = {"crosses": f"reaches {crossing['threshold']:g} at N ~ {crossing['n']:,.0f}",
-             "falls below": f"falls below {crossing['threshold']:g} at N ~ {crossing['n']:,.0f}",
-             "above": f"stays above {crossing['threshold']:g}",
-             "does not cross": f"does not reach {crossing['threshold']:g}"}[crossing["status"]]
+    status, threshold = crossing["status"], f"{crossing['threshold']:g}"
+    if status in ("crosses", "falls below"):  # only these two have a crossing N
+        verb = "reaches" if status == "crosses" else "falls below"
+        where = f"{verb} {threshold} at N ~ {crossing['n']:,.0f}"
+    else:
+        where = f"stays above {threshold}" if status == "above" else f"does not reach {threshold}"
     return line + f"; extrapolated: dR2_inf {fit['inf']:+.4f}, {where}"
