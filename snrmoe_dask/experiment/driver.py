@@ -107,7 +107,8 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         log.info("training on %d shards, %s spectra x %d pixels", len(train_ds.attrs["files"]),
                  f"{train_ds.sizes['sample']:,}", train_ds.sizes["pixel"])
     folder = cache_dir(cfg)
-    cache = (ShardCache(folder, max_gb=cfg.compute.cache_max_gb, min_gflop=cfg.compute.cache_min_gflop)
+    cache = (ShardCache(folder, max_gb=cfg.compute.cache_max_gb, min_gflop=cfg.compute.cache_min_gflop,
+                        max_ratio=cfg.compute.cache_max_ratio)
              if folder is not None else None)
     options = plan.pass_options(cfg)
     files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
