@@ -28,6 +28,8 @@ from .outputs import Render, provenance, write_outputs
 from .scaling import in_order_sum, scaling_curve
 
 log = logging.getLogger(__name__)
+# how the log names each phase of ``timings_s`` (its keys stay as results.json has always had them)
+PHASE_LABELS = {"pass": "train", "validation pass": "validation"}
 
 
 # ----------------------------------------------------------------------------- phases
@@ -43,7 +45,7 @@ class Timer:
         start = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
-        log.info("phase %s: %.2f s", name, self.timings[name])
+        log.info("%s: done in %.2f s", PHASE_LABELS.get(name, name), self.timings[name])
 
     def finish(self) -> dict[str, float]:
         self.timings["total"] = round(time.perf_counter() - self.t0, 3)
@@ -95,6 +97,25 @@ def _open(cfg: ExperimentConfig):
     return train, test, val
 
 
+def _labelled(obj, label: str):
+    """``obj`` under a key named ``label`` (a pass-through task), so that progress lines say which phase
+    they count ('train: 12/40 tasks'), whatever the graph's last task is (a cache save, a list of shards)."""
+    from dask import delayed
+    from dask.base import tokenize
+
+    return delayed(_same, pure=True)(obj, dask_key_name=f"{label}-{tokenize(obj)}")
+
+
+def _same(value):
+    return value
+
+
+def _target_range(ds, target: str) -> tuple[float, float]:
+    """(min, max) of the training targets (a params-table column, in memory)."""
+    values = np.asarray(ds[target].values, dtype=np.float64)
+    return float(values.min()), float(values.max())
+
+
 def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:
     """Run the whole experiment of ``cfg``; returns the results dict also written to results.json.
 
@@ -104,6 +125,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     timer = Timer()
     with timer.phase("open"):
         train_ds, test_ds, val_ds = _open(cfg)
+        target_range = _target_range(train_ds, cfg.data.target)
         log.info("training on %d shards, %s spectra x %d pixels", len(train_ds.attrs["files"]),
                  f"{train_ds.sizes['sample']:,}", train_ds.sizes["pixel"])
     folder = cache_dir(cfg)
@@ -116,20 +138,21 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         remove_dead_temp_files(folder)
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
             with timer.phase("pass"):
-                train = compute(bin_statistics(train_ds, **options, **plan.per_shard_options(cfg), cache=cache,
-                                               label="train"))
+                train = compute(_labelled(bin_statistics(train_ds, **options, **plan.per_shard_options(cfg),
+                                                         cache=cache, label="train"), "train"))
                 if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their in-order sum
                     parts, train = train, in_order_sum(train)
             val = None
             if val_ds is not None:
                 with timer.phase("validation pass"):
-                    val = compute(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0), cache=cache,
-                                                 label="validation"))
+                    val = compute(_labelled(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0),
+                                                           cache=cache, label="validation"), "validation"))
         with timer.phase("solve"):
             model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
             test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
-            results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
+            results, predictions = score(model, test, partition=cfg.partition, train=train,
+                                         train_target_range=target_range, **plan.score_options(cfg))
         if cfg.evaluation.scaling:
             with timer.phase("scaling"):
                 results["scaling"] = {"splits": cfg.evaluation.scaling_splits, **scaling_curve(

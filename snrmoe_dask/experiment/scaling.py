@@ -182,7 +182,7 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
         score_s.append(round(time.perf_counter() - start, 3))
         points.append(_point(results, k))
         del fitted  # its prepared problems hold D x D arrays per model
-        log.info("scaling point %d/%d: N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k, len(parts),
+        log.info("scaling: point %d/%d, N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k, len(parts),
                  f"{points[-1]['n_train']:,}", results["delta_r2"], solve_s[-1], score_s[-1])
     if last is not None:
         points.append(_point(last, len(parts)))
