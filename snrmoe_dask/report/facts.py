@@ -28,7 +28,7 @@ from ..experiment.results_schema import (
     TargetSpread,
     load_results,
 )
-from .formatting import as_float, ci_bounds, format_delta, format_r2, interval_label, snr_range_label
+from .formatting import as_float, ci_bounds, format_delta, format_number, format_r2, interval_label, snr_range_label
 
 SNR_COLUMN = "snr"  # routing.by of the card's SNR bins
 MODEL_ORDER = ("global", "oracle", "deployed", "noisy_snr_routed")
@@ -94,6 +94,11 @@ class BinFacts:
             return None
         lo, hi = self.delta_ci
         return "above" if lo > 0 else "below" if hi < 0 else "includes"
+
+    def loses(self) -> bool:
+        """The expert is worse than the global model here: its ΔR² interval lies below 0 or, without an
+        interval, ΔR² < 0."""
+        return self.trained and (self.ci_side() == "below" if self.delta_ci is not None else self.delta < 0)
 
     def marked(self, threshold: float) -> bool:
         """★: the lower bound of the ΔR² interval clears the threshold (descriptive; the decision is overall)."""
@@ -228,6 +233,62 @@ class Facts:
     def configured_source(self) -> str | None:
         value = self.config("data.source")
         return None if value is None else str(value)
+
+    @property
+    def named_sources(self) -> list[tuple[str, int]]:
+        """(source attribute, number of files saying it), for the files that carry one."""
+        sources = self.sources or []
+        return [(s, sources.count(s)) for s in sorted({s for s in sources if s})]
+
+    @property
+    def unnamed_files(self) -> int:
+        """Input files without a source attribute (the real data's files carry none)."""
+        return sum(s is None for s in self.sources or [])
+
+    @property
+    def source_mismatch(self) -> bool:
+        """The config's data.source is not what the files say."""
+        return self.configured_source is not None and any(s != self.configured_source for s, _ in self.named_sources)
+
+    # ------------------------------------------------------------------ the model's settings
+    @property
+    def n_experts(self) -> int:
+        return sum(b.trained for b in self.bins)
+
+    @property
+    def scaler(self) -> str:
+        return self.config("preprocessing.scaler") or "StandardScaler"
+
+    @property
+    def shared_scaler(self) -> bool:
+        return self.config("preprocessing.per_expert_scaler") is False
+
+    @property
+    def clips_flux(self) -> bool:
+        return self.config("preprocessing.clip_flux") in (None, True)
+
+    @property
+    def seeds(self) -> str:
+        """'seed=42, test_seed=2025': the noise seeds of the config."""
+        noise = self.config("noise") or {}
+        return ", ".join(f"{k}={v}" for k, v in noise.items() if "seed" in str(k))
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [{"r2": "R²", "mae": "MAE (dex)", "rmse": "RMSE (dex)"}[k] for k in self.metrics]
+
+    @property
+    def alpha_shown(self) -> str:
+        """The global model's alpha ('100,000'), else the config's."""
+        alpha = self.results.models.global_.alpha
+        return format_number(alpha if alpha is not None else self.config("model.alpha"))
+
+    @property
+    def expert_alphas(self) -> dict[str, float] | None:
+        """The experts' alphas when one differs from the global model's; None when they are all the same."""
+        experts = {b.name: b.alpha for b in self.bins if b.trained and b.alpha is not None}
+        differ = any(a != self.results.models.global_.alpha for a in experts.values())
+        return experts if differ else None
 
     @property
     def alpha_selected(self) -> bool:

@@ -92,7 +92,7 @@ def _alpha_untuned(f: Facts) -> Statement | None:
     judged on over-regularised experts."""
     if f.alpha_selected or not f.per_bin or len(set(f.alphas)) != 1:
         return None
-    losing = [b for b in f.trained if (b.ci_side() == "below" if b.delta_ci else b.delta < 0)]
+    losing = [b for b in f.trained if b.loses()]
     if not losing:
         return None
     shares = [b.train_share for b in f.trained]
@@ -177,12 +177,9 @@ def _expert_better_everywhere(f: Facts) -> Statement | None:
 
 def _expert_worse(f: Facts) -> Statement | None:
     """Bins where the expert is worse: its ΔR² interval lies below 0 or, without intervals, ΔR² < 0."""
-    with_ci = [b for b in f.trained if b.delta_ci is not None]
-    if with_ci:
-        worse = [b for b in with_ci if b.ci_side() == "below"]
-        return Statement("expert_worse", {"bins": worse, "interval": True}, warn=False) if worse else None
-    worse = [b for b in f.trained if b.delta < 0]
-    return Statement("expert_worse", {"bins": worse, "interval": False}, warn=False) if worse else None
+    worse = [b for b in f.trained if b.loses()]
+    interval = any(b.delta_ci is not None for b in f.trained)
+    return Statement("expert_worse", {"bins": worse, "interval": interval}, warn=False) if worse else None
 
 
 def _within_noise(f: Facts) -> Statement | None:

@@ -1,7 +1,7 @@
 """report.md: the card's "Step 4" template filled from the facts of a run, section by section.
 
 The facts come from ``facts`` (typed results), what may be said from ``rules``, the words from
-``prose_zh`` / ``prose_en``; this module only puts them in the template's order. Header English, body
+``prose.zh`` / ``prose.en``; this module only puts them in the template's order. Header English, body
 in the report's language, figure text English (the card's language rule). The verdict is the card's:
 ✅ PASS when ΔR² >= threshold, ❌ FAIL otherwise; the premises it rests on (the robustness of the
 verdict first) follow the one-sentence summary. Provenance and the config go to the appendix, once.
@@ -23,7 +23,7 @@ from ..core.card import RHO_BAR
 from ..io.atomic import write_text
 from . import rules
 from .prose import LANGS, en, prose, zh
-from .facts import BinFacts, Facts, build_facts, shown_delta_disagrees
+from .facts import Facts, build_facts, shown_delta_disagrees
 from .formatting import code, format_ci, format_count, format_delta, format_number, format_r2, pct, seconds, table
 from .plots import FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION, FIG_PERBIN, FIG_PRED_VS_TRUE
 from .scaling import scaling_section
@@ -125,9 +125,8 @@ def _goal(f: Facts, p: ModuleType) -> list[str]:
 
 def _design(f: Facts, p: ModuleType) -> list[str]:
     L = p.LABELS
-    total_train, total_test = sum(b.n_train for b in f.bins), sum(b.n_test for b in f.bins)
-    bin_rows = [[f"**{b.name}**", b.label, f"{format_count(b.n_train)} ({pct(b.n_train / total_train if total_train else None)})",
-                 f"{format_count(b.n_test)} ({pct(b.n_test / total_test if total_test else None)})", p.expert_cell(b, f)]
+    bin_rows = [[f"**{b.name}**", b.label, f"{format_count(b.n_train)} ({pct(b.train_share)})",
+                 f"{format_count(b.n_test)} ({pct(b.test_share)})", p.expert_cell(b, f)]
                 for b in f.bins]
     if f.snr_partition:
         heading, range_header = p.HEADINGS["bins"], L["range"]
@@ -137,7 +136,7 @@ def _design(f: Facts, p: ModuleType) -> list[str]:
     return [p.HEADINGS["design"], "", p.HEADINGS["data"], "", *table([L["item"], L["value"]], p.data_rows(f, target)),
             "", heading, "", *p.snr_lines(f), "",
             *table([L["unit"], range_header, L["n_train_share"], L["n_test_share"], L["expert"]], bin_rows), "",
-            p.HEADINGS["model"], "", *table([L["item"], L["value"]], p.model_rows(f, p.alpha_text(f))), "", "---", ""]
+            p.HEADINGS["model"], "", *table([L["item"], L["value"]], p.model_rows(f)), "", "---", ""]
 
 
 def _checks(f: Facts, p: ModuleType) -> list[str]:
@@ -252,7 +251,7 @@ def _conclusion(f: Facts, p: ModuleType) -> list[str]:
     caveated = any(s.warn for s in rules.premises(f))
     trained = f.trained
     best = max(trained, key=lambda b: b.delta) if trained else None
-    worse = [b for b in trained if (b.ci_side() == "below" if b.delta_ci else b.delta < 0)]
+    worse = [b for b in trained if b.loses()]
     thr, L = f"{f.threshold:g}", p.LABELS
     gate_rows = [[f"ΔR² ≥ {thr}", p.VERDICT["PASS"], p.NEXT_STEP["PASS"]],
                  [f"ΔR² < {thr}", p.VERDICT["FAIL"], p.NEXT_STEP["FAIL"]]]
@@ -272,16 +271,13 @@ def _appendix(f: Facts, p: ModuleType) -> list[str]:
     L = p.LABELS
     names = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "Deployed MoE",
              "noisy_snr_routed": p.MODEL["noisy_snr_routed"]}
-    metric_names = [{"r2": "R²", "mae": "MAE (dex)", "rmse": "RMSE (dex)"}[k] for k in f.metrics]
     rows = [[names[key], *[format_r2(getattr(s, k)) for k in f.metrics], format_count(m.n_train), format_count(m.n_test)]
             for key, s in f.models.items() for m in [getattr(f.results.models, "global_" if key == "global" else key)]]
-    total_train = sum(b.n_train for b in f.bins)
     if f.per_bin:
         rows += [[f"- Bin {b.name} ({b.label})", *[_ratio(b.expert, b.global_, k) for k in f.metrics],
-                  f"{format_count(b.n_train)} ({pct(b.n_train / total_train if total_train else None)})",
-                  format_count(b.n_test)] for b in f.bins]
+                  f"{format_count(b.n_train)} ({pct(b.train_share)})", format_count(b.n_test)] for b in f.bins]
     lines = [p.HEADINGS["appendix"], "", p.HEADINGS["numbers"], "",
-             *table(["Model", *metric_names, "N_train", "N_test"], rows), ""]
+             *table(["Model", *f.metric_names, "N_train", "N_test"], rows), ""]
     if f.per_bin:
         lines += [p.BIN_ROWS_NOTE, ""]
         if shown_delta_disagrees([(b.expert.r2, b.global_.r2, b.delta) for b in f.trained]):
@@ -307,13 +303,10 @@ def _per_bin_table(f: Facts, p: ModuleType) -> list[str]:
     def slope(score) -> str:
         return f"{score.slope:.2f}" if score.slope is not None else "n/a"
 
-    rows = []
-    bins: list[BinFacts] = list(f.bins) if f.per_bin else []
-    for b in bins:
-        same = b.skipped
-        rows.append([f"{b.name}", f"{b.target_std:.4f}" if b.target_std is not None else "n/a",
-                     _with_ci(format_delta(b.delta), b.delta_ci, True) if not same else "—",
-                     f"{slope(b.expert)} / {slope(b.global_)}", f"{share(b.expert)} / {share(b.global_)}"])
+    rows = [[b.name, f"{b.target_std:.4f}" if b.target_std is not None else "n/a",
+             "—" if b.skipped else _with_ci(format_delta(b.delta), b.delta_ci, True),
+             f"{slope(b.expert)} / {slope(b.global_)}", f"{share(b.expert)} / {share(b.global_)}"]
+            for b in (f.bins if f.per_bin else ())]
     o, g = f.oracle, f.global_
     rows.append([L["overall"] + " (Oracle / Global)", f"{f.target.test_std:.4f}" if f.target.test_std is not None else "n/a",
                  _with_ci(format_delta(f.delta), f.delta_ci, True), f"{slope(o)} / {slope(g)}", f"{share(o)} / {share(g)}"])

@@ -9,7 +9,6 @@ from ..facts import BinFacts, Facts
 from ..formatting import code, format_ci, format_count, format_delta, format_number, format_r2, pct
 from ..rules import Statement
 
-LANG = "en"
 SEP = ", "
 VERDICT = {"PASS": "✅ PASS", "FAIL": "❌ FAIL"}
 NEXT_STEP = {"PASS": "Continue to MVP-2.0 (Deployable Gate)", "FAIL": "Jump to Gate-4 (Whitening/Conditional)"}
@@ -265,17 +264,12 @@ def goal(f: Facts) -> list[str]:
 
 
 def source_cell(f: Facts) -> str:
-    parts = []
-    if f.sources is not None:
-        named = sorted({s for s in f.sources if s})
-        parts += [f"files: {code(s)} ({sum(x == s for x in f.sources)} files)" for s in named]
-        unnamed = sum(s is None for s in f.sources)
-        if unnamed:
-            parts.append(f"{unnamed} files carry no source attribute (real data files do not)")
+    parts = [f"files: {code(s)} ({n} files)" for s, n in f.named_sources]
+    if f.unnamed_files:
+        parts.append(f"{f.unnamed_files} files carry no source attribute (real data files do not)")
     if f.configured_source is not None:
-        mismatch = f.sources is not None and any(s and s != f.configured_source for s in f.sources)
-        parts.append(f"config data.source: {code(f.configured_source)}" + (" (⚠️ not what the files say; the numbers "
-                                                                            "come from the files)" if mismatch else ""))
+        parts.append(f"config data.source: {code(f.configured_source)}"
+                     + (" (⚠️ not what the files say; the numbers come from the files)" if f.source_mismatch else ""))
     return "; ".join(parts) or "not recorded"
 
 
@@ -320,40 +314,29 @@ def expert_cell(b: BinFacts, f: Facts) -> str:
     return f"— none ({why}); served by Global Ridge"
 
 
-def model_rows(f: Facts, alpha_text: str) -> list[list[str]]:
-    n_experts = sum(b.trained for b in f.bins)
-    scaler = f.config("preprocessing.scaler") or "StandardScaler"
-    shared = f.config("preprocessing.per_expert_scaler") is False
-    scaling = (f"{scaler} (one, fitted on all training spectra, shared by Global Ridge and every expert)" if shared
-               else f"{scaler} (fitted per expert on its {unit(f)}'s training spectra; Global Ridge on all)")
-    clip = "negative flux clipped to 0" if f.config("preprocessing.clip_flux") in (None, True) else "flux not clipped"
-    level = f.config("noise.level", 1.0)
-    seeds = f.config("noise") or {}
-    seed_text = ", ".join(f"{k}={v}" for k, v in seeds.items() if "seed" in str(k))
+def model_rows(f: Facts) -> list[list[str]]:
+    scaling = (f"{f.scaler} (one, fitted on all training spectra, shared by Global Ridge and every expert)"
+               if f.shared_scaler else
+               f"{f.scaler} (fitted per expert on its {unit(f)}'s training spectra; Global Ridge on all)")
+    clip = "negative flux clipped to 0" if f.clips_flux else "flux not clipped"
     routing = ("oracle: each test spectrum goes to the expert of its true (noise-free) SNR bin; bins without an "
                "expert are served by Global Ridge" if f.snr_partition else
                f"oracle: each test spectrum goes to the expert of its true {f.split} {unit(f)} (params table)")
     if f.results.gate is not None:
         routing += "; a deployable gate is evaluated too (below)"
-    metrics = ", ".join({"r2": "R²", "mae": "MAE (dex)", "rmse": "RMSE (dex)"}[k] for k in f.metrics)
-    where = "overall and per bin" if f.per_bin else "overall only"
-    ci = ", with 95% CIs" if f.delta_ci else ""
-    return [["Model", f"Ridge: 1 Global Ridge + {n_experts} experts (one per {unit(f)})"], ["alpha", alpha_text],
-            ["Preprocessing", f"{scaling}; {clip}"],
-            ["Noise", f"heteroscedastic Gaussian, flux + N(0,1) × error × {level}; drawn on the fly for training, "
-                      f"once with a fixed seed for the test set" + (f" ({seed_text})" if seed_text else "")],
-            ["Routing", routing], ["Evaluation", f"{metrics}, {where}; baseline: Global Ridge{ci}"]]
-
-
-def alpha_text(f: Facts) -> str:
-    base = format_number(f.results.models.global_.alpha if f.results.models.global_.alpha is not None
-                         else f.config("model.alpha"))
-    experts = {b.name: b.alpha for b in f.bins if b.trained and b.alpha is not None}
-    if any(a != f.results.models.global_.alpha for a in experts.values()):
-        base += " (experts: " + ", ".join(f"{n} {format_number(a)}" for n, a in experts.items()) + ")"
+    alpha = f.alpha_shown
+    if f.expert_alphas:
+        alpha += " (experts: " + ", ".join(f"{n} {format_number(a)}" for n, a in f.expert_alphas.items()) + ")"
     if f.alpha_selected:
-        base += "; chosen per model on the validation set, see “Alpha selection”"
-    return base
+        alpha += "; chosen per model on the validation set, see “Alpha selection”"
+    where = "overall and per bin" if f.per_bin else "overall only"
+    return [["Model", f"Ridge: 1 Global Ridge + {f.n_experts} experts (one per {unit(f)})"], ["alpha", alpha],
+            ["Preprocessing", f"{scaling}; {clip}"],
+            ["Noise", f"heteroscedastic Gaussian, flux + N(0,1) × error × {f.config('noise.level', 1.0)}; drawn on "
+                      f"the fly for training, once with a fixed seed for the test set" + (f" ({f.seeds})" if f.seeds else "")],
+            ["Routing", routing],
+            ["Evaluation", f"{', '.join(f.metric_names)}, {where}; baseline: Global Ridge"
+                           + (", with 95% CIs" if f.delta_ci else "")]]
 
 
 def marks_note(f: Facts) -> str:
@@ -506,7 +489,6 @@ def scaling_trend(n0: int, n1: int, g: tuple, o: tuple, d: tuple, threshold: flo
 
 SCALING_NO_EXPERT = "no expert"
 SCALING_EXPERT = "bin {name} expert R²"
-FIT_STATUS = {"fitted": "fitted", "undetermined": "undetermined", "refused": "too few points", "failed": "fit failed"}
 
 
 def scaling_refused(points: int, needed: int) -> str:

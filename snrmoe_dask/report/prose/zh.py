@@ -10,7 +10,6 @@ from ..facts import BinFacts, Facts
 from ..formatting import code, format_ci, format_count, format_delta, format_number, format_r2, pct
 from ..rules import Statement
 
-LANG = "zh"
 SEP = "、"  # between items of a list
 VERDICT = {"PASS": "✅ 通过", "FAIL": "❌ 不通过"}  # the card's Decision Gate words
 NEXT_STEP = {"PASS": "继续 MVP-2.0 (Deployable Gate)", "FAIL": "跳到 Gate-4 (Whitening/Conditional)"}
@@ -257,17 +256,12 @@ def goal(f: Facts) -> list[str]:
 
 def source_cell(f: Facts) -> str:
     """Where the spectra come from: what the files say, what the config says, and whether they agree."""
-    parts = []
-    if f.sources is not None:
-        named = sorted({s for s in f.sources if s})
-        parts += [f"文件：{code(s)}（{sum(x == s for x in f.sources)} 个文件）" for s in named]
-        unnamed = sum(s is None for s in f.sources)
-        if unnamed:
-            parts.append(f"{unnamed} 个文件没有 source 属性（真实数据文件不带）")
+    parts = [f"文件：{code(s)}（{n} 个文件）" for s, n in f.named_sources]
+    if f.unnamed_files:
+        parts.append(f"{f.unnamed_files} 个文件没有 source 属性（真实数据文件不带）")
     if f.configured_source is not None:
-        mismatch = f.sources is not None and any(s and s != f.configured_source for s in f.sources)
-        parts.append(f"配置 data.source：{code(f.configured_source)}" + ("（⚠️ 与文件所写不一致，数字来自这些文件）"
-                                                                     if mismatch else ""))
+        parts.append(f"配置 data.source：{code(f.configured_source)}"
+                     + ("（⚠️ 与文件所写不一致，数字来自这些文件）" if f.source_mismatch else ""))
     return "；".join(parts) or "未记录"
 
 
@@ -311,39 +305,26 @@ def expert_cell(b: BinFacts, f: Facts) -> str:
     return f"— 未训练（{why}），由 Global Ridge 预测"
 
 
-def model_rows(f: Facts, alpha_text: str) -> list[list[str]]:
-    n_experts = sum(b.trained for b in f.bins)
-    scaler = f.config("preprocessing.scaler") or "StandardScaler"
-    shared = f.config("preprocessing.per_expert_scaler") is False
-    scaling = (f"{scaler}（用全部训练光谱拟合一个，Global Ridge 与所有专家共用）" if shared
-               else f"{scaler}（每个专家用本{unit(f)}的训练光谱单独拟合，Global Ridge 用全部训练光谱）")
-    clip = "flux 的负值截为 0" if f.config("preprocessing.clip_flux") in (None, True) else "flux 不截断"
-    level = f.config("noise.level", 1.0)
-    seeds = f.config("noise") or {}
-    seed_text = "，".join(f"{k}={v}" for k, v in seeds.items() if "seed" in str(k))
+def model_rows(f: Facts) -> list[list[str]]:
+    scaling = (f"{f.scaler}（用全部训练光谱拟合一个，Global Ridge 与所有专家共用）" if f.shared_scaler
+               else f"{f.scaler}（每个专家用本{unit(f)}的训练光谱单独拟合，Global Ridge 用全部训练光谱）")
+    clip = "flux 的负值截为 0" if f.clips_flux else "flux 不截断"
     routing = (f"Oracle：每条测试光谱按真实（无噪声）SNR 交给所在区间的专家；未训练专家的区间由 Global Ridge 预测"
                if f.snr_partition else f"Oracle：每条测试光谱按参数表中真实的 {f.split} 交给所在{unit(f)}的专家")
     if f.results.gate is not None:
         routing += "；另评估了可部署门控（见下文）"
-    metrics = SEP.join({"r2": "R²", "mae": "MAE (dex)", "rmse": "RMSE (dex)"}[k] for k in f.metrics)
-    where = "总体与每个区间" if f.per_bin else "只看总体"
-    ci = "，附 95% 置信区间" if f.delta_ci else ""
-    return [["模型", f"Ridge：1 个 Global Ridge + {n_experts} 个专家（每个{unit(f)}一个）"], ["α", alpha_text],
-            ["预处理", f"{scaling}；{clip}"],
-            ["噪声", f"异方差高斯噪声 flux + N(0,1) × error × {level}；训练时即时加噪，测试集用固定种子加噪一次"
-                     + (f"（{seed_text}）" if seed_text else "")],
-            ["路由", routing], ["评估", f"{metrics}，{where}；对照组：Global Ridge{ci}"]]
-
-
-def alpha_text(f: Facts) -> str:
-    base = format_number(f.results.models.global_.alpha if f.results.models.global_.alpha is not None
-                         else f.config("model.alpha"))
-    experts = {b.name: b.alpha for b in f.bins if b.trained and b.alpha is not None}
-    if any(a != f.results.models.global_.alpha for a in experts.values()):
-        base += "（专家：" + SEP.join(f"{n} {format_number(a)}" for n, a in experts.items()) + "）"
+    alpha = f.alpha_shown
+    if f.expert_alphas:
+        alpha += "（专家：" + SEP.join(f"{n} {format_number(a)}" for n, a in f.expert_alphas.items()) + "）"
     if f.alpha_selected:
-        base += "；每个模型在验证集上选择，见“α 的选择”"
-    return base
+        alpha += "；每个模型在验证集上选择，见“α 的选择”"
+    where = "总体与每个区间" if f.per_bin else "只看总体"
+    return [["模型", f"Ridge：1 个 Global Ridge + {f.n_experts} 个专家（每个{unit(f)}一个）"], ["α", alpha],
+            ["预处理", f"{scaling}；{clip}"],
+            ["噪声", f"异方差高斯噪声 flux + N(0,1) × error × {f.config('noise.level', 1.0)}；训练时即时加噪，"
+                     f"测试集用固定种子加噪一次" + (f"（{f.seeds}）" if f.seeds else "")],
+            ["路由", routing],
+            ["评估", f"{SEP.join(f.metric_names)}，{where}；对照组：Global Ridge" + ("，附 95% 置信区间" if f.delta_ci else "")]]
 
 
 def marks_note(f: Facts) -> str:
@@ -482,7 +463,6 @@ def scaling_trend(n0: int, n1: int, g: tuple, o: tuple, d: tuple, threshold: flo
 
 SCALING_NO_EXPERT = "无专家"
 SCALING_EXPERT = "{name} 专家 R²"
-FIT_STATUS = {"fitted": "已拟合", "undetermined": "无法确定", "refused": "点数不足", "failed": "拟合失败"}
 
 
 def scaling_refused(points: int, needed: int) -> str:
