@@ -23,7 +23,8 @@ from ._version import __version__
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "BinStats": "core.stats", "PassResult": "core.fold", "NoiseSpec": "core.noise", "add_noise": "core.noise",
+    "BinStats": "core.stats", "PassResult": "core.fold", "sum_results": "core.fold", "NoiseSpec": "core.noise",
+    "add_noise": "core.noise", "make_partition": "core.partition",
     "open_shards": "engine.dataset", "bin_statistics": "engine.statistics", "BinnedRidge": "engine.model",
     "evaluate": "experiment.evaluation", "load_test_set": "experiment.evaluation",
     "simulate_set": "io.simulate", "CARD_BINS": "core.card", "scaling_curve": "experiment.scaling",
@@ -32,8 +33,9 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
     from .core.card import BINS as CARD_BINS  # noqa: F401
-    from .core.fold import PassResult  # noqa: F401
+    from .core.fold import PassResult, sum_results  # noqa: F401
     from .core.noise import NoiseSpec, add_noise  # noqa: F401
+    from .core.partition import make_partition  # noqa: F401
     from .core.stats import BinStats  # noqa: F401
     from .engine.dataset import open_shards  # noqa: F401
     from .engine.model import BinnedRidge  # noqa: F401

@@ -21,7 +21,7 @@ from snrmoe_dask import BinnedRidge, add_noise, bin_statistics, evaluate, open_s
 from snrmoe_dask.cli import main
 from snrmoe_dask.core.snr import snr_norm
 from snrmoe_dask.engine import graph
-from snrmoe_dask.errors import ConfigError, InputError
+from snrmoe_dask.errors import ConfigError, InputError, InvalidParameterError
 
 REPO = Path(__file__).resolve().parent.parent
 PIXELS = 48
@@ -106,7 +106,7 @@ def test_numpy_dataset_equals_sklearn_per_bin(train, scaler):
             ref = make_pipeline(scaler_step, Ridge(alpha=300.0)).fit(x[rows], y[rows]).predict(x)
         ours = expert.predict(x)
         assert np.max(np.abs(ours - ref) / np.maximum(np.abs(ref), y.std())) <= 1e-6, name
-    routed = model.predict(x, bins)
+    routed = model.predict(x, bins=bins)
     for name, expert in model.experts_.items():
         sel = bins == name
         want = (expert or model.global_).predict(x[sel])
@@ -188,14 +188,14 @@ def test_new_alpha_refits_without_a_data_pass(train, monkeypatch):
 def test_predict_takes_numpy_and_dask(train):
     model = BinnedRidge(alpha=1e3).fit(bin_statistics(train))
     bins = np.arange(train.sizes["sample"]) % 4
-    on_numpy = model.predict(train.flux.values, bins)
-    on_dask = model.predict(train.flux.data, bins)
+    on_numpy = model.predict(train.flux.values, bins=bins)
+    on_dask = model.predict(train.flux.data, bins=bins)
     assert isinstance(on_dask, dask.array.Array)
     np.testing.assert_allclose(on_dask.compute(), on_numpy, rtol=1e-13)  # BLAS may round row blocks differently
     names = np.array(model.bin_names_)[bins]
-    np.testing.assert_array_equal(model.predict(train.flux.values, names), on_numpy)
+    np.testing.assert_array_equal(model.predict(train.flux.values, bins=names), on_numpy)
     with pytest.raises(InputError, match="unknown bin"):
-        model.predict(train.flux.values[:2], ["H", "nope"])
+        model.predict(train.flux.values[:2], bins=["H", "nope"])
 
 
 def test_save_load_round_trip(train, tmp_path):
@@ -204,7 +204,7 @@ def test_save_load_round_trip(train, tmp_path):
     back = BinnedRidge.load(tmp_path / "models.h5")
     assert back.get_params() == model.get_params() and list(back.experts_) == list(model.experts_)
     x, bins = train.flux.values[:50], np.arange(50) % 4
-    np.testing.assert_array_equal(back.predict(x, bins), model.predict(x, bins))
+    np.testing.assert_array_equal(back.predict(x, bins=bins), model.predict(x, bins=bins))
 
 
 def test_alpha_auto_needs_validation_statistics(train, data):
@@ -220,8 +220,11 @@ def test_alpha_auto_needs_validation_statistics(train, data):
 @pytest.mark.parametrize("bad, error", [({"alpha": -1.0}, "alpha"), ({"min_bin_samples": -3}, "min_bin_samples"),
                                         ({"scaler": "none"}, "scaler")])
 def test_bad_parameters_are_one_line_errors(train, bad, error):
-    with pytest.raises(ConfigError, match=error):
+    # scikit-learn's manners: a ValueError naming the estimator's parameter, not a config key
+    with pytest.raises(ValueError, match=f"^BinnedRidge: {error}=") as caught:
         BinnedRidge(**bad).fit(bin_statistics(train))
+    assert isinstance(caught.value, InvalidParameterError) and caught.value.parameter == error
+    assert "\n" not in str(caught.value) and "model." not in str(caught.value)
 
 
 def test_bad_datasets_are_one_line_errors(train):

@@ -209,3 +209,37 @@ def test_inspect_reports_repairs_and_bins(tmp_path, shard_factory, capsys):
     assert summary["repairs"]["error_nan"] == 3
     assert sum(b["count"] for b in summary["bins"].values()) == 200
     assert list(summary["bins"]) == ["H", "M", "L", "X"]
+
+
+PARAMS_CASES = {
+    "floats, as the real files": lambda n, rng: pd.DataFrame({c: rng.random(n) for c in io.PARAM_COLUMNS}),
+    "ints and floats: two blocks": lambda n, rng: pd.DataFrame({"log_g": rng.random(n), "id": np.arange(n),
+                                                                "snr": rng.random(n).astype(np.float32)}),
+    "a text column": lambda n, rng: pd.DataFrame({"log_g": rng.random(n), "name": [f"s{i}" for i in range(n)]}),
+    "an index of its own": lambda n, rng: pd.DataFrame({"log_g": rng.random(n)}, index=np.arange(n)[::-1] * 3),
+}
+
+
+@pytest.mark.parametrize("case", PARAMS_CASES)
+@pytest.mark.parametrize("fmt, key", [("fixed", "params"), ("table", "params"), ("fixed", "meta/params")])
+def test_params_table_reads_as_pandas_reads_it(case, fmt, key, tmp_path):
+    """The params table through h5py (a plain fixed-format frame) or pandas (anything else): the same frame."""
+    path = tmp_path / "dataset.h5"
+    frame = PARAMS_CASES[case](50, np.random.default_rng(1))
+    frame.to_hdf(path, key=key, format=fmt)
+    expected = pd.read_hdf(path).reset_index(drop=True)
+    pd.testing.assert_frame_equal(io.read_params(path), expected)
+    with h5py.File(path, "r") as f:
+        fast = io._fixed_frame(f)
+    plain = fmt == "fixed" and case != "a text column"
+    assert (fast is not None) == plain  # the h5py path only for what it reads exactly
+    if plain:
+        pd.testing.assert_frame_equal(fast, expected)
+
+
+def test_params_table_with_two_pandas_objects_is_refused(tmp_path):
+    path = tmp_path / "dataset.h5"
+    pd.DataFrame({"log_g": [1.0, 2.0]}).to_hdf(path, key="params")
+    pd.DataFrame({"log_g": [1.0, 2.0]}).to_hdf(path, key="other", mode="a")
+    with pytest.raises(InputError, match="exactly one pandas params table"):
+        io.read_params(path)

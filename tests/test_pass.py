@@ -86,9 +86,9 @@ def test_statistics_identical_on_every_scheduler(shards, monkeypatch):
     # Several segments per shard, so the reduction tree has real structure.
     monkeypatch.setattr(statistics, "SEGMENT_ROWS", 1024)
     _, ref = run_pass(shards, "threads", 2, block_rows=256)
-    from snrmoe_dask.core import stats as core_stats
+    from snrmoe_dask.core import buffers
 
-    assert core_stats._spare == []  # accumulator buffers recycled within the pass are freed after it
+    assert buffers.pooled() == 0  # accumulator buffers reused within the pass are freed after it
     for scheduler, workers in [("processes", 2), ("sync", 1), ("threads", 1)]:
         _, other = run_pass(shards, scheduler, workers, block_rows=256)
         for field in ("n", "s", "S", "t", "u", "q"):

@@ -20,7 +20,8 @@ from snrmoe_dask.engine import graph
 from snrmoe_dask.engine.blocks import plan_blocks, split_blocks
 from snrmoe_dask.errors import ConfigError, InputError
 from snrmoe_dask.experiment.config import load_config
-from snrmoe_dask.experiment.scaling import extrapolate, in_order_sum, running_sums
+from snrmoe_dask.core.fold import prefix_sums, sum_results
+from snrmoe_dask.experiment.scaling import extrapolate
 from snrmoe_dask.report.scaling import FIG_SCALING, X_LABEL, scaling_figure, scaling_section
 from snrmoe_dask.report.text import render_report
 
@@ -192,12 +193,12 @@ def test_in_order_sum_of_the_shards_is_the_total_bit_for_bit(train):
     total = bin_statistics(train).compute()
     parts = bin_statistics(train, per_shard=True).compute()
     first = parts[0].stats.copy()
-    summed = in_order_sum(parts)
+    summed = sum_results(parts)
     for f in FIELDS:
         assert np.array_equal(getattr(summed.stats, f), getattr(total.stats, f)), f
     assert np.array_equal(summed.snr_values, total.snr_values) and summed.repairs == total.repairs
     assert all(np.array_equal(getattr(parts[0].stats, f), getattr(first, f)) for f in FIELDS)  # parts untouched
-    assert [int(s.stats.n.sum()) for s in running_sums(parts)] == [ROWS, 2 * ROWS, 3 * ROWS]
+    assert [int(s.stats.n.sum()) for _, s in prefix_sums(parts)] == [ROWS, 2 * ROWS, 3 * ROWS]
 
 
 @pytest.mark.parametrize("splits", [2, 3])
@@ -208,7 +209,7 @@ def test_sub_shards_add_up_to_their_shard(train, splits):
     sizes = [int(p.stats.n.sum()) for p in parts]
     assert max(sizes) - min(sizes) <= train.flux.data.chunks[0][0]  # cut on the edges of blocks of this size
     for k, shard in enumerate(whole):
-        summed = in_order_sum(parts[k * splits:(k + 1) * splits])
+        summed = sum_results(parts[k * splits:(k + 1) * splits])
         assert np.array_equal(summed.stats.n, shard.stats.n)
         # the same noise on the same rows: only the order of the float64 sums differs
         assert np.array_equal(summed.snr_values, shard.snr_values) and summed.repairs == shard.repairs
@@ -216,8 +217,8 @@ def test_sub_shards_add_up_to_their_shard(train, splits):
             a, b = getattr(summed.stats, f), getattr(shard.stats, f)
             assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b)), f
     # cumulative statistics at the shard boundaries equal the unsplit ones (to rounding)
-    split_sums = [s.stats.S.copy() for s in running_sums(parts)][splits - 1::splits]
-    for a, b in zip(split_sums, [s.stats.S.copy() for s in running_sums(whole)]):
+    split_sums = [s.stats.S.copy() for _, s in prefix_sums(parts)][splits - 1::splits]
+    for a, b in zip(split_sums, [s.stats.S.copy() for _, s in prefix_sums(whole)]):
         assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
 
 

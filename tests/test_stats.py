@@ -79,8 +79,9 @@ def test_upper_tiles_then_one_mirror_equal_a_dense_sum_mirrored_each_block(dtype
     adding every block into dense (K, D, D) sums and mirroring after each."""
     x, y, bins = spectra_like(n=300, d=1100, seed=4)
     tiles = fresh(x, y)
-    dense = fresh(x, y)
-    dense.S = np.zeros((dense.n_bins, dense.d, dense.d))  # the dense path, as statistics loaded from a file
+    empty = fresh(x, y)  # the dense path, as statistics loaded from a file
+    dense = BinStats(empty.names, empty.c, empty.y0, empty.n, empty.s, np.zeros((empty.n_bins, empty.d, empty.d)),
+                     empty.t, empty.u, empty.q)
     for i in range(0, len(x), 30):
         tiles.add_block(x[i:i + 30], y[i:i + 30], bins[i:i + 30], dtype=dtype, mirror=False)
         dense.add_block(x[i:i + 30], y[i:i + 30], bins[i:i + 30], dtype=dtype, mirror=True)
@@ -121,12 +122,15 @@ def test_add_is_exact_sum_and_iadd_in_place(data):
     x, y, bins = data
     a = accumulate(x[:1200], y[:1200], bins[:1200], 400, stats=fresh(x, y))
     b = accumulate(x[1200:], y[1200:], bins[1200:], 400, stats=fresh(x, y))
+    a_values, b_values = {f: getattr(a, f) for f in FIELDS}, {f: getattr(b, f) for f in FIELDS}
     total = a + b
     for f in FIELDS:
-        assert np.array_equal(getattr(total, f), getattr(a, f) + getattr(b, f))
-    before = a.S
+        assert np.array_equal(getattr(total, f), a_values[f] + b_values[f])
+        # a sum is new statistics: neither operand changes
+        assert np.array_equal(getattr(a, f), a_values[f]) and np.array_equal(getattr(b, f), b_values[f]), f
+    before = a._S.data
     a += b
-    assert a.S is before
+    assert a._S.data is before  # += adds into the held tiles
     for f in FIELDS:
         assert np.array_equal(getattr(a, f), getattr(total, f))
 
@@ -231,20 +235,35 @@ def test_incompatible_sums_refused(data):
         a + BinStats.zeros(NAMES, a.c[:5], a.y0)
 
 
-def test_recycled_accumulator_buffer_starts_at_zero_and_spares_are_freed():
-    from snrmoe_dask.core import stats as core_stats
+def test_an_accumulator_buffer_is_reused_only_when_nobody_can_read_it():
+    import gc
 
-    core_stats.drop_spare_buffers()
-    size = int(GramTiles(2, 8).offsets[-1])
-    dirty = np.full((2, size), 7.0)
-    core_stats.recycle_buffer(dirty)
-    reused = GramTiles(2, 8)
-    assert reused.data is dirty and not reused.data.any()
-    assert GramTiles(2, 8).data is not dirty  # taken once only
-    core_stats.recycle_buffer(np.ones((3, size)))
-    assert not GramTiles(2, 8).data.any()  # another shape is never handed out
-    core_stats.drop_spare_buffers()
-    assert core_stats._spare == []
+    from snrmoe_dask.core import buffers
+
+    gc.collect()  # garbage of earlier tests, collected while the pool is open, would fill it
+    with buffers.pass_running():
+        first = GramTiles(2, 8)
+        first.data[:] = 7.0
+        address = first.data.__array_interface__["data"][0]
+        kept = first.tile(0, 0)  # a view someone still holds: its buffer must never be handed on
+        del first
+        gc.collect()
+        assert buffers.pooled() == 0 and (kept == 7.0).all()
+        del kept
+        second = GramTiles(2, 8)
+        second.data[:] = 5.0
+        address = second.data.__array_interface__["data"][0]
+        del second
+        gc.collect()
+        assert buffers.pooled() == 1  # nobody holds it: kept for the next accumulator of its shape
+        assert GramTiles(3, 8).data.__array_interface__["data"][0] != address  # another shape: a new buffer
+        reused = GramTiles(2, 8)
+        assert reused.data.__array_interface__["data"][0] == address and not reused.data.any()  # zeroed
+        total = reused + reused  # a sum is new; its operands do not change
+        assert total.data is not reused.data and not reused.data.any()
+        del reused, total
+        gc.collect()
+    assert buffers.pooled() == 0  # nothing is kept once no pass task runs
 
 
 @pytest.mark.parametrize("d", [5, 129, 300])

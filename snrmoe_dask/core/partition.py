@@ -144,6 +144,14 @@ class Partition:
                 "low": {c: _edge_or_none(lo) for c, (lo, _) in zip(self.columns, edges)},
                 "high": {c: _edge_or_none(hi) for c, (_, hi) in zip(self.columns, edges)}}
 
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Partition):
+            return NotImplemented
+        return self.columns == other.columns and self.axes == other.axes
+
+    def __hash__(self) -> int:
+        return hash((self.columns, self.axes))
+
     def __repr__(self) -> str:
         return f"Partition(by={list(self.columns)}, cells={list(self.names)})"
 

@@ -217,7 +217,7 @@ def heldout_sse(model: RidgeModel, stats: BinStats, bin: str | int = 0) -> float
     w = model.coef_
     k0 = stats.y0 - float(stats.c @ w) - model.intercept_
     s_w = float(stats.s[k] @ w)
-    sse = (stats.q[k] - 2.0 * float(stats.u[k] @ w) + float(w @ (stats.S[k] @ w))
+    sse = (stats.q[k] - 2.0 * float(stats.u[k] @ w) + stats.quadratic(k, w)
            + stats.n[k] * k0 ** 2 + 2.0 * k0 * (stats.t[k] - s_w))
     return max(float(sse), 0.0)
 

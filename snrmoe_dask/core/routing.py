@@ -1,4 +1,4 @@
-"""Routing test spectra to experts."""
+"""Routing spectra to experts: by their known bin (oracle routing), or by the bin of their SNR."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .fold import PassSpec
 from .ridge import RidgeModel
+from .snr import compute_snr
 
 
 def oracle_route(x: np.ndarray, bin_idx: np.ndarray, experts: Sequence[RidgeModel | None],
@@ -22,3 +24,9 @@ def oracle_route(x: np.ndarray, bin_idx: np.ndarray, experts: Sequence[RidgeMode
         if expert is not None and sel.any():
             out[sel] = expert.predict(x[sel])
     return out
+
+
+def route_by_snr(spec: PassSpec, flux: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """(N,) bin index of each spectrum of flux, error (N, D) by a pass's SNR rule: its SNR method at its
+    noise level, binned by its SNR bins."""
+    return spec.bins.assign(compute_snr(spec.snr_method, flux, error, spec.noise.level))

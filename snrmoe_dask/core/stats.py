@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from . import pages
+from .buffers import owned_buffer
 from .noise import check_level
 
 ARRAYS = ("c", "n", "s", "S", "t", "u", "q")  # the stored fields, in order
@@ -120,41 +121,6 @@ def _scratch_tile(size: int, dtype: np.dtype) -> np.ndarray:
     return buf
 
 
-_spare_lock = threading.Lock()
-_spare: list[np.ndarray] = []  # float64 buffers of dropped accumulators (see recycle_buffer)
-_SPARE_KEEP = 2
-
-
-def _zeroed(shape: tuple[int, int]) -> np.ndarray:
-    """A zeroed float64 array: a spare buffer of that shape when there is one, else a new one."""
-    with _spare_lock:
-        for i, buf in enumerate(_spare):
-            if buf.shape == shape:
-                del _spare[i]
-                break
-        else:
-            buf = None
-    if buf is None:
-        buf = np.empty(shape)  # touched here, not at the first product: see engine.segment
-    buf.fill(0.0)
-    return buf
-
-
-def recycle_buffer(buf: np.ndarray) -> None:
-    """Keep the buffer of an accumulator nobody reads any more for the next one of its size. A pass
-    makes one accumulator per segment; a fresh one costs the kernel a page fault and a page clear on
-    every page (~9 % of the CPU time of a 100,000-spectrum pass)."""
-    with _spare_lock:
-        if len(_spare) < _SPARE_KEEP:
-            _spare.append(buf)
-
-
-def drop_spare_buffers() -> None:
-    """Free the kept buffers (when no pass runs)."""
-    with _spare_lock:
-        _spare.clear()
-
-
 def _add_tile_products(xb: np.ndarray, targets: Sequence[np.ndarray]) -> bool:
     """targets[t] += the tile t of :func:`gram_tiles` of xb.T @ xb (xb (rows, D)), computed in xb's
     precision through a per-thread scratch; False when a product overflowed (a non-finite diagonal:
@@ -178,9 +144,11 @@ class GramTiles:
     the symmetric (K, D, D) matrices.
     """
 
-    def __init__(self, k: int, d: int, data: np.ndarray | None = None) -> None:
+    def __init__(self, k: int, d: int, data: np.ndarray | None = None, *, zero: bool = True) -> None:
+        """The sums of k bins and d pixels in ``data`` (k, tile values), or in an accumulator of its own
+        (see :mod:`~snrmoe_dask.core.buffers`), zeroed unless ``zero`` is False."""
         self.k, self.d, self.tiles, self.offsets = k, d, gram_tiles(d), _tile_offsets(d)
-        self.data = _zeroed((k, int(self.offsets[-1]))) if data is None else data
+        self.data = owned_buffer(self, (k, int(self.offsets[-1])), zero) if data is None else data
 
     @classmethod
     def empty(cls, k: int, d: int) -> "GramTiles":
@@ -209,6 +177,12 @@ class GramTiles:
     def __iadd__(self, other: "GramTiles") -> "GramTiles":
         np.add(self.data, other.data, out=self.data)
         return self
+
+    def __add__(self, other: "GramTiles") -> "GramTiles":
+        """The sum in a new accumulator; neither operand changes."""
+        out = GramTiles(self.k, self.d, zero=False)
+        np.add(self.data, other.data, out=out.data)
+        return out
 
     def copy(self) -> "GramTiles":
         return GramTiles(self.k, self.d, self.data.copy())
@@ -246,9 +220,11 @@ class BinStats:
     """Sums over the spectra of K bins; see the module docstring.
 
     names (K,); c (D,) float64; y0 float; n (K,) int64; s (K, D); S (K, D, D); t (K,); u (K, D);
-    q (K,), all float64. ``+`` and ``+=`` add two sets of statistics exactly (same names, c, y0).
-    While a pass accumulates them (from :meth:`zeros`), S is held as :class:`GramTiles` (the upper
-    triangle only); reading ``S`` turns it into the (K, D, D) symmetric matrices once.
+    q (K,), all float64. ``a + b`` adds two sets of statistics exactly (same names, c, y0) into new
+    ones; ``+=`` adds into the left operand (for sums that nobody else holds). While a pass
+    accumulates them (from :meth:`zeros`), S is held as :class:`GramTiles` (the upper triangle only);
+    ``S`` gives the (K, D, D) symmetric matrices as a new array, and :meth:`upper_tiles` the held
+    tiles without a copy.
     """
 
     def __init__(self, names: Sequence[str], c: np.ndarray, y0: float, n: np.ndarray, s: np.ndarray,
@@ -269,14 +245,17 @@ class BinStats:
 
     @property
     def S(self) -> np.ndarray:
-        """(K, D, D) the Gram sums, symmetric."""
-        if isinstance(self._S, GramTiles):
-            self._S = self._S.dense()
-        return self._S
+        """(K, D, D) the Gram sums, symmetric: made from the held tiles on each read (the statistics
+        themselves never change when read), or the dense array they hold."""
+        return self._S.dense() if isinstance(self._S, GramTiles) else self._S
 
-    @S.setter
-    def S(self, value: np.ndarray) -> None:
-        self._S = np.asarray(value, dtype=np.float64)
+    def quadratic(self, bin: str | int, w: np.ndarray) -> float:
+        """w^T S_k w for w (D,), from the upper tiles (no dense S): each off-diagonal tile counts twice."""
+        total = 0.0
+        for i0, i1, j0, j1, tile in self.upper_tiles(bin):
+            value = float(w[i0:i1] @ tile @ w[j0:j1])
+            total += value if i0 == j0 else 2.0 * value
+        return total
 
     def upper_tiles(self, bin: str | int) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
         """(i0, i1, j0, j1, S_k[i0:i1, j0:j1]) for the tiles of :func:`gram_tiles`, which cover S_k's
@@ -437,13 +416,6 @@ class BinStats:
             return self._S.add_products(k, xb)
         return _add_tile_products(xb, [self._S[k, i0:i1, j0:j1] for i0, i1, j0, j1 in gram_tiles(self.d)])
 
-    def recycle(self) -> None:
-        """Hand the held tiles' buffer to the next accumulator made in this process (see
-        :func:`recycle_buffer`); these statistics are not to be read again."""
-        if isinstance(self._S, GramTiles) and self._S.data is not None:
-            recycle_buffer(self._S.data)
-            self._S.data = None
-
     def mirror(self) -> None:
         """Copy the upper triangle of every S_k onto its lower triangle, in place (held tiles need not:
         reading ``S`` mirrors them)."""
@@ -491,14 +463,18 @@ class BinStats:
         if isinstance(self._S, GramTiles) and isinstance(other._S, GramTiles):
             self._S += other._S  # both upper triangles: tile by tile, half the values
         else:
-            np.add(self.S, other.S, out=self.S)
+            self._S = np.add(self.S, other.S, out=None if isinstance(self._S, GramTiles) else self._S)
         return self
 
     def __add__(self, other: "BinStats") -> "BinStats":
+        """The sum in new statistics (the same numbers as ``+=``); neither operand changes."""
         self._check_compatible(other)
-        out = self.copy()
-        out += other
-        return out
+        if isinstance(self._S, GramTiles) and isinstance(other._S, GramTiles):
+            S = self._S + other._S
+        else:
+            S = self.S + other.S
+        return BinStats(self.names, self.c.copy(), self.y0, self.n + other.n, self.s + other.s, S,
+                        self.t + other.t, self.u + other.u, self.q + other.q)
 
     def _combine(self, names: Sequence[str], members: Sequence[Sequence[int]]) -> "BinStats":
         def pick(a: np.ndarray) -> np.ndarray:

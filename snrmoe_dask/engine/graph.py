@@ -2,28 +2,34 @@
 
 Graph for shards k = 0..K-1 with segments j:
 
-    segment(k, j) --add--> shard(k) [--save to cache--] --add--> total
-    load(k) from cache ------------------------------------^
+    segment(k, 0), segment(k, 1), ... --added left to right--> shard(k) [--save to cache--]
+    shard(0..K-1) or load(k) from the cache --added in the fixed order of core.fold.tree_sum--> total
+    (groups of 8 shards left to right, the groups in a binary tree)
 
-Every ``add`` is a fixed left-to-right fold, so the order of the floating-point sums is part of
-the graph and the numbers are identical on the threaded, process and distributed schedulers, and
-whether a shard comes from the cache or from the data. Only sources (a path, or lazy arrays), row
-ranges and small per-row vectors (target, table SNR, bin index) travel with the tasks; each task
-reads its rows itself.
+The order of every floating-point sum is part of the graph, so the numbers are identical on the
+threaded, process and distributed schedulers, and whether a shard comes from the cache or from the
+data. Only sources (a path, or lazy arrays), row ranges and small per-row vectors (target, table SNR,
+bin index) travel with the tasks; each task reads its rows itself.
+
+A task's value must never change once computed: other tasks, other graphs and clients may hold it.
+The partial sums of one graph are the exception that keeps a pass's memory at one accumulator per
+running sum: every task of a graph is named after the graph's output and inputs (``name``), so no
+other graph (an identical one aside, which runs the same tasks) can reach them; each is read by
+exactly one task, which adds the next part into it in place. The graph's outputs (a total, or the
+per-shard results) are never changed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from dask import delayed
-from dask.base import tokenize
 
-from ..core.fold import PassResult, PassSpec
+from ..core.fold import CHAIN, PassResult, PassSpec, tree_split
 from .blocks import Block, plan_segments
-from .segment import recycle, segment_pass
+from .segment import add_into, segment_pass
 from .sources import RowSource
 
 
@@ -50,20 +56,11 @@ class ShardRows:
         return f"{self.index}" if self.split is None else f"{self.index}.{self.split[0] + 1}of{self.split[1]}"
 
 
-def _add(total: PassResult, other: PassResult) -> PassResult:
-    # In place: each partial sum feeds exactly one later task, so nobody else sees the mutation,
-    # and the running sum never needs a second D x D accumulator per bin; nor is ``other`` read
-    # again, so its buffer can serve the next segment.
-    total += other
-    recycle(other)
-    return total
-
-
 def _chain(parts: list, name: str):
-    """Fold delayed parts left to right: ((p0 + p1) + p2) + ..."""
+    """Add delayed parts left to right, into the first: ((p0 + p1) + p2) + ... (parts of this graph only)."""
     total = parts[0]
     for i, part in enumerate(parts[1:], start=1):
-        total = delayed(_add, pure=True)(total, part, dask_key_name=f"{name}-add-{i}")
+        total = delayed(add_into, pure=True)(total, part, dask_key_name=f"{name}-add-{i}")
     return total
 
 
@@ -78,19 +75,24 @@ def _segment_inputs(shard: ShardRows, block_rows: int, segment_rows: int):
                None if shard.bins is None else shard.bins[rows])
 
 
-def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, token: str):
-    """A delayed :class:`PassResult` of one shard: its segments summed in row order."""
-    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"segment-{shard.label}-{i}-{token}")
+def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
+    """A delayed :class:`PassResult` of one shard: its segments summed in row order; task names start
+    with ``name`` (the graph's output and token)."""
+    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"{name}-segment-{shard.label}-{i}")
              for i, inputs in enumerate(_segment_inputs(shard, block_rows, segment_rows))]
-    return _chain(parts, f"shard-{shard.label}-{token}")
+    return _chain(parts, f"{name}-shard-{shard.label}")
 
 
 def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
-    """The same sum as :func:`shard_graph`, in the same order, computed here in one task."""
+    """The same sum as :func:`shard_graph`, in the same order, computed here in one task (the running
+    sum is this task's own, so it is added into in place)."""
     total = None
     for inputs in _segment_inputs(shard, block_rows, segment_rows):
         part = segment_pass(*inputs, spec=spec)
-        total = part if total is None else _add(total, part)
+        if total is None:
+            total = part
+        else:
+            total += part
     return total
 
 
@@ -99,6 +101,50 @@ def then(fn: Callable, part, *args, name: str):
     return delayed(fn, pure=False)(part, *args, dask_key_name=name)
 
 
-def total_graph(parts: list, name: str = "total"):
-    """The sum over shards, in shard order (a delayed :class:`PassResult`)."""
-    return _chain(parts, f"{name}-{tokenize(*[p.key for p in parts])}")
+def reduce_graph(parts: Sequence, name: str,
+                 readers: Mapping[int, Callable[[list], Any]] | None = None) -> tuple[Any, dict[int, Any]]:
+    """The delayed sum of ``parts`` (partial sums of this graph only: each is added into) in the order of
+    :func:`~snrmoe_dask.core.fold.tree_sum`: groups of CHAIN parts left to right (``{name}-group-{g}-add-{i}``),
+    then the groups in the binary tree (the node adding groups lo..hi-1 is ``{name}-{lo}-{hi}``).
+
+    readers: {k: fn(blocks) -> delayed} for prefixes k of the parts: ``blocks`` are the delayed partial
+    sums whose sum right to left (:func:`~snrmoe_dask.core.fold.fold_blocks`) is the sum of the first k
+    parts, bit for bit; fn's task must not change them, and every add that would change one waits for it.
+    Returns (the total, {k: the reader's delayed value}).
+    """
+    readers = readers or {}
+    waiting: dict[str, list] = {}  # key of a partial sum -> the reader tasks that must run before it changes
+
+    def add(left, right, key: str):
+        return delayed(add_into, pure=True)(left, right, *waiting.pop(left.key, []), dask_key_name=key)
+
+    stack: list[tuple[int, int, Any]] = []  # complete groups' blocks: (first group, groups, partial sum)
+    partial, group, read = None, 0, {}
+    for k, part in enumerate(parts, start=1):
+        i = (k - 1) % CHAIN
+        partial = part if i == 0 else add(partial, part, f"{name}-group-{group}-add-{i}")
+        if i == CHAIN - 1 or k == len(parts):
+            block, size = partial, 1
+            if i == CHAIN - 1:
+                partial = None
+                while stack and stack[-1][1] == size:
+                    lo, below, left = stack.pop()
+                    block, size = add(left, block, f"{name}-{lo}-{group + 1}"), size + below
+                stack.append((group + 1 - size, size, block))
+                group += 1
+        if k in readers:
+            blocks = [b for _, _, b in stack] + ([partial] if partial is not None else [])
+            read[k] = readers[k](blocks)
+            for b in blocks:
+                waiting.setdefault(b.key, []).append(read[k])
+    blocks = [(lo, b) for lo, _, b in stack] + ([(group, partial)] if partial is not None else [])
+    end = blocks[-1][0] + 1
+    total = blocks[-1][1]
+    for lo, left in reversed(blocks[:-1]):
+        total = add(left, total, f"{name}-{lo}-{end}")
+    return total, read
+
+
+def tree_graph(parts: Sequence, name: str):
+    """The delayed sum of ``parts`` in the pass's fixed order (:func:`reduce_graph` without readers)."""
+    return reduce_graph(parts, name)[0]

@@ -17,7 +17,8 @@ from threadpoolctl import threadpool_limits
 
 from ..core.fold import PassResult, PassSpec, sorted_rows
 from ..core.repair import RepairCounts, repair_block
-from ..core.stats import BinStats, ProductOverflow, drop_spare_buffers
+from ..core.buffers import pass_running
+from ..core.stats import BinStats, ProductOverflow
 from ..errors import ConfigError, InputError, SnrmoeError
 from ..io.digest import block_digest
 from ..io.shards import RowReader
@@ -102,8 +103,17 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
     reader, whose buffers are free again once a block's rows are sorted out of them. The result's
     ``digests`` hold each block's content digest, in block order (one read is in flight at a time).
     """
-    with one_blas_thread():
+    with one_blas_thread(), pass_running():
         return _fold_segment(source, blocks, y, table_snr, bin_idx, spec)
+
+
+def add_into(total: PassResult, part: PassResult, *after) -> PassResult:
+    """``total += part``, a task of the pass: ``total`` is a partial sum that only this task changes (see
+    ``engine.graph``; ``after``: the tasks that read it first); ``part`` does not change, and its buffer is
+    reused once nobody holds it."""
+    with pass_running():
+        total += part
+        return total
 
 
 def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None,
@@ -183,12 +193,3 @@ def one_blas_thread() -> Iterator[None]:
                 _blas_limit.restore_original_limits()
                 _take_blas_control()
                 _blas_limit = None
-                drop_spare_buffers()
-
-
-def recycle(result: PassResult) -> None:
-    """Give the Gram buffer of a result that was just added into another (nobody reads it again) to
-    the next segment task of this process, while one of them runs; after the pass it is freed."""
-    with _blas_lock:
-        if _blas_tasks > 0:
-            result.stats.recycle()

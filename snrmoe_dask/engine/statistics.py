@@ -12,22 +12,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import numbers
+import operator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from dask import delayed
 
 from ..core import card
-from ..core.fold import PassResult, PassSpec
+from ..core.fold import PassResult, PassSpec, tree_sum
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
 from ..errors import ConfigError, InputError
 from .blocks import Block, plan_blocks, split_blocks
 from .dataset import DEFAULT_BLOCK_ROWS, shard_files
-from .graph import ShardRows, shard_graph, sum_shard, then, total_graph
+from .graph import ShardRows, reduce_graph, shard_graph, sum_shard, then, tree_graph
 from .segment import load_block
 from .sources import ArrayRows, RowSource, ShardFile
 
@@ -88,13 +89,18 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
         in another order). Each sub-shard's statistics are held, and cached, separately.
     cache : snrmoe_dask.io.cache.ShardCache, optional
         Results kept on disk, per shard and (without ``per_shard``) summed over the shard list:
-        used only when the Dataset is straight from shard files.
+        used only when the Dataset is straight from shard files. The cache is looked up now, when
+        the graph is built (a cached shard becomes a load task, a missing one a pass and a save
+        task); entries are read and written only when the graph runs.
 
     Returns
     -------
     dask.delayed.Delayed
         Its value is a :class:`PassResult` (``.stats``: the :class:`BinStats` of every bin;
-        ``.snr_values``; ``.repairs``), or a list of them with ``per_shard``.
+        ``.snr_values``; ``.repairs``), or a list of them with ``per_shard`` (their
+        :func:`sum_results` is the value without it, bit for bit). Its task names follow every input,
+        and no task changes a value that another task, graph or client holds: results can be
+        computed together, persisted and computed again.
 
     Examples
     --------
@@ -109,6 +115,62 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     >>> result.stats.names, int(result.stats.n.sum())
     (('H', 'M', 'L', 'X'), 500)
     """
+    plan = _plan(ds, target=target, bins=bins, by=by, noise=noise, snr=snr, precision=precision,
+                 clip_flux=clip_flux, features=features, block_rows=block_rows, shift=shift, splits=splits)
+    # every task is named after the output it serves: a total's partial sums are added into in place,
+    # so they must never be the tasks of a per-shard result (see engine.graph)
+    name = f"{label}-{'shards' if per_shard else 'total'}-{plan.token}"
+    entries = _entries(cache, plan, target) if cache is not None and plan.files else None
+    merged = _merged_entry(cache, entries, plan.paths, plan.spec) if entries and len(entries) > 1 else None
+    if merged is not None and merged.found and not per_shard:
+        return _load_merged(cache, merged, entries, plan, name, label)
+    parts = _part_graphs(plan, name, cache, entries, label)
+    if per_shard:
+        return delayed(list, pure=True)(parts, dask_key_name=name)
+    return _save_merged(tree_graph(parts, name), cache, merged, name)
+
+
+def statistics_and_prefixes(ds, readers: Mapping[int, Callable[[list], Any]], *, label: str = "train",
+                            cache=None, **options):
+    """The pass of ``bin_statistics(ds, **options)`` (its total, bit for bit) and, in the same graph, a
+    task per prefix of its parts (shards, or sub-shards with ``splits``) that reads their sum.
+
+    readers: {k: fn(blocks) -> a delayed value} for k = 1..parts: ``blocks`` are delayed partial sums of
+    the pass whose :func:`~snrmoe_dask.core.fold.fold_blocks` is the sum of the first k parts (bit for
+    bit a pass over them); fn's task must not change them. The pass's adds wait for the readers of
+    what they add into, so each prefix is read once, as soon as its parts are summed, and no D x D
+    sums are held for it afterwards. Returns a delayed (total PassResult, {k: fn's value}).
+    """
+    plan = _plan(ds, **options)
+    name = f"{label}-prefixes-{plan.token}"
+    entries = _entries(cache, plan, options.get("target", card.TARGET)) if cache is not None and plan.files else None
+    merged = _merged_entry(cache, entries, plan.paths, plan.spec) if entries and len(entries) > 1 else None
+    parts = _part_graphs(plan, name, cache, entries, label)
+    if readers and (min(readers) < 1 or max(readers) > len(parts)):
+        raise InputError(f"prefixes {sorted(readers)}: expected counts of parts between 1 and {len(parts)}")
+    total, read = reduce_graph(parts, name, readers)
+    total = _save_merged(total, cache, merged, name)
+    return delayed(tuple, pure=True)([total, delayed(dict, pure=True)(read, dask_key_name=f"{name}-read")],
+                                     dask_key_name=name)
+
+
+@dataclass(eq=False)
+class _Plan:
+    """What a pass reads and how: its parts (shards, or sub-shards) with the file of each (None for
+    arrays), the specification, the block size and the token of its inputs."""
+
+    parts: list[ShardRows]
+    paths: list[Path | None]
+    spec: PassSpec
+    block_rows: int
+    token: str
+    files: list[Path] | None
+
+
+def _plan(ds, *, target: str = card.TARGET, bins=None, by=None, noise=None, snr: str = card.SNR_METHOD,
+          precision: str = "float32", clip_flux: bool = True, features: bool = False, block_rows: int | None = None,
+          shift=None, splits: int = 1) -> _Plan:
+    """The arguments of :func:`bin_statistics` checked and turned into the parts of a pass."""
     flux, error = _spectra(ds)
     y = sample_values(ds, target, "target")
     partition = _partition(bins, by)
@@ -123,28 +185,23 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     cells = None if partition.is_snr else partition.assign(_labels(ds, partition, by))
     block_rows = int(block_rows or _row_chunk(flux))
     shard, row = _identity(ds, len(y))
-    plan = plan_blocks(shard, row, block_rows)
+    blocks_of = plan_blocks(shard, row, block_rows)
     files = shard_files(ds)
     first = int(shard[0])
-    sources = {k: ShardFile(str(files[k - first])) if files else ArrayRows(flux, error, 0) for k in plan}
-    c, y0 = shift if shift is not None else _shift(sources[first], plan[first], y, clip_flux)
+    sources = {k: ShardFile(str(files[k - first])) if files else ArrayRows(flux, error, 0) for k in blocks_of}
+    c, y0 = shift if shift is not None else _shift(sources[first], blocks_of[first], y, clip_flux)
     spec = PassSpec(bins=partition, snr_method=snr, noise=noise, c=np.asarray(c, np.float64), y0=float(y0),
                     clip_flux=bool(clip_flux), precision=precision, features=bool(features))
-    token = _token(ds, spec, block_rows, files, splits)
-    shards, paths = [], []
-    for k, blocks in plan.items():
-        name = files[k - first].parent.name if files else f"shard {k}"
-        for j, group in enumerate(split_blocks(blocks, splits, name)):
+    token = _token(flux, error, files, shard, row, (y, table_snr, cells), spec, block_rows, splits)
+    parts, paths = [], []
+    for k, blocks in blocks_of.items():
+        shard_name = files[k - first].parent.name if files else f"shard {k}"
+        for j, group in enumerate(split_blocks(blocks, splits, shard_name)):
             at = np.concatenate([np.arange(b.start, b.stop) for b in group])
-            shards.append(ShardRows(k, sources[k], tuple(group), y[at], None if table_snr is None else table_snr[at],
-                                    None if cells is None else cells[at], (j, splits) if splits > 1 else None))
+            parts.append(ShardRows(k, sources[k], tuple(group), y[at], None if table_snr is None else table_snr[at],
+                                   None if cells is None else cells[at], (j, splits) if splits > 1 else None))
             paths.append(files[k - first] if files else None)
-    if cache is not None and files:
-        return _cached(cache, shards, paths, spec, target, block_rows, token, label, per_shard)
-    parts = [shard_graph(rows, spec, block_rows, SEGMENT_ROWS, token) for rows in shards]
-    if per_shard:
-        return delayed(list, pure=True)(parts, dask_key_name=f"{label}-shards-{token}")
-    return total_graph(parts, name=f"{label}-total")
+    return _Plan(parts, paths, spec, block_rows, token, files)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -248,11 +305,22 @@ def _shift(source: RowSource, blocks: list[Block], y: np.ndarray, clip_flux: boo
     return flux.mean(axis=0, dtype=np.float64), float(y[head.start:head.stop].mean())
 
 
-def _token(ds, spec: PassSpec, block_rows: int, files, splits: int) -> str:
+def _file_identity(path: Path) -> tuple:
+    """What tells one state of a file from another: resolved path, size, mtime, ctime and inode."""
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _token(flux, error, files: list[Path] | None, shard: np.ndarray, row: np.ndarray,
+           values: tuple[np.ndarray | None, ...], spec: PassSpec, block_rows: int, splits: int) -> str:
+    """The name of a pass's tasks, from everything its result depends on: the spectra (the shard files'
+    identity, or the flux and error arrays' own dask tokens), which rows (shard, row (N,)), the per-row
+    values (target, table SNR, cells), the pass specification (bins, noise, SNR, precision, shift...),
+    the block cut and the splits. Equal inputs share tasks; any other input gets other tasks."""
     from dask.base import tokenize
 
-    data = files if files else (ds["flux"].data.name if hasattr(ds["flux"].data, "name") else id(ds))
-    return tokenize(data, spec, block_rows, SEGMENT_ROWS, splits)
+    spectra = [_file_identity(f) for f in files] if files else (flux, error)
+    return tokenize(spectra, shard, row, values, spec, block_rows, SEGMENT_ROWS, splits)
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -270,35 +338,50 @@ class _Entry:
     rows: ShardRows | None = None  # a shard's rows (None for the merged entry)
 
 
-def _cached(cache, shards: list[ShardRows], paths: list[Path], spec: PassSpec, target: str, block_rows: int,
-            token: str, label: str, per_shard: bool):
-    """The pass through the cache: one load of the merged entry of this shard list when there is
-    one; else per shard a load or a pass (saved when worth it), summed and saved as the merged entry."""
-    entries = [_shard_entry(cache, rows, path, spec, target, block_rows) for rows, path in zip(shards, paths)]
-    names = [path.parent.name + (f" part {rows.split[0] + 1}/{rows.split[1]}" if rows.split else "")
-             for rows, path in zip(shards, paths)]
-    merged = None if per_shard or len(entries) == 1 else _merged_entry(cache, entries, paths, spec)
-    if merged is not None and merged.found:
-        cache.use(merged.key, merged.found, *(e.key for e in entries), *(e.found for e in entries))
-        log.info("%s pass: %d shard(s) from the cache %s in one merged entry%s, 0 to compute []", label,
-                 len(names), names, " (merged bins)" if merged.groups else "")
-        return delayed(_load_total, pure=False)(cache, merged, entries, spec, block_rows,
-                                                dask_key_name=f"cached-{merged.key}")
+def _entries(cache, plan: _Plan, target: str) -> list[_Entry]:
+    return [_shard_entry(cache, rows, path, plan.spec, target, plan.block_rows)
+            for rows, path in zip(plan.parts, plan.paths)]
+
+
+def _part_name(rows: ShardRows, path: Path) -> str:
+    return path.parent.name + (f" part {rows.split[0] + 1}/{rows.split[1]}" if rows.split else "")
+
+
+def _load_merged(cache, merged: _Entry, entries: list[_Entry], plan: _Plan, name: str, label: str):
+    """A task loading the merged entry of this shard list, which the cache holds (or finer bins of it)."""
+    cache.use(merged.key, merged.found, *(e.key for e in entries), *(e.found for e in entries))
+    log.info("%s pass: %d shard(s) from the cache in one merged entry%s, 0 to compute", label, len(entries),
+             " (merged bins)" if merged.groups else "")
+    return delayed(_load_total, pure=False)(cache, merged, entries, plan.spec, plan.block_rows,
+                                            dask_key_name=f"{name}-cached-{merged.key}")
+
+
+def _part_graphs(plan: _Plan, name: str, cache, entries: list[_Entry] | None, label: str) -> list:
+    """The delayed result of every part: through the cache when there is one (a load, or a pass saved
+    when worth it; ``entries`` of the parts), else a pass; task names start with ``name``."""
+    if entries is None:
+        return [shard_graph(rows, plan.spec, plan.block_rows, SEGMENT_ROWS, name) for rows in plan.parts]
     parts, cached, computed = [], [], []
-    for e, name in zip(entries, names):
+    for e, path in zip(entries, plan.paths):
+        part = _part_name(e.rows, path)
         if e.found:
-            parts.append(delayed(_load_or_pass, pure=False)(cache, e, spec, block_rows, dask_key_name=f"cached-{e.key}"))
-            cached.append(name + (" (merged bins)" if e.groups else ""))
+            parts.append(delayed(_load_or_pass, pure=False)(cache, e, plan.spec, plan.block_rows,
+                                                            dask_key_name=f"{name}-cached-{e.key}"))
+            cached.append(part + (" (merged bins)" if e.groups else ""))
             continue
-        graph = shard_graph(e.rows, spec, block_rows, SEGMENT_ROWS, token)
-        parts.append(then(_save, graph, cache, e, name=f"save-{e.key}") if e.store else graph)
-        computed.append(name + ("" if e.store else " (too small to cache)"))
+        graph = shard_graph(e.rows, plan.spec, plan.block_rows, SEGMENT_ROWS, name)
+        parts.append(then(_save, graph, cache, e, name=f"{name}-save-{e.key}") if e.store else graph)
+        computed.append(part + ("" if e.store else " (too small to cache)"))
     log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
              len(computed), computed)
-    if per_shard:
-        return delayed(list, pure=True)(parts, dask_key_name=f"{label}-shards-{token}")
-    total = total_graph(parts, name=f"{label}-total")
-    return then(_save, total, cache, merged, name=f"save-{merged.key}") if merged and merged.store else total
+    return parts
+
+
+def _save_merged(total, cache, merged: _Entry | None, name: str):
+    """``total`` followed by a task saving it as the merged entry of its shard list, when worth it."""
+    if merged is None:
+        return total
+    return then(_save, total, cache, merged, name=f"{name}-save-{merged.key}") if merged.store else total
 
 
 def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpec) -> _Entry:
@@ -423,15 +506,11 @@ def _load_or_pass(cache, entry: _Entry, spec: PassSpec, block_rows: int) -> Pass
 
 
 def _load_total(cache, merged: _Entry, entries: list[_Entry], spec: PassSpec, block_rows: int) -> PassResult:
-    """The merged entry; if it cannot be loaded, the shards' results summed here in list order, the
-    graph's order (each loaded or passed as :func:`_load_or_pass`), and cached again."""
+    """The merged entry; if it cannot be loaded, the shards' results summed here in the graph's fixed
+    tree (each loaded or passed as :func:`_load_or_pass`), and cached again."""
     result = _loaded(cache, merged, spec)
     if result is None:
-        for entry in entries:
-            part = _load_or_pass(cache, entry, spec, block_rows)
-            if result is None:
-                result = part
-            else:
-                result += part
+        # every part is this task's own: the partial sums are added into in place
+        result = tree_sum((_load_or_pass(cache, entry, spec, block_rows) for entry in entries), operator.iadd)
         _save(result, cache, merged)
     return result

@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from ..core.alpha import is_selection
+from ..core.fold import sum_results
 from ..core.metrics import check_r2_defined
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
@@ -25,7 +26,7 @@ from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
 from .outputs import Render, provenance, write_outputs
-from .scaling import in_order_sum, scaling_curve
+from .scaling import scaling_curve
 
 log = logging.getLogger(__name__)
 # how the log names each phase of ``timings_s`` (its keys stay as results.json has always had them)
@@ -140,14 +141,14 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
             with timer.phase("pass"):
                 train = compute(_labelled(bin_statistics(train_ds, **options, **plan.per_shard_options(cfg),
                                                          cache=cache, label="train"), "train"))
-                if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their in-order sum
-                    parts, train = train, in_order_sum(train)
+                if cfg.evaluation.scaling:  # the per-(sub-)shard results; the run's total is their sum in the pass's order
+                    parts, train = train, sum_results(train)
             val = None
             if val_ds is not None:
                 with timer.phase("validation pass"):
                     val = compute(_labelled(bin_statistics(val_ds, **options, shift=(train.spec.c, train.spec.y0),
                                                            cache=cache, label="validation"), "validation"))
-        with timer.phase("solve"):
+        with timer.phase("solve"), plan.config_keys():
             model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
             test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
@@ -168,7 +169,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         results["output_dir"] = str(cfg.output_dir)
         with timer.phase("write"), output.build() as partial:
             results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
-            write_outputs(partial, results, predictions, model.global_, model.experts_, render)
+            write_outputs(partial, results, predictions, model, render)
     log.info("results in %s", cfg.output_dir)
     return results
 

@@ -101,7 +101,7 @@ def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: Pas
         raise InputError(f"the model's bins {list(model.bin_names_)} are not the partition's {names}")
     y = test.y
     y_global = model.global_.predict(test.x)
-    y_oracle = model.predict(test.x, test.bins)
+    y_oracle = model.predict(test.x, bins=test.bins)
     predictions = {"y_true": y, "snr": test.snr, "bin": np.asarray(names)[test.bins],
                    "y_global": y_global, "y_oracle": y_oracle}
     experts = model.experts_
@@ -216,11 +216,11 @@ def _deployed(model: BinnedRidge, partition: Partition, train: PassResult, test:
     return {"y_deployed": soft.pred, "gate_bin": np.asarray(names)[soft.chosen], "y_noisy_snr": hard.pred}
 
 
-def metrics_dataset(results: Mapping[str, Any]):
+def metrics_dataset(results: Mapping[str, Any], decision: bool = True):
     """The metrics as an xarray Dataset for notebooks and dashboards: ``value`` (model x bin x metric),
     ``r2_low``/``r2_high`` (model x bin, the bootstrap interval of R², NaN without one), ``n_train``
     and ``n_test`` (bin). Models: global, oracle, and deployed when the gate ran; bins: every bin, then
-    "overall". Attributes: experiment, decision, delta_r2, threshold."""
+    "overall". Attributes: delta_r2, and with ``decision`` the experiment, its decision and threshold."""
     import xarray as xr
 
     sides = [("global", "global"), ("oracle", "expert")]
@@ -238,40 +238,48 @@ def metrics_dataset(results: Mapping[str, Any]):
                 ci[i, j] = src["r2_ci"]
     n_train = [results["bins"][b]["n_train"] for b in bins[:-1]] + [results["models"]["global"]["n_train"]]
     n_test = [results["bins"][b]["n_test"] for b in bins[:-1]] + [results["models"]["global"]["n_test"]]
+    attrs = {"delta_r2": results["delta_r2"]}
+    if decision:
+        attrs = {"experiment": results["experiment"], "decision": results["decision"], **attrs,
+                 "threshold": results["threshold"]}
     return xr.Dataset(
         {"value": (("model", "bin", "metric"), value), "r2_low": (("model", "bin"), ci[..., 0]),
          "r2_high": (("model", "bin"), ci[..., 1]), "n_train": ("bin", n_train), "n_test": ("bin", n_test)},
-        coords={"model": [m for m, _ in sides], "bin": bins, "metric": metrics},
-        attrs={"experiment": results["experiment"], "decision": results["decision"],
-               "delta_r2": results["delta_r2"], "threshold": results["threshold"]},
+        coords={"model": [m for m, _ in sides], "bin": bins, "metric": metrics}, attrs=attrs,
     )
 
 
 def evaluate(model: BinnedRidge, test, *, target: str = card.TARGET, noise: NoiseSpec | Mapping | None = None,
              partition: Partition | None = None, bootstrap: int = 2000, seed: int = card.TEST_SEED,
-             threshold: float = card.THRESHOLD):
+             threshold: float | None = None):
     """Score a fitted :class:`BinnedRidge` on a test Dataset: metrics overall and per bin, with intervals.
 
     Parameters
     ----------
     model : BinnedRidge
-        Fitted on ``bin_statistics``; its pass tells how to bin and measure the SNR of the test spectra.
+        Fitted on ``bin_statistics`` (or loaded from its ``models.h5``): its training pass tells how to
+        bin, clip and noise the test spectra and measure their SNR.
     test : xarray.Dataset or TestSet
         E.g. ``open_shards(test_file)``: read, repaired, noised once and binned like the training set.
     noise : NoiseSpec or mapping, optional
-        The test noise (default: the training level with seed ``card.TEST_SEED``, 2025).
+        The test noise (default: the training pass's level, with seed ``card.TEST_SEED``, 2025).
     partition : Partition, optional
-        The bins (default: the model's own, from its training pass).
+        The bins (default: the model's own), e.g. ``make_partition("snr", {}, {"low": [0, 3],
+        "high": [3, None]})``. Required for a model that does not record its pass
+        (statistics built by hand, or a ``models.h5`` written by an older version); the card's SNR
+        method, clipping and float32 precision then apply.
     bootstrap, seed : int
         Resamples and seed of the 95 % paired percentile bootstrap intervals (0: no intervals).
-    threshold : float
-        The card's decision threshold on ΔR² (0.02).
+    threshold : float, optional
+        A decision threshold on ΔR² (the card's is 0.02): with one, the attributes also hold the
+        experiment card's decision by that threshold.
 
     Returns
     -------
     xarray.Dataset
         As ``metrics.nc`` of ``snrmoe run``: ``value`` (model x bin x metric), ``r2_low``, ``r2_high``,
-        ``n_train``, ``n_test``; attributes decision, delta_r2, threshold.
+        ``n_train``, ``n_test``; attributes delta_r2 (and with ``threshold`` the decision), the
+        model's alpha, SNR method, noise level and partition.
 
     Examples
     --------
@@ -291,8 +299,11 @@ def evaluate(model: BinnedRidge, test, *, target: str = card.TARGET, noise: Nois
     >>> bool(r2.sel(model="oracle") > r2.sel(model="global"))  # one expert per SNR bin wins here
     True
     """
-    spec = model.pass_spec_ if hasattr(model, "pass_spec_") else None
-    partition = partition or (spec.bins if spec is not None else make_partition("snr", {}, dict(card.BINS)))
+    spec = getattr(model, "pass_spec_", None)
+    partition = partition or getattr(model, "partition_", None)
+    if partition is None:
+        raise InputError("evaluate: the model does not record its bins (fitted on statistics built by hand, or "
+                         "loaded from a models.h5 written by an older snrmoe); pass partition=")
     noise = NoiseSpec.of(noise) if noise is not None else NoiseSpec(
         level=spec.noise.level if spec is not None else card.NOISE_LEVEL, seed=card.TEST_SEED)
     snr_method = spec.snr_method if spec is not None else card.SNR_METHOD
@@ -300,6 +311,9 @@ def evaluate(model: BinnedRidge, test, *, target: str = card.TARGET, noise: Nois
         test = load_test_set(test, partition=partition, target=target, noise=noise, snr=snr_method,
                              clip_flux=spec.clip_flux if spec is not None else True,
                              precision=spec.precision if spec is not None else "float32")
-    results, _ = score(model, test, partition=partition, snr_method=snr_method, threshold=threshold,
-                       bootstrap=bootstrap, seed=seed)
-    return metrics_dataset(results)
+    results, _ = score(model, test, partition=partition, snr_method=snr_method,
+                       threshold=card.THRESHOLD if threshold is None else threshold, bootstrap=bootstrap, seed=seed)
+    metrics = metrics_dataset(results, decision=threshold is not None)
+    metrics.attrs.update(alpha=model.global_.alpha_, snr_method=snr_method, noise_level=noise.level,
+                         partition=", ".join(partition.columns))
+    return metrics

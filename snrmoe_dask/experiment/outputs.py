@@ -13,9 +13,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..core.ridge import RidgeModel
+from ..engine.model import BinnedRidge
 from ..io.atomic import write_text
-from ..io.models import save_models
 from ..io.shards import read_source
 from .evaluation import metrics_dataset
 from .config import ExperimentConfig, config_to_dict
@@ -48,15 +47,15 @@ def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
 Render = Callable[[dict, pd.DataFrame, Path], None]
 
 
-def write_outputs(out_dir: Path, results: dict, predictions: pd.DataFrame, global_model: RidgeModel,
-                  experts: dict[str, RidgeModel | None], render: Render | None = None) -> None:
+def write_outputs(out_dir: Path, results: dict, predictions: pd.DataFrame, model: BinnedRidge,
+                  render: Render | None = None) -> None:
     """results.json, predictions.csv, models.h5, metrics.nc into ``out_dir``, then ``render(results,
     predictions, out_dir)`` (the report layer's figures and report.md; see ``report.render``).
     results.json is checked against the schema the report reads (``results_schema``) before it is written."""
     load_results(json.loads(json.dumps(results, default=_json_default)), "results.json (as written)")
     write_json(out_dir / "results.json", results)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
-    save_models(out_dir / "models.h5", global_model, experts)
+    model.save(out_dir / "models.h5")
     metrics_dataset(results).to_netcdf(out_dir / "metrics.nc")
     if render is not None:
         render(results, predictions, out_dir)

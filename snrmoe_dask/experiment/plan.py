@@ -6,10 +6,16 @@ Everything below the driver takes plain arguments (``bin_statistics``, ``BinnedR
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator
 
+from ..core import card
 from ..core.noise import NoiseSpec
+from ..errors import ConfigError, InvalidParameterError
 from .config import ExperimentConfig
+
+log = logging.getLogger(__name__)
 
 # The validation set's shard number: its noise stream is apart from every training shard's
 VAL_SHARD_INDEX = 1_000_000
@@ -37,10 +43,31 @@ def scaling_options(cfg: ExperimentConfig) -> dict[str, Any]:
             "threshold": cfg.evaluation.threshold}
 
 
+# The config key of each BinnedRidge parameter, to name it in errors
+ESTIMATOR_KEYS = {"alpha": "model.alpha", "min_bin_samples": "evaluation.min_bin_samples",
+                  "scaler": "preprocessing.per_expert_scaler"}
+
+
 def model_options(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Keyword arguments of ``BinnedRidge``."""
-    return {"alpha": cfg.model.alpha, "min_bin_samples": cfg.evaluation.min_bin_samples,
+    """Keyword arguments of ``BinnedRidge``. A list of alphas gets the card's alpha as one more candidate
+    (the choice is then never worse on validation than the card's value, and the report measures the
+    gain against it); ``auto``'s grid holds it already."""
+    alpha = cfg.model.alpha
+    if isinstance(alpha, list) and card.ALPHA not in alpha:
+        log.info("model.alpha: the card's alpha %g joins the candidates %s", card.ALPHA, alpha)
+        alpha = [*alpha, card.ALPHA]
+    return {"alpha": alpha, "min_bin_samples": cfg.evaluation.min_bin_samples,
             "scaler": "per-expert" if cfg.preprocessing.per_expert_scaler else "shared"}
+
+
+@contextmanager
+def config_keys() -> Iterator[None]:
+    """An estimator's parameter error, named by its config key."""
+    try:
+        yield
+    except InvalidParameterError as exc:
+        key = ESTIMATOR_KEYS.get(exc.parameter, exc.parameter)
+        raise ConfigError(f"{key}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def test_options(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """Scaling curves from the one pass: R² and ΔR² against the training-set size, per bin.
 
 The per-shard statistics of ``bin_statistics(ds, per_shard=True)`` add up exactly, so the models
-trained on the first 1, 2, ..., K shards are only D x D solves away. Each prefix is summed in list
-order with ``+=`` on one running copy, which is bit-identical to a pass over the first k shards; it
-is solved, scored on the test set with the paired bootstrap of the main results, and dropped before
-the next shard is added (one accumulator of K_bins·D²·8 bytes, never K of them).
+trained on the first 1, 2, ..., K shards are only D x D solves away. Each prefix is summed in the
+pass's fixed tree (``core.fold.prefix_sums``), bit-identical to a pass over the first k shards; it is
+solved, scored on the test set with the paired bootstrap of the main results, and dropped before the
+next shard is added (at most log2(K) + 1 partial sums of K_bins·D²·8 / 2 bytes are held).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sklearn.base import clone
 
 from ..core import card
 from ..core.extrapolate import FORM, LEVEL, MIN_POINTS, fit_curve, threshold_crossing
-from ..core.fold import PassResult
+from ..core.fold import PassResult, prefix_sums
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition
 from ..engine.model import BinnedRidge, _computed
@@ -29,33 +29,6 @@ log = logging.getLogger(__name__)
 UNCERTAINTY = (f"{LEVEL:.0%} interval from the fit's covariance (scaled by the scatter of the points about the curve, "
                "Student t with points − 3 degrees of freedom); it leaves out the test-set sampling error that all "
                "points share (the interval of each point)")
-
-
-def _copy(result: PassResult) -> PassResult:
-    return PassResult(result.stats.copy(), result.repairs, list(result.snr), list(result.features), result.spec)
-
-
-def running_sums(parts: Sequence[PassResult]) -> Iterator[PassResult]:
-    """The sums of parts[:1], parts[:2], ... in order, each added with ``+=`` to one copy of parts[0]:
-    the same floating-point operations as the pass's own sum over shards. The same object is yielded
-    every time, updated in place: use each sum before asking for the next. ``parts`` is not changed."""
-    total = None
-    for part in parts:
-        if total is None:
-            total = _copy(part)
-        else:
-            total += part
-        yield total
-
-
-def in_order_sum(parts: Sequence[PassResult]) -> PassResult:
-    """The sum of all parts in list order (bit-identical to ``bin_statistics`` without ``per_shard``)."""
-    total = None
-    for total in running_sums(parts):
-        pass
-    if total is None:
-        raise InputError("no per-shard statistics to add up")
-    return total
 
 
 def _check_parts(per_shard_statistics: Any) -> list[PassResult]:
@@ -172,7 +145,7 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
     test = _test_set(test, spec, partition, noise, target)
     model = model if model is not None else BinnedRidge()
     points, solve_s, score_s = [], [], []
-    for k, total in enumerate(running_sums(parts if last is None else parts[:-1]), start=1):
+    for k, total in prefix_sums(parts if last is None else parts[:-1]):
         start = time.perf_counter()
         fitted = clone(model).fit(total, val)
         solve_s.append(round(time.perf_counter() - start, 3))

@@ -71,7 +71,7 @@ from .shards import FLUX_KEY, RowReader, ShardInfo
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "snrmoe_dask.ShardCache"
-CACHE_VERSION = 4  # see the bump rule in the module docstring (3 was briefly another segment plan)
+CACHE_VERSION = 5  # see the bump rule in the module docstring
 
 # compute.cache_max_gb: about 70 entries of 4 bins at D = 4096 (270 MB each), i.e. a dozen runs of
 # five shards, each with its merged entry, kept on a laptop disk

@@ -144,9 +144,78 @@ def _datasets(f: h5py.File) -> list[str]:
     return names
 
 
-def read_params(path: str | os.PathLike) -> pd.DataFrame:
-    """The shard's single pandas table, whatever its key (as ``pandas.read_hdf(path)`` does)."""
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _pandas_groups(f: h5py.File) -> list[h5py.Group]:
+    """The groups that hold a pandas object (``pandas_type`` attribute), as HDFStore.keys() finds them."""
+    found: list[h5py.Group] = []
+    f.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Group) and "pandas_type" in obj.attrs
+                 else None)
+    return found
+
+
+def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
+    """The file's single pandas DataFrame when it is written in pandas' plain "fixed" format with numeric
+    columns (what ``DataFrame.to_hdf`` writes by default), read straight through h5py; None for anything
+    else (table format, text or date columns, several objects), which :func:`read_params` leaves to pandas.
+
+    A fixed-format frame is a group with attributes pandas_type="frame", ndim=2, nblocks and
+    ``*_variety``="regular", and datasets axis0 (column names), axis1 (index), and per block
+    ``block{i}_items`` (its column names) and ``block{i}_values`` (rows x its columns, ``transposed``).
+    Opening PyTables for it costs tens of milliseconds a shard; this costs well under one.
+    """
+    groups = _pandas_groups(f)
+    if len(groups) != 1:
+        return None
+    g = groups[0]
+    attrs = {k: _text(v) if isinstance(v, (bytes, np.bytes_)) else v for k, v in g.attrs.items()}
+    if attrs.get("pandas_type") != "frame" or int(attrs.get("ndim", 0)) != 2:
+        return None
+    if any(v != "regular" for k, v in attrs.items() if k.endswith("_variety")):
+        return None
+    encoding = attrs.get("encoding", "UTF-8")
+    columns: dict[str, np.ndarray] = {}
+    rows = None
+    for i in range(int(attrs.get("nblocks", 0))):
+        items, values = g.get(f"block{i}_items"), g.get(f"block{i}_values")
+        if not isinstance(items, h5py.Dataset) or not isinstance(values, h5py.Dataset):
+            return None
+        va = values.attrs
+        if (_text(va.get("CLASS", "")) != "ARRAY" or "value_type" in va or "shape" in va
+                or not va.get("transposed", 0) or values.dtype.kind not in "fiub" or values.ndim != 2
+                or items.dtype.kind != "S"):
+            return None
+        names = [n.decode(encoding) for n in items[()]]
+        data = values[()]
+        if data.shape[1] != len(names) or (rows is not None and data.shape[0] != rows):
+            return None
+        rows = data.shape[0]
+        columns.update({name: data[:, j] for j, name in enumerate(names)})
+    order = g.get("axis0")
+    if rows is None or not isinstance(order, h5py.Dataset) or order.dtype.kind != "S":
+        return None
+    names = [n.decode(encoding) for n in order[()]]
+    if sorted(names) != sorted(columns):
+        return None
+    return pd.DataFrame({name: columns[name] for name in names})
+
+
+def read_params(path: str | os.PathLike, f: h5py.File | None = None) -> pd.DataFrame:
+    """The shard's single pandas table, whatever its key (as ``pandas.read_hdf(path)`` does); through h5py
+    (``f``, the file already open, or ``path``) when it is a plain numeric fixed-format frame."""
     path = Path(path)
+    try:
+        if f is not None:
+            frame = _fixed_frame(f)
+        else:
+            with h5py.File(path, "r") as f:
+                frame = _fixed_frame(f)
+    except (OSError, KeyError, ValueError, UnicodeDecodeError):
+        frame = None  # pandas reads it, or says why it cannot
+    if frame is not None:
+        return frame
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -229,7 +298,7 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
             raise InputError(f"{path}: {WAVE_KEY} has shape {wave.shape}, expected ({d},) to match {d} pixels")
         wave_values = np.asarray(wave[...], dtype=np.float64)
         chunk_rows = flux.chunks[0] if flux.chunks else n
-    params = read_params(path)
+        params = read_params(path, f)
     read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
     for column in read:
         if column not in params.columns:
