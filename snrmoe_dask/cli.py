@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .errors import ConfigError, InputError, SnrmoeError
@@ -59,7 +60,7 @@ def _cmd_run(args) -> int:
     overrides = list(args.set or [])
     if args.scheduler:
         overrides.append(f"compute.scheduler={args.scheduler}")
-    _run(load_config(args.config, overrides), args.lang, _progress(args), args.roadmap, args.hub)
+    _run(load_config(args.config, overrides), args.lang, _progress(args), args.roadmap, args.hub, args.started)
     return 0
 
 
@@ -68,9 +69,11 @@ def _progress(args) -> bool:
     return not args.quiet or bool(args.log)
 
 
-def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path | None = None) -> dict:
+def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path | None = None,
+         started: float | None = None) -> dict:
     """The experiment with the report layer's figures and report (in the results folder and, with
-    output.report / output.img_dir, in the owner's layout), the tracking blocks, the summary."""
+    output.report / output.img_dir, in the owner's layout), the tracking blocks, the summary, and
+    the decision and next step as the log's last lines. started: ``time.time()`` when the command began."""
     from .experiment.driver import run_experiment
     from .experiment.summary import print_summary
     from .report.render import renderer
@@ -90,10 +93,23 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
         update_tracking_block(roadmap, results["experiment"], roadmap_block(results, lang))
     if hub:
         update_tracking_block(hub, results["experiment"], hub_block(results, lang))
-    print_summary(results)
+    print_summary(results, wall_s=time.time() - started if started is not None else None)
     if render.report:
         print(f"report in the owner's layout: {render.report} (figures in {render.img_dir})")
+    _log_decision(results)
     return results
+
+
+def _log_decision(results: dict) -> None:
+    """The premises, the decision and the next step, last in the log (a nohup run's stdout is often lost)."""
+    from .report.text import caveat_lines
+
+    log = logging.getLogger("snrmoe_dask")
+    for line in caveat_lines(results, "en"):
+        log.info("premise: %s", line.removeprefix("⚠️ "))
+    log.info("decision: %s (the card's rule: dR2 %+.4f %s threshold %g)", results["decision"], results["delta_r2"],
+             ">=" if results["decision"] == "PASS" else "<", results["threshold"])
+    log.info("next step: %s", results["next_step"])
 
 
 def _cmd_report(args) -> int:
@@ -110,7 +126,7 @@ def _cmd_demo(args) -> int:
     from .experiment.driver import demo_config_path, ensure_demo_data
 
     root = ensure_demo_data(Path(args.data_dir), _progress(args))
-    _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, _progress(args))
+    _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, _progress(args), started=args.started)
     return 0
 
 
@@ -273,8 +289,20 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _start_time(argv: list[str] | None) -> float:
+    """When the command began: the process's start on the command line (interpreter start-up included),
+    the call of :func:`main` when it is called from Python."""
+    if argv is None:
+        import psutil
+
+        return psutil.Process().create_time()
+    return time.time()
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = _start_time(argv)
     args = build_parser().parse_args(argv)
+    args.started = started
     handlers: list[logging.Handler] = []
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None

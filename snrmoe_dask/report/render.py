@@ -88,6 +88,7 @@ class Renderer:
         else:
             self.img_dir = self.report.parent / "img" if self.report else None
         self.out_dir: Path | None = None
+        self.predictions: pd.DataFrame | None = None
         self.check()
 
     def targets(self) -> list[Path]:
@@ -115,7 +116,8 @@ class Renderer:
         figures = make_figures(results, predictions, Path(out_dir) / "img")
         scaling = plot_scaling(results, Path(out_dir) / "img")  # when results has "scaling"
         figures += [scaling] if scaling is not None else []
-        write_report(results, out_dir, lang=self.lang)
+        self.predictions = predictions
+        write_report(results, out_dir, lang=self.lang, predictions=predictions)
         if self.img_dir:
             self.img_dir.mkdir(parents=True, exist_ok=True)
             for figure in figures:
@@ -128,13 +130,13 @@ class Renderer:
         if self.out_dir is None:
             return
         self.check()
-        write_report(results, self.out_dir, lang=self.lang)
+        write_report(results, self.out_dir, lang=self.lang, predictions=self.predictions)
         self._write_owner_report(results)
 
     def _write_owner_report(self, results: dict) -> None:
         if self.report:
             write_report(results, self.report.parent, lang=self.lang, name=self.report.name,
-                         img_prefix=self.img_prefix())
+                         img_prefix=self.img_prefix(), predictions=self.predictions)
 
 
 def renderer(lang: str = "zh", report: str | os.PathLike | None = None,
@@ -173,9 +175,9 @@ def rebuild_report(results_dir: Path, lang: str = "zh") -> Path:
         raise InputError(f"{predictions_path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     except OSError as exc:
         raise InputError(f"{predictions_path}: cannot read: {exc.strerror}") from None
-    check_results(results, str(results_path))
+    typed = check_results(results, str(results_path))  # the schema of results.json (experiment.results_schema)
     predictions = check_predictions(predictions, str(predictions_path))
-    n_test = results["models"]["oracle"]["n_test"]
+    n_test = typed.models.oracle.n_test
     if len(predictions) != n_test:
         raise InputError(f"{predictions_path}: {len(predictions)} rows but {results_path} says n_test={n_test!r}; "
                          "expected one row per test spectrum")
