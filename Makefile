@@ -1,23 +1,34 @@
-# Two entry points: `make demo` (the main job) and `make test`. Each creates .venv if missing.
+# Two entry points: `make demo` (the main job) and `make test`. Each creates .venv if missing and installs
+# what it needs once (again only when pyproject.toml changes).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# -qq: errors only. A quiet install otherwise still prints the package index's notices, one per package.
+PIP    := $(BIN)/python -m pip install -qq
 
 .PHONY: demo test venv clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+# a current pip: the one bundled with Python resolves and installs these dependencies about half as fast
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
 
-venv: $(STAMP)
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "Installing snrmoe-dask and its dependencies into $(VENV) (once; about a minute)"
+	$(PIP) -e .
+	touch $@
 
-demo: $(STAMP)
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	@echo "Installing snrmoe-dask with its test and notebook dependencies into $(VENV) (once; about a minute)"
+	$(PIP) -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+venv: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
 	$(BIN)/snrmoe demo
 
-test: $(STAMP)
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
 clean:
