@@ -21,6 +21,7 @@ from snrmoe_dask import BinnedRidge, add_noise, bin_statistics, evaluate, open_s
 from snrmoe_dask.cli import main
 from snrmoe_dask.core.snr import snr_norm
 from snrmoe_dask.engine import graph
+from snrmoe_dask.engine.dataset import shard_files
 from snrmoe_dask.errors import ConfigError, InputError, InvalidParameterError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,14 +127,29 @@ def test_hdf5_zarr_numpy_and_dask_give_the_same_statistics(train, tmp_path):
     fast = bin_statistics(train).compute()
     store = tmp_path / "train.zarr"
     # zarr needs uniform chunks: one chunk of 512 rows across the two shards' boundary
-    train.chunk({"sample": 512}).to_zarr(store)
-    sources = {"zarr": xr.open_zarr(store), "numpy": in_memory(train),
+    train.chunk({"sample": 512}).to_zarr(store, consolidated=False)
+    sources = {"zarr": xr.open_zarr(store, consolidated=False), "numpy": in_memory(train),
                "dask, other chunks": in_memory(train).chunk({"sample": 700})}
     for label, ds in sources.items():
         other = bin_statistics(ds, block_rows=512).compute()
         assert same_stats(fast.stats, other.stats), label
         assert np.array_equal(fast.snr_values, other.snr_values), label
         assert fast.repairs == other.repairs, label
+
+
+def test_uniform_chunks_write_zarr_in_one_call_and_keep_the_numbers(data, train, tmp_path):
+    assert len(set(train.flux.chunks[0][:-1])) > 1  # by default each file ends on a short chunk
+    uniform = open_shards("train_1500_{0..1}/dataset.h5", root=data, block_rows=512, chunks="uniform")
+    assert set(uniform.flux.chunks[0][:-1]) == {512} and uniform.flux.chunks == uniform.error.chunks
+    assert shard_files(uniform) == shard_files(train) is not None  # still read straight from the files
+    uniform.to_zarr(tmp_path / "train.zarr", consolidated=False)
+    fast = bin_statistics(train).compute()
+    for label, ds in {"uniform": uniform, "zarr": xr.open_zarr(tmp_path / "train.zarr", consolidated=False)}.items():
+        other = bin_statistics(ds).compute()
+        assert same_stats(fast.stats, other.stats), label
+        assert np.array_equal(fast.snr_values, other.snr_values) and fast.repairs == other.repairs, label
+    with pytest.raises(InvalidParameterError, match="chunks='rows': expected 'files' or 'uniform'"):
+        open_shards("train_1500_{0..1}/dataset.h5", root=data, chunks="rows")
 
 
 def test_block_size_changes_numbers_only_at_rounding(train):

@@ -90,6 +90,9 @@ def test_notebook_runs_on_tiny_data(tmp_path):
 
     assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert not (tmp_path / "unused-demo-data").exists()
+    progress = [c for c in nb.cells if "progress(per_shard)" in c.source]
+    assert len(progress) == 1 and any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                                      for o in progress[0].outputs), "the progress bar is not a Jupyter widget"
     plot = _tagged(nb, "delta-r2-vs-alpha")
     assert any("image/png" in o.get("data", {}) for o in plot.outputs), "the ΔR² vs alpha cell drew no figure"
     text = "\n".join(_text(c.outputs) for c in nb.cells if c.cell_type == "code")

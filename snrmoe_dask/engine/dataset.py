@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import card
-from ..errors import InputError
+from ..errors import InputError, InvalidParameterError
 from ..io.shards import (ERROR_KEY, FLUX_KEY, H5Rows, ShardInfo, aligned_block_rows, inspect_shards,
                          resolve_shards)
 
@@ -22,7 +22,7 @@ DEFAULT_BLOCK_ROWS = 4096
 
 def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, target: str | None = card.TARGET,
                 block_rows: int = DEFAULT_BLOCK_ROWS, first_shard: int = 0, root: str | os.PathLike | None = None,
-                max_rows: int | None = None, columns: Sequence[str] = ()):
+                max_rows: int | None = None, columns: Sequence[str] = (), chunks: str = "files"):
     """Open HDF5 shards lazily as one ``xarray.Dataset``; nothing of size N x D is read.
 
     Parameters
@@ -42,11 +42,16 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
     columns : list of str
         More params columns that must exist and hold numbers (``snr``, routing columns); the target
         must be finite. The first bad row is named (``io.shards.inspect_shard``).
+    chunks : {"files", "uniform"}
+        "files": each file's rows in chunks of ``block_rows``, so a file's last chunk may be shorter.
+        "uniform": every chunk as long as the first, across the files (only the set's last chunk is
+        shorter), as ``to_zarr`` needs: ``open_shards(..., chunks="uniform").to_zarr(store)``. A pass
+        gives the same numbers on either: its blocks follow the files and the first chunk's length.
 
     Returns
     -------
     xarray.Dataset
-        ``flux``, ``error``: (sample, pixel) float32 dask arrays chunked on the HDF5 row chunking;
+        ``flux``, ``error``: (sample, pixel) float32 dask arrays chunked as ``chunks`` says;
         every params column as a (sample,) variable; coordinates ``wave`` (pixel), ``shard`` and
         ``row`` (sample: the file's position + first_shard, and the row inside the file); attrs
         ``files``. Picklable: each chunk read opens its file itself.
@@ -64,6 +69,8 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
     import dask.array as da
     import xarray as xr
 
+    if chunks not in ("files", "uniform"):
+        raise InvalidParameterError(f"open_shards: chunks={chunks!r}: expected 'files' or 'uniform'", "chunks")
     infos = inspect_shards(resolve_shards(root, paths), target, columns)
     if max_rows is not None:
         infos = _first_rows(infos, max_rows)
@@ -78,6 +85,9 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
     files = [str(i.path) for i in infos]
     flux, error = (da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
                    for parts in (flux_parts, error_parts))
+    if chunks == "uniform":
+        rows = flux_parts[0].chunks[0][0]
+        flux, error = flux.rechunk((rows, -1)), error.rechunk((rows, -1))
     params = pd.concat([i.params for i in infos], ignore_index=True)
     data_vars = {"flux": (("sample", "pixel"), flux), "error": (("sample", "pixel"), error)}
     data_vars.update({str(col): ("sample", params[col].to_numpy()) for col in params.columns})
