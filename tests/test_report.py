@@ -557,6 +557,23 @@ def test_finish_rewrites_the_reports_with_the_final_timings(results, tmp_path):
         assert "`total` 106.7 s (1.8 min)" in path.read_text()
 
 
+@pytest.mark.parametrize("case", ["FAIL", "PASS"])
+def test_demo_ends_with_what_it_is_expected_to_show_and_where_the_report_is(case, tmp_path, monkeypatch, capsys):
+    import snrmoe_dask.cli as cli
+    import snrmoe_dask.experiment.driver as driver
+
+    results = dict(make_results(case), output_dir=str(tmp_path / "results" / "demo"))
+    results["models"]["global"]["n_train"] = 100_000
+    monkeypatch.setattr(driver, "ensure_demo_data", lambda data_dir, progress: Path(data_dir) / "demo")
+    monkeypatch.setattr(cli, "_run", lambda *args, **kwargs: results)  # the run itself: the tests above
+    assert main(["demo", "--data-dir", str(tmp_path / "data"), "-q"]) == 0
+    expected, report = capsys.readouterr().out.splitlines()[-2:]
+    assert expected.startswith("expected: FAIL by the card's rule on the demo's 100,000 simulated training spectra")
+    assert expected.endswith("This run: FAIL, as expected." if case == "FAIL"
+                             else "This run: PASS, not what this set is expected to give.")
+    assert report == f"report: {tmp_path / 'results' / 'demo' / 'report.md'}"
+
+
 # ----------------------------------------------------------------------------- end to end: layout, logs
 PIXELS = 32
 
