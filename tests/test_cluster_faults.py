@@ -8,9 +8,9 @@ not timed: the faults are injected when the first shard's statistics appear in t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -69,26 +69,31 @@ def threaded(data, tmp_path_factory) -> dict:
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Cluster:
     """A scheduler and single-threaded workers (by default two, without a nanny: a killed worker stays dead)."""
 
     def __init__(self, logs: Path, workers: int = 2, worker_args: tuple[str, ...] = ("--no-nanny",)):
-        self.address = f"tcp://127.0.0.1:{free_port()}"
         logs.mkdir(parents=True, exist_ok=True)
-        self.scheduler = self._start(logs / "scheduler.log", "scheduler", "--host", "127.0.0.1",
-                                     "--port", self.address.rsplit(":", 1)[1], "--no-dashboard")
+        # port 0: the scheduler binds a free port itself and writes its address to the file, so that
+        # no other process (another pytest worker) can take a port between choosing and binding it
+        self.scheduler = self._start(logs / "scheduler.log", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                     "--no-dashboard", "--scheduler-file", str(logs / "scheduler.json"))
+        self.address = self._address(logs / "scheduler.json")
         self.workers = [self._start(logs / f"worker{i}.log", "worker", self.address, "--nthreads", "1", *worker_args,
                                     "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}") for i in range(workers)]
         from distributed import Client
 
         with Client(self.address, timeout="30s") as client:
             client.wait_for_workers(workers, timeout=60)
+
+    def _address(self, info: Path) -> str:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
+                return json.loads(info.read_text())["address"]  # a partly written file fails to parse
+            assert self.scheduler.poll() is None, "the scheduler exited; see scheduler.log"
+            assert time.monotonic() < deadline, "the scheduler wrote no address within 60 s"
+            time.sleep(0.05)
 
     @staticmethod
     def _start(log: Path, *argv: str) -> subprocess.Popen:
