@@ -220,6 +220,37 @@ def test_test_set_r2_cannot_score_is_refused_up_front(name, edit, extra, names, 
     refused_run(capsys, data, tmp_path, extra, data / name, *names)
 
 
+@pytest.mark.parametrize("edit", [first_rows(1), set_value("log_g", slice(None), 2.5)],
+                         ids=["1-row test file", "constant target"])
+def test_api_evaluate_refuses_what_the_cli_refuses_with_the_same_line(edit, data, tmp_path, capsys):
+    """The API's evaluate gave R² 0.0 and a FAIL for a constant target and a TypeError for one spectrum."""
+    from snrmoe_dask import BinnedRidge, bin_statistics, evaluate, open_shards
+
+    edit(data / TEST)
+    line = one_error_line(capsys, run_args(data, tmp_path))
+    model = BinnedRidge(alpha=10.0, min_bin_samples=10).fit(bin_statistics(open_shards(str(data / T0))))
+    with pytest.raises(InputError) as err:
+        evaluate(model, open_shards(str(data / TEST)), bootstrap=0)
+    assert line == f"snrmoe: error: {err.value}"
+
+
+@pytest.mark.parametrize("n, y, words", [(1, [2.0], "1 spectrum"), (0, [], "0 spectra"),
+                                         (5, [3.0] * 5, "all 5 target values equal 3.0")])
+def test_api_evaluate_refuses_in_memory_test_sets_r2_cannot_score(n, y, words):
+    import xarray as xr
+
+    from snrmoe_dask import BinnedRidge, bin_statistics, evaluate
+
+    rng = np.random.default_rng(0)
+    flux = 1 + rng.random((400, 8))
+    train = xr.Dataset({"flux": (("sample", "pixel"), flux), "error": (("sample", "pixel"), np.full((400, 8), 0.2)),
+                        "log_g": ("sample", flux.sum(axis=1))})
+    model = BinnedRidge(alpha=1.0, min_bin_samples=10).fit(bin_statistics(train))
+    test = train.isel(sample=slice(0, n)).assign(log_g=("sample", np.asarray(y, dtype=float)))
+    with pytest.raises(InputError, match=f"^the test set \\(column 'log_g'\\): {words}"):
+        evaluate(model, test, bootstrap=0)
+
+
 # ----------------------------------------------------------------------------- §6 a shard listed twice
 @pytest.mark.parametrize("extra, names", [
     (("--set", 'data.train_shards=["train_{0..1}/dataset.h5", "train_0/dataset.h5"]'),

@@ -12,7 +12,6 @@ from typing import Iterator
 import numpy as np
 
 from ..core.alpha import is_selection
-from ..core.metrics import check_r2_defined
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
 from ..engine.model import BinnedRidge
@@ -22,7 +21,7 @@ from ..io.cache import ShardCache, remove_dead_temp_files
 from ..io.shards import refuse_duplicates
 from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
-from .evaluation import load_test_set, score
+from .evaluation import check_scorable, load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
 from .outputs import Render, provenance, write_outputs
 from .scaling import curve, curve_graph, point_of
@@ -82,7 +81,7 @@ def _open(cfg: ExperimentConfig):
     refuse_duplicates({key: [Path(f) for f in ds.attrs["files"]] for key, ds in sets.items() if ds is not None})
     for key, ds in scored.items():
         if ds is not None:
-            check_r2_defined(ds[target].values, f"{ds.attrs['files'][0]} ({key}, column {target!r})")
+            check_scorable(ds[target].values, ds.attrs["files"], target, key)
     check_feature_dim(cfg, train.sizes["pixel"])
     for ds in (test, val):
         if ds is None:
