@@ -198,6 +198,18 @@ def test_shards_must_share_grid(tmp_path, shard_factory):
         io.inspect_shards([a, c])
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("bad_first", [True, False], ids=["first shard", "second shard"])
+def test_non_finite_wavelength_is_blamed_on_its_own_file(value, bad_first, shard_factory):
+    """A NaN in train_0's grid was reported as train_1's "grid differs"."""
+    a, b = shard_factory("a/dataset.h5", d=32), shard_factory("b/dataset.h5", d=32)
+    bad = a if bad_first else b
+    _edit(bad, lambda f: f[io.WAVE_KEY].__setitem__(slice(7, 9), value))
+    with pytest.raises(InputError) as err:
+        io.inspect_shards([a, b])
+    assert str(err.value).startswith(f"{bad}: {io.WAVE_KEY} pixel 7 is ") and "2 of 32 pixels" in str(err.value)
+
+
 def test_inspect_reports_repairs_and_bins(tmp_path, shard_factory, capsys):
     path = shard_factory(n=200)
     _edit(path, lambda f: f[io.ERROR_KEY].__setitem__((slice(0, 3), 0), np.nan))
