@@ -7,7 +7,7 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -18,12 +18,13 @@ from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics, pass_shift
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
+from ..io.space import Need
 from ..io.shards import refuse_duplicates
 from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import check_scorable, load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
-from .outputs import Render, provenance, write_outputs
+from .outputs import Render, provenance, results_size, write_outputs
 from .scaling import curve, curve_graph, point_of
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,14 @@ def _open(cfg: ExperimentConfig):
     return train, test, val
 
 
-def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:
+def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True,
+                   room: Sequence[Need] = ()) -> dict:
     """Run the whole experiment of ``cfg``; returns the results dict also written to results.json.
 
     render: writes the human-readable outputs (figures, report) into the folder before it is
     published, e.g. ``snrmoe_dask.report.render.renderer("zh")``; None writes the data files only.
+    room: what the caller will write elsewhere after the run (the owner's copies, tracking files, a
+    log), checked with the results folder for permission and free space before the pass.
     """
     timer = Timer()
     with timer.phase("open"):
@@ -111,7 +115,9 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     options = plan.pass_options(cfg)
     files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
     # every check on output.dir, and the lock held until the results are in place, before the pass
-    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder)) as output:
+    size = results_size(cfg.partition.n_cells, train_ds.sizes["pixel"], test_ds.sizes["sample"])
+    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder), size,
+                          room) as output:
         remove_dead_temp_files(folder)
         test = val = shift = None
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
@@ -150,7 +156,13 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         results["output_dir"] = str(cfg.output_dir)
         with timer.phase("write"), output.build() as partial:
             results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
-            write_outputs(partial, results, predictions, model, render)
+            try:
+                write_outputs(partial, results, predictions, model, render)
+            except (OSError, RuntimeError) as exc:  # h5py and netCDF report a full disk as either
+                what = Path(exc.filename).name if getattr(exc, "filename", None) else "the results"
+                reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+                raise InputError(f"output.dir {cfg.output_dir}: cannot write {what} ({reason}); "
+                                 "nothing was published") from None
     log.info("results in %s", cfg.output_dir)
     return results
 
