@@ -89,7 +89,7 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
     tracking = _check_tracking(cfg.experiment.id, {"--roadmap": (roadmap, roadmap_block), "--hub": (hub, hub_block)})
     render = renderer(lang, cfg.output.report, cfg.output.img_dir)  # refuses a foreign file before the pass
     room = [*render.room(), *(Need(flag, path, _size(path) + 65536) for flag, (path, _) in tracking.items()),
-            *([Need("--log", log, 1_000_000)] if log else [])]
+            *([Need("--log", log, 1_000_000, appends=True)] if log else [])]
     started = time.time()
     try:
         results = run_experiment(cfg, render=render, progress=progress, room=room)
@@ -105,9 +105,8 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
             if render.report:
                 print(f"report in the owner's layout: {render.report} (figures in {render.img_dir})")
             sys.stdout.flush()
-        except OSError as exc:
-            _silence_stdout()
-            not_written.append(f"the summary on standard output ({exc.strerror or exc})")
+        except StdoutError as exc:
+            not_written.append(f"the summary on standard output ({exc.strerror})")
     except KeyboardInterrupt as exc:  # a signal: say whether the results had been published
         exc.published = _published_since(cfg.output_dir, started)
         raise
@@ -382,16 +381,32 @@ def _ending(exc: KeyboardInterrupt) -> tuple[str, int]:
     return line, code
 
 
-def _stdout_broken() -> bool:
-    """True when stdout cannot be written (a full disk, /dev/full, a closed pipe); it is then silenced."""
-    try:
-        sys.stdout.flush()
-    except OSError:
-        _silence_stdout()
-        return True
-    except ValueError:  # closed
-        return True
-    return False
+class StdoutError(OSError):
+    """Standard output cannot be written (a full disk, /dev/full, a closed pipe)."""
+
+
+class _GuardedStdout:
+    """sys.stdout for a command: a write or flush that fails raises :class:`StdoutError`, so that it is
+    told apart from a file's error, and stdout is silenced (Python's flush at exit would fail again)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _guarded(self, method: str, *args):
+        try:
+            return getattr(self._stream, method)(*args)
+        except OSError as exc:
+            _silence_stdout()
+            raise StdoutError(exc.errno, exc.strerror) from None
+
+    def write(self, text: str) -> int:
+        return self._guarded("write", text)
+
+    def flush(self) -> None:
+        self._guarded("flush")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,12 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
     previous = {sig: signal.signal(sig, _on_terminate) for sig in TERMINATING} if in_main_thread else {}
     line, code = None, 0
+    stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)
     try:
         handlers = _setup_logging(args)
         with _pid_file(getattr(args, "pid", None)):
             code = args.func(args)
-        if _stdout_broken():
-            line, code = "error: standard output: cannot write the command's output", 2
+        sys.stdout.flush()
+    except StdoutError as exc:
+        line, code = f"error: standard output: cannot write the command's output ({exc.strerror})", 2
     except NotWritten as exc:
         line, code = f"error: {exc}", 3
     except SnrmoeError as exc:
@@ -413,13 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         line, code = _ending(exc)
     except OSError as exc:
-        if exc.filename is None and _stdout_broken():
-            line, code = f"error: standard output: cannot write ({exc.strerror or exc})", 2
-        elif exc.errno in WRITE_ERRORS:
-            line, code = f"error: {exc.filename or 'a file'}: cannot write ({exc.strerror})", 2
-        else:
+        if exc.errno not in WRITE_ERRORS:
             raise
+        line, code = f"error: {exc.filename or 'a file'}: cannot write ({exc.strerror})", 2
     finally:
+        sys.stdout = stdout
         if in_main_thread:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -661,6 +661,17 @@ def test_tracking_file_that_is_a_folder_or_has_no_folder_is_refused(clean, tmp_p
     refused_run(capsys, clean, tmp_path, same, "--roadmap and --hub name the same file")
 
 
+def test_hard_linked_tracking_files_are_recognised(clean, tmp_path, capsys):
+    """A hard-linked --roadmap/--hub pair was accepted and ended as two separate files."""
+    (tmp_path / "r.md").write_text("# roadmap\n")
+    os.link(tmp_path / "r.md", tmp_path / "h.md")
+    pair = ("--roadmap", str(tmp_path / "r.md"), "--hub", str(tmp_path / "h.md"))
+    refused_run(capsys, clean, tmp_path, pair, "--roadmap and --hub name the same file")
+    # one name of a hard link: the atomic rewrite would part it from the other name
+    refused_run(capsys, clean, tmp_path, ("--hub", str(tmp_path / "h.md")), "--hub", "h.md", "2 hard links")
+    assert (tmp_path / "r.md").read_text() == "# roadmap\n" and os.stat(tmp_path / "r.md").st_nlink == 2
+
+
 def test_missing_tracking_file_is_created(clean, tmp_path, capsys):
     roadmap, hub = tmp_path / "roadmap.md", tmp_path / "hub.md"
     hub.write_bytes(b"# Hub\r\nintro")

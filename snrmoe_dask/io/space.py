@@ -16,11 +16,13 @@ MB = 1e6
 
 class Need(NamedTuple):
     """``label`` (e.g. "output.dir") writes about ``size`` bytes at ``path`` (a file or folder that may
-    not exist yet; its folders may be created)."""
+    not exist yet; its folders may be created). ``appends``: the file exists and is written in place
+    (a log), so its folder need not be writable."""
 
     label: str
     path: Path
     size: int
+    appends: bool = False
 
 
 def nearest_folder(path: str | os.PathLike) -> Path:
@@ -34,24 +36,22 @@ def nearest_folder(path: str | os.PathLike) -> Path:
 def check_room(needs: Iterable[Need]) -> None:
     """Raise InputError naming the first place whose folder cannot be written (read-only file system,
     no permission) or whose file system has less free space than the needs on it together."""
-    on_device: dict[int, list[Need]] = {}
-    folders: dict[int, Path] = {}
+    places: list[tuple[Need, Path, int]] = []
     for need in needs:
         folder = nearest_folder(need.path)
         if not folder.is_dir():
             continue  # a path under a file: the writer's own check names it
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if not (need.appends or os.access(folder, os.W_OK | os.X_OK)):
             read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
             raise InputError(f"{need.label} {need.path}: cannot write in {folder} "
                              f"({os.strerror(errno.EROFS if read_only else errno.EACCES)}); nothing was done")
-        device = os.stat(folder).st_dev
-        on_device.setdefault(device, []).append(need)
-        folders.setdefault(device, folder)
-    for device, group in on_device.items():
-        free, total = shutil.disk_usage(folders[device]).free, sum(n.size for n in group)
+        places.append((need, folder, os.stat(folder).st_dev))
+    for need, folder, device in places:
+        group = [other for other, _, on in places if on == device]  # one file system: their sizes add up
+        free, total = shutil.disk_usage(folder).free, sum(other.size for other in group)
         if free < total:
-            first = group[0]
-            others = f" (with {', '.join(n.label for n in group[1:])})" if len(group) > 1 else ""
-            raise InputError(f"{first.label} {first.path}: {free / MB:.1f} MB free on its file system "
-                             f"({folders[device]}), the run writes about {total / MB:.1f} MB there{others}; "
-                             "free some space or choose another place; nothing was done")
+            others = [other.label for other in group if other is not need]
+            with_others = f" (with {', '.join(others)})" if others else ""
+            raise InputError(f"{need.label} {need.path}: {free / MB:.1f} MB free on its file system ({folder}), "
+                             f"the run writes about {total / MB:.1f} MB there{with_others}; free some space or "
+                             "choose another place; nothing was done")
