@@ -82,7 +82,7 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
     """
     from .experiment.driver import run_experiment
     from .experiment.summary import print_summary
-    from .io.space import Need
+    from .io.space import Need, reason
     from .report.render import renderer
     from .report.text import hub_block, roadmap_block, update_tracking_block
 
@@ -99,7 +99,7 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
             try:
                 update_tracking_block(path, results["experiment"], block(results, lang))
             except (OSError, SnrmoeError) as exc:
-                not_written.append(f"{flag} {path} ({getattr(exc, 'strerror', None) or exc})")
+                not_written.append(f"{flag} {path} ({reason(exc) if isinstance(exc, OSError) else exc})")
         try:
             print_summary(results)
             if render.report:

@@ -18,7 +18,7 @@ from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics, pass_shift
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
-from ..io.space import Need
+from ..io.space import Need, reason
 from ..io.shards import refuse_duplicates
 from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
@@ -160,8 +160,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                 write_outputs(partial, results, predictions, model, render)
             except (OSError, RuntimeError) as exc:  # h5py and netCDF report a full disk as either
                 what = Path(exc.filename).name if getattr(exc, "filename", None) else "the results"
-                reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-                raise InputError(f"output.dir {cfg.output_dir}: cannot write {what} ({reason}); "
+                raise InputError(f"output.dir {cfg.output_dir}: cannot write {what} ({reason(exc)}); "
                                  "nothing was published") from None
     log.info("results in %s", cfg.output_dir)
     return results

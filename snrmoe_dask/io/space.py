@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterable, NamedTuple
@@ -55,3 +56,19 @@ def check_room(needs: Iterable[Need]) -> None:
             raise InputError(f"{need.label} {need.path}: {free / MB:.1f} MB free on its file system ({folder}), "
                              f"the run writes about {total / MB:.1f} MB there{with_others}; free some space or "
                              "choose another place; nothing was done")
+
+
+def reason(exc: BaseException) -> str:
+    """Why a write failed, in a few words: the system's reason (No space left on device) from an
+    OSError, or from the ``errno = N`` of an HDF5 library report (h5py gives no errno), or the first
+    line of the message."""
+    errno_ = getattr(exc, "errno", None) or _hdf5_errno(str(exc))
+    if errno_:
+        return os.strerror(errno_)
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _hdf5_errno(message: str) -> int | None:
+    found = re.search(r"\berrno = (\d+)", message)
+    return int(found.group(1)) if found else None

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import ConfigError, InputError
 from ..io.atomic import atomic_file
-from ..io.space import Need
+from ..io.space import Need, reason
 from .plots import (
     FIG_ALPHA_CURVE,
     FIG_GATE_CONFUSION,
@@ -171,8 +171,8 @@ class Renderer:
 
 def _reason(exc: BaseException) -> str:
     """Why a write failed, in a few words: the system's reason (No space left on device), or the message."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    if isinstance(exc, OSError):
+        return reason(exc)
     text = str(exc).splitlines()[0] if str(exc) else ""
     return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
 
