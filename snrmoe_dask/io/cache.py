@@ -756,10 +756,13 @@ def verify_cache(root: str | os.PathLike) -> tuple[list[str], int]:
     reader = RowReader()
     for path, attrs in _entries(root):
         name = path.name[:12]
+        if not _ENTRY.fullmatch(path.name):  # e.g. a copy the user made: not an entry, never deleted
+            lines.append(f"{path.name}  not an entry (not named after a key); left alone")
+            continue
         try:
             if attrs is None:
                 raise _Invalid("unreadable")
-            result, content = _read(path, _text(attrs.get("key", "")))
+            result, content = _read(path, path.stem)  # the name is the key: a file copied over another's fails
         except _Invalid as why:
             path.unlink(missing_ok=True)
             counts["damaged"] += 1
