@@ -228,6 +228,8 @@ class ComputeSection(_Section):
     # shards (and shard lists) whose pass multiplies fewer than rows x pixels² = this x 1e9 are not
     # cached: such a pass costs about what a load does (io.cache.DEFAULT_MIN_GFLOP)
     cache_min_gflop: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    # seconds to reach a scheduler address (and for it to show it is a dask scheduler)
+    connect_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
 
     @field_validator("scheduler")
     @classmethod

@@ -54,7 +54,20 @@ def cache_dir(cfg: ExperimentConfig) -> Path | None:
     """Where the per-shard statistics live: compute.cache_dir, by default beside the results."""
     if not cfg.compute.cache:
         return None
-    return Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache"
+    # absolute: a worker resolves a relative path in its own working directory
+    return (Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache").absolute()
+
+
+def _made(folder: Path | None) -> list[Path]:
+    """[folder], created if missing (so that workers can be asked whether they see it); [] when it
+    cannot be: the cache then warns and the run goes on without it."""
+    if folder is None:
+        return []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return []
+    return [folder]
 
 
 def _open(cfg: ExperimentConfig):
@@ -120,7 +133,9 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                           room) as output:
         remove_dead_temp_files(folder)
         test = val = shift = None
-        with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
+        seen = [*files, *_made(folder)]  # every worker must see them, at these (absolute) paths
+        with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress, cfg.compute.connect_timeout,
+                             seen) as compute:
             if val_ds is not None:  # first, so that the points of a scaling curve can choose alphas on it
                 shift = pass_shift(train_ds, **plan.shift_options(cfg))
                 with timer.phase("validation pass"):

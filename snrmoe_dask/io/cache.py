@@ -430,7 +430,7 @@ class ShardCache:
 
     def __init__(self, root: str | os.PathLike, max_gb: float = DEFAULT_MAX_GB,
                  min_gflop: float = DEFAULT_MIN_GFLOP):
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # used in tasks: a worker resolves a relative path in its own folder
         self.max_bytes = int(max_gb * 1e9)
         self.min_gflop = float(min_gflop)
         self.in_use: set[str] = set()
