@@ -18,7 +18,7 @@ import dask
 import h5py
 import pytest
 
-from snrmoe_dask.cli import main
+from snrmoe_dask.cli import Terminated, _ending, main
 from snrmoe_dask.experiment import output_dir
 from snrmoe_dask.io.simulate import simulate_set
 
@@ -435,8 +435,7 @@ def test_sigterm_mid_pass_is_one_line_and_exit_143(sig, data, tmp_path):
 
 
 @pytest.mark.parametrize("name, code, line", [("SIGTERM", 143, "snrmoe: terminated (SIGTERM)"),
-                                              ("SIGINT", 130, "snrmoe: interrupted"),
-                                              ("SIGHUP", 129, "snrmoe: terminated (SIGHUP)")])
+                                              ("SIGINT", 130, "snrmoe: interrupted")])
 def test_signal_while_writing_removes_the_hidden_folder(name, code, line, data, tmp_path):
     out = tmp_path / "res"
     assert main(run_args(data, out, "--set", "compute.cache=false")) == 0
@@ -458,20 +457,28 @@ summary.print_summary = late
 """
 
 
-@pytest.mark.parametrize("name, code, line", [("SIGTERM", 143, "snrmoe: terminated (SIGTERM)"),
-                                              ("SIGHUP", 129, "snrmoe: terminated (SIGHUP)"),
-                                              ("SIGINT", 130, "snrmoe: interrupted")])
-def test_signal_after_publication_says_the_results_are_complete(name, code, line, data, tmp_path):
+def test_signal_after_publication_says_the_results_are_complete(data, tmp_path):
     """A SIGTERM after the rename returned 143 with no word on the results, which were complete."""
     out = tmp_path / "res"
-    proc = patched(SIGNAL_AFTER_PUBLICATION.format(signal=name),
+    proc = patched(SIGNAL_AFTER_PUBLICATION.format(signal="SIGTERM"),
                    *run_args(data, out, "--set", "model.alpha=10", "--set", "compute.cache=false"))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err
+    assert proc.returncode == 143, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"{line}; the results are complete in {out} ") and "Traceback" not in err, err
+    assert last.startswith(f"snrmoe: terminated (SIGTERM); the results are complete in {out} "), err
+    assert "Traceback" not in err
     assert json.loads((out / output_dir.MARKER).read_text())["pid"] == proc.pid
     assert _alpha_of_folder(out) == 10.0 and hidden_leftovers(out) == []
+
+
+@pytest.mark.parametrize("exc, line, code", [
+    (Terminated(signal.SIGHUP), "terminated (SIGHUP)", 129), (KeyboardInterrupt(), "interrupted", 130),
+    (Terminated(signal.SIGTERM), "terminated (SIGTERM)", 143)])
+def test_every_signal_says_whether_the_results_are_complete(exc, line, code, tmp_path):
+    assert _ending(exc) == (line, code)
+    exc.published = tmp_path
+    assert _ending(exc) == (f"{line}; the results are complete in {tmp_path} (the steps after them, such as "
+                                "the owner's copies, tracking blocks and summary, may be missing)", code)
 
 
 # ----------------------------------------------------------------------------- 5. after the pass, the results first
@@ -527,11 +534,10 @@ def BEGIN_OF(experiment: str) -> str:
     return f"<!-- snrmoe:{experiment}:begin -->"
 
 
-@pytest.mark.parametrize("flag", ["--roadmap", "--hub"])
-def test_tracking_block_on_a_full_disk_is_named_after_the_results(flag, data, tmp_path, monkeypatch, capsys):
+def test_tracking_block_on_a_full_disk_is_named_after_the_results(data, tmp_path, monkeypatch, capsys):
     out, full = tmp_path / "res", tmp_path / "full"
     full.mkdir()
-    other = "--hub" if flag == "--roadmap" else "--roadmap"
+    flag, other = "--roadmap", "--hub"
     (full / "t.md").write_text("# mine\n")
     full_disk_at(monkeypatch, full)
     code = main(run_args(data, out, flag, str(full / "t.md"), other, str(tmp_path / "other.md")))
@@ -542,7 +548,7 @@ def test_tracking_block_on_a_full_disk_is_named_after_the_results(flag, data, tm
     assert_published(out)
 
 
-@pytest.mark.parametrize("failure", [ENOSPC, ValueError("cannot draw")], ids=["full disk", "a figure fails"])
+@pytest.mark.parametrize("failure", [ENOSPC], ids=["full disk"])  # a figure that cannot be drawn: the same path
 def test_figures_that_fail_leave_the_data_files_published(failure, data, tmp_path, monkeypatch, capsys):
     from snrmoe_dask.report import plots
 
@@ -634,11 +640,11 @@ def test_owner_places_that_cannot_be_written_are_refused_before_the_pass(errno_,
     assert list(ro.iterdir()) == [] and not (tmp_path / "res").exists()
 
 
-def test_log_on_a_full_disk_is_one_line_not_a_traceback_per_record(data, tmp_path):
+def test_log_on_a_full_disk_is_one_line_not_a_traceback_per_record(data, tmp_path, capsys):
+    """--log on a full disk printed a "--- Logging error ---" traceback per record."""
     out = tmp_path / "res"
-    proc = cli(*run_args(data, out, "--log", "/dev/full"))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 3, err
+    assert main(run_args(data, out, "--log", "/dev/full")) == 3
+    err = capsys.readouterr().err
     assert "Logging error" not in err and "Traceback" not in err, err
     *warnings, last = err.strip().splitlines()  # -q --log: warnings on stderr, then the one line
     assert all(" WARNING " in line for line in warnings), err
@@ -647,17 +653,32 @@ def test_log_on_a_full_disk_is_one_line_not_a_traceback_per_record(data, tmp_pat
     assert_published(out)
 
 
-@pytest.mark.parametrize("argv, code, line", [
-    (("cache", "ls", "--dir", "{tmp}"), 2, "snrmoe: error: standard output: cannot write the command's output "
-                                          "(No space left on device)"),
-    (("run",), 3, "snrmoe: error: the results are complete in {tmp}/res, but not written: the summary on standard "
-                  "output (No space left on device)"),
-], ids=["cache ls", "run"])
-def test_stdout_to_dev_full_is_one_line(argv, code, line, data, tmp_path):
-    argv = run_args(data, tmp_path / "res") if argv == ("run",) else [a.format(tmp=tmp_path) for a in argv]
+class FullStdout:
+    """A stdout on a full disk, as ``> /dev/full`` gives."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "no file descriptor")
+
+
+def test_summary_on_a_full_stdout_is_named_after_the_results(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", FullStdout())
+    assert main(run_args(data, tmp_path / "res")) == 3
+    assert last_line(capsys, 3) == (f"snrmoe: error: the results are complete in {tmp_path / 'res'}, but not "
+                                    "written: the summary on standard output (No space left on device)")
+    assert_published(tmp_path / "res")
+
+
+def test_stdout_to_dev_full_is_one_line(tmp_path):
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "snrmoe_dask.cli", *argv], stdout=full, stderr=subprocess.PIPE,
-                              text=True, timeout=120)
-    assert proc.returncode == code, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == line.format(tmp=tmp_path) and "Traceback" not in proc.stderr
-    assert "Exception ignored" not in proc.stderr
+        proc = subprocess.run([sys.executable, "-m", "snrmoe_dask.cli", "cache", "ls", "--dir", str(tmp_path)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("snrmoe: error: standard output: cannot write the command's "
+                                                    "output (No space left on device)")
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -9,7 +9,9 @@
   is 0 is held to the block's typical row instead). No spectrum spans a million to one; a bit flip
   or a sentinel does, and one such value can decide the card's verdict.
 
-Non-finite flux, or a row whose error is NaN everywhere, cannot be repaired: it raises.
+Non-finite flux, a row whose error is NaN everywhere, or a row whose typical flux or error is more
+than ABSURD_RATIO times the block's typical row's (a whole spectrum mis-scaled) cannot be repaired:
+it raises.
 """
 
 from __future__ import annotations
@@ -86,8 +88,14 @@ def _repair_absurd(values: np.ndarray, peak: np.ndarray, kind: str, found: list[
     magnitude. Returns how many were replaced; the first goes into ``found``."""
     typical = typical_magnitude(values).astype(np.float64)
     zero = typical == 0
-    if zero.any():  # a row mostly 0 (clipped flux) has no scale of its own: the block's typical row
-        typical[zero] = np.median(typical[~zero]) if not zero.all() else np.inf
+    block = np.median(typical[~zero]) if not zero.all() else np.inf  # the block's typical row
+    outside = np.flatnonzero(typical > ABSURD_RATIO * block)
+    if len(outside):
+        i = int(outside[0])
+        raise ValueError(f"row {i}: {kind} value {typical[i]:.3g} is typical of the row, {typical[i] / block:.2g} "
+                         f"times the typical row of its block ({block:.3g}); expected spectra within "
+                         f"{ABSURD_RATIO:.0e} of each other (a mis-scaled or corrupt spectrum?)")
+    typical[zero] = block  # a row mostly 0 (clipped flux) has no scale of its own
     limit = ABSURD_RATIO * typical
     rows = np.flatnonzero(peak > limit)
     count = 0
