@@ -46,7 +46,7 @@ def injected(clean: Path, tmp: Path, key: str, cells: list[tuple[int, int]], val
 def delta_and_decision(root: Path, precision: str) -> tuple[float, str]:
     train = open_shards([str(root / T0), str(root / T1)])
     model = BinnedRidge(alpha=1e3, min_bin_samples=50).fit(bin_statistics(train, precision=precision))
-    metrics = evaluate(model, open_shards(str(root / TEST)), bootstrap=0)
+    metrics = evaluate(model, open_shards(str(root / TEST)), bootstrap=0, threshold=0.02)
     return float(metrics.attrs["delta_r2"]), str(metrics.attrs["decision"])
 
 
