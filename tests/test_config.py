@@ -122,7 +122,8 @@ def test_other_loose_types_are_refused(tmp_path: Path, text: str, key: str) -> N
 
 
 @pytest.mark.parametrize("text, key, value", [
-    ("noise:\n  level: 1\n", ("noise", "level"), 1.0), ("evaluation:\n  threshold: 2e-2\n", ("evaluation", "threshold"), 0.02),
+    ("noise:\n  level: 1\n", ("noise", "level"), 1.0),
+    ("evaluation:\n  threshold: 2e-2\n", ("evaluation", "threshold"), 0.02),
     ("compute:\n  cache_max_gb: 5\n", ("compute", "cache_max_gb"), 5.0),
 ])
 def test_integers_and_exponents_are_numbers(tmp_path: Path, text: str, key: tuple[str, str], value: float) -> None:

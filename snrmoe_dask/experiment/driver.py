@@ -18,8 +18,8 @@ from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics, pass_shift
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
-from ..io.space import Need, reason
 from ..io.shards import refuse_duplicates
+from ..io.space import Need, reason
 from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import check_scorable, load_test_set, score
@@ -55,7 +55,8 @@ def cache_dir(cfg: ExperimentConfig) -> Path | None:
     if not cfg.compute.cache:
         return None
     # absolute: a worker resolves a relative path in its own working directory
-    return (Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache").absolute()
+    folder = Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache"
+    return folder.absolute()
 
 
 def _made(folder: Path | None) -> list[Path]:

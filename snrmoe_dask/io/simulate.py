@@ -41,8 +41,8 @@ from scipy.special import erf
 from ..core.snr import snr_norm
 from ..errors import ConfigError, InputError
 from .progress import counter
-from .space import reason
 from .shards import PARAM_COLUMNS, ShardWriter
+from .space import reason
 
 WAVE_MIN, WAVE_MAX = 7100.0, 8850.0
 RESOLUTION = 5000.0
