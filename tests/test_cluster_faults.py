@@ -78,8 +78,7 @@ def free_port() -> int:
 class Cluster:
     """A scheduler and two single-threaded workers (no nanny: a killed worker stays dead)."""
 
-    def __init__(self, logs: Path, cwd: Path | None = None):
-        self.cwd = cwd  # the workers' working directory
+    def __init__(self, logs: Path):
         self.address = f"tcp://127.0.0.1:{free_port()}"
         logs.mkdir(parents=True, exist_ok=True)
         self.scheduler = self._start(logs / "scheduler.log", "scheduler", "--host", "127.0.0.1",
@@ -91,8 +90,9 @@ class Cluster:
         with Client(self.address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
 
-    def _start(self, log: Path, *argv: str) -> subprocess.Popen:
-        return subprocess.Popen([str(DASK), *argv], stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=self.cwd)
+    @staticmethod
+    def _start(log: Path, *argv: str) -> subprocess.Popen:
+        return subprocess.Popen([str(DASK), *argv], stdout=subprocess.DEVNULL, stderr=log.open("w"))
 
     def stop(self) -> None:
         for proc in [*self.workers, self.scheduler]:  # workers first: they would wait for a lost scheduler
@@ -109,8 +109,8 @@ class Cluster:
 def cluster_factory(tmp_path):
     started = []
 
-    def start(cwd: Path | None = None) -> Cluster:
-        started.append(Cluster(tmp_path / f"logs{len(started)}", cwd))
+    def start() -> Cluster:
+        started.append(Cluster(tmp_path / f"logs{len(started)}"))
         return started[-1]
     yield start
     for cluster in started:
@@ -187,9 +187,11 @@ def test_workers_that_keep_dying_are_one_line_naming_the_scheduler():
             raise ValueError("a task's own error")
 
 
-def test_relative_paths_reach_workers_in_another_folder(data, cluster_factory, tmp_path, monkeypatch):
+def test_relative_paths_reach_workers_in_another_folder(data, tmp_path, monkeypatch, capsys):
     """A relative compute.cache_dir (and data.root) was resolved in each worker's working directory: the
     entries landed there and the next run recomputed everything."""
+    from distributed import LocalCluster
+
     from snrmoe_dask.engine.cluster import compute_context
     from snrmoe_dask.errors import ConfigError
 
@@ -197,22 +199,21 @@ def test_relative_paths_reach_workers_in_another_folder(data, cluster_factory, t
     elsewhere.mkdir()
     here.mkdir()
     (here / "data").symlink_to(data)
-    cluster = cluster_factory(cwd=elsewhere)
-    monkeypatch.chdir(here)
-    argv = [*run_args(Path("data"), Path("res")), "--set", "compute.cache_dir=rel-cache", "--set",
-            "compute.block_rows=512", "--set", 'data.train_shards=["train_{0..1}/dataset.h5"]',
-            "--scheduler", cluster.address]
-    run = start_run(argv)
-    _, err = run.communicate(timeout=300)
-    assert run.returncode == 0, err[-3000:]
-    # where the driver looks for them (the next run loads them), not in the workers' folder
-    assert len(list((here / "rel-cache").glob("*.h5"))) == 2 + 1 and not list(elsewhere.rglob("*.h5"))
-    # a path a worker does not see: one line naming it, before any task runs
-    with pytest.raises(ConfigError) as err:
-        with compute_context(cluster.address, paths=[here / "data", tmp_path / "nowhere" / "cache"]):
-            pass
+    monkeypatch.chdir(elsewhere)  # the workers start here and stay here
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        monkeypatch.chdir(here)
+        argv = [*run_args(Path("data"), Path("res")), "--set", "compute.cache_dir=rel-cache", "--set",
+                "compute.block_rows=512", "--set", 'data.train_shards=["train_{0..1}/dataset.h5"]',
+                "--scheduler", cluster.scheduler_address]
+        assert main(argv) == 0, capsys.readouterr().err[-3000:]
+        # where the driver looks for them (the next run loads them), not in the workers' folder
+        assert len(list((here / "rel-cache").glob("*.h5"))) == 2 + 1 and not list(elsewhere.rglob("*.h5"))
+        # a path a worker does not see: one line naming it, before any task runs
+        with pytest.raises(ConfigError) as err:
+            with compute_context(cluster.scheduler_address, paths=[here / "data", tmp_path / "nowhere" / "cache"]):
+                pass
     assert f"does not see {tmp_path / 'nowhere' / 'cache'} (1 of 2 paths" in str(err.value)
-    assert cluster.address in str(err.value) and "shared file system" in str(err.value)
+    assert "shared file system" in str(err.value)
 
 
 # ----------------------------------------------------------------------------- addresses that are not a scheduler
