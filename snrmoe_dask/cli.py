@@ -61,7 +61,8 @@ def _cmd_run(args) -> int:
     overrides = list(args.set or [])
     if args.scheduler:
         overrides.append(f"compute.scheduler={args.scheduler}")
-    _run(load_config(args.config, overrides), args.lang, _progress(args), args.roadmap, args.hub, args.log)
+    _run(load_config(args.config, overrides), args.lang, _progress(args), args.roadmap, args.hub, args.log,
+         args.started)
     return 0
 
 
@@ -71,9 +72,10 @@ def _progress(args) -> bool:
 
 
 def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path | None = None,
-         log: Path | None = None) -> dict:
+         log: Path | None = None, started: float | None = None) -> dict:
     """The experiment with the report layer's figures and report (in the results folder and, with
-    output.report / output.img_dir, in the owner's layout), the tracking blocks, the summary.
+    output.report / output.img_dir, in the owner's layout), the tracking blocks, the summary, and
+    the decision and next step as the log's last lines. started: ``time.time()`` when the command began.
 
     Everything that can be checked is checked before the pass (tracking files, the owner's layout,
     permissions and free space). Once the results folder is published it comes first: a step after
@@ -90,7 +92,7 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
     render = renderer(lang, cfg.output.report, cfg.output.img_dir)  # refuses a foreign file before the pass
     room = [*render.room(), *(Need(flag, path, _size(path) + 65536) for flag, (path, _) in tracking.items()),
             *([Need("--log", log, 1_000_000, appends=True)] if log else [])]
-    started = time.time()
+    since = time.time()
     try:
         results = run_experiment(cfg, render=render, progress=progress, room=room)
         render.finish(results)
@@ -101,19 +103,32 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
             except (OSError, SnrmoeError) as exc:
                 not_written.append(f"{flag} {path} ({reason(exc) if isinstance(exc, OSError) else exc})")
         try:
-            print_summary(results)
+            print_summary(results, wall_s=time.time() - started if started is not None else None)
             if render.report:
                 print(f"report in the owner's layout: {render.report} (figures in {render.img_dir})")
             sys.stdout.flush()
         except StdoutError as exc:
             not_written.append(f"the summary on standard output ({exc.strerror})")
+        _log_decision(results)
     except KeyboardInterrupt as exc:  # a signal: say whether the results had been published
-        exc.published = _published_since(cfg.output_dir, started)
+        exc.published = _published_since(cfg.output_dir, since)
         raise
     if not_written:
         raise NotWritten(f"the results are complete in {results['output_dir']}, but not written: "
                          + "; ".join(not_written))
     return results
+
+
+def _log_decision(results: dict) -> None:
+    """The premises, the decision and the next step, last in the log (a nohup run's stdout is often lost)."""
+    from .report.text import caveat_lines
+
+    log = logging.getLogger("snrmoe_dask")
+    for line in caveat_lines(results, "en"):
+        log.info("premise: %s", line.removeprefix("⚠️ "))
+    log.info("decision: %s (the card's rule: dR2 %+.4f %s threshold %g)", results["decision"], results["delta_r2"],
+             ">=" if results["decision"] == "PASS" else "<", results["threshold"])
+    log.info("next step: %s", results["next_step"])
 
 
 class NotWritten(SnrmoeError):
@@ -181,7 +196,8 @@ def _cmd_demo(args) -> int:
     from .experiment.driver import demo_config_path, ensure_demo_data
 
     root = ensure_demo_data(Path(args.data_dir), _progress(args))
-    _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, _progress(args), log=args.log)
+    _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, _progress(args), log=args.log,
+         started=args.started)
     return 0
 
 
@@ -409,8 +425,20 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+def _start_time(argv: list[str] | None) -> float:
+    """When the command began: the process's start on the command line (interpreter start-up included),
+    the call of :func:`main` when it is called from Python."""
+    if argv is None:
+        import psutil
+
+        return psutil.Process().create_time()
+    return time.time()
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = _start_time(argv)
     args = build_parser().parse_args(argv)
+    args.started = started
     handlers: list[logging.Handler] = []
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
     previous = {sig: signal.signal(sig, _on_terminate) for sig in TERMINATING} if in_main_thread else {}

@@ -212,7 +212,7 @@ def test_report_rebuild_writes_the_extra_figures(gate_run, alpha_run, tmp_path):
         figure = "snr_oracle_moe_gate_confusion.png" if "gate" in results else "snr_oracle_moe_alpha_curve.png"
         assert_png(copy / "img" / figure)
         assert f"(img/{figure})" in text
-        assert ("可部署 Gate" in text) == ("gate" in results) and ("Alpha 选择" in text) == ("alpha" in results)
+        assert ("可部署门控" in text) == ("gate" in results) and ("α 的选择" in text) == ("alpha" in results)
         for name in ("comparison", "perbin_r2", "pred_vs_true", "delta_heatmap"):
             assert (copy / "img" / f"snr_oracle_moe_{name}.png").exists()
 
@@ -252,7 +252,7 @@ def test_alpha_auto_never_worse_than_fixed_and_matches_sklearn(data, alpha_run):
             assert expected == pytest.approx(r2_score(yv[sel_v], pred), rel=1e-6, abs=1e-9), (name, alpha)
 
     assert_png(out / "img" / "snr_oracle_moe_alpha_curve.png")
-    assert "TODO" not in report and "## 🎚️ Alpha 选择" in report and "(img/snr_oracle_moe_alpha_curve.png)" in report
+    assert "TODO" not in report and "## 🎚️ α 的选择" in report and "(img/snr_oracle_moe_alpha_curve.png)" in report
     check_tables(report)
     assert "alpha chosen on validation: global" in summary
 

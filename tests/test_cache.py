@@ -604,9 +604,23 @@ def test_config_defaults_are_the_library_defaults():
     from snrmoe_dask.experiment.config import ComputeSection
 
     compute = ComputeSection()
-    assert (compute.cache_max_gb, compute.cache_min_gflop) == (cache.DEFAULT_MAX_GB, cache.DEFAULT_MIN_GFLOP)
-    assert ShardCache("x").worth(60, 4096) and not ShardCache("x").worth(59, 4096)  # at D = 4096: always
-    assert ShardCache("x").worth(15_259, 256) and not ShardCache("x").worth(15_258, 256)
+    assert (compute.cache_max_gb, compute.cache_min_gflop, compute.cache_max_ratio) == (
+        cache.DEFAULT_MAX_GB, cache.DEFAULT_MIN_GFLOP, cache.DEFAULT_MAX_RATIO)
+    # at D = 4096 an entry (4 bins: 269 MB) is kept once it is at most a quarter of the spectra it sums
+    assert ShardCache("x").worth(32_809, 4096, 4) and not ShardCache("x").worth(32_808, 4096, 4)
+    assert cache.entry_bytes(32_809, 4096, 4) <= 0.25 * cache.data_bytes(32_809, 4096)
+    assert ShardCache("x").worth(15_259, 256, 4) and not ShardCache("x").worth(15_258, 256, 4)  # the flops rule
+
+
+def test_an_entry_never_outgrows_the_spectra_it_sums(shards, tmp_path, caplog):
+    store = ShardCache(tmp_path / "cache", min_gflop=0, max_ratio=1e-9)
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+        assert_same(run_pass(shards[:2], store), run_pass(shards[:2]))
+    assert "too small to cache" in caplog.text and not (tmp_path / "cache").exists()
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    run_pass(shards[:2], store)
+    lines = cache.list_cache(tmp_path / "cache")
+    assert all(" of its " in line and "GB of spectra" in line for line in lines[:3]), lines
 
 
 def _entry_bytes(tmp_path) -> int:

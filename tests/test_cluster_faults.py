@@ -76,19 +76,19 @@ def free_port() -> int:
 
 
 class Cluster:
-    """A scheduler and two single-threaded workers (no nanny: a killed worker stays dead)."""
+    """A scheduler and single-threaded workers (by default two, without a nanny: a killed worker stays dead)."""
 
-    def __init__(self, logs: Path):
+    def __init__(self, logs: Path, workers: int = 2, worker_args: tuple[str, ...] = ("--no-nanny",)):
         self.address = f"tcp://127.0.0.1:{free_port()}"
         logs.mkdir(parents=True, exist_ok=True)
         self.scheduler = self._start(logs / "scheduler.log", "scheduler", "--host", "127.0.0.1",
                                      "--port", self.address.rsplit(":", 1)[1], "--no-dashboard")
-        self.workers = [self._start(logs / f"worker{i}.log", "worker", self.address, "--nthreads", "1", "--no-nanny",
-                                    "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}") for i in range(2)]
+        self.workers = [self._start(logs / f"worker{i}.log", "worker", self.address, "--nthreads", "1", *worker_args,
+                                    "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}") for i in range(workers)]
         from distributed import Client
 
         with Client(self.address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(workers, timeout=60)
 
     @staticmethod
     def _start(log: Path, *argv: str) -> subprocess.Popen:

@@ -413,7 +413,7 @@ def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpe
             "names": list(spec.bins.names), "edges": _edges(spec)}
     blocks = [(i, b.row0, b.rows) for i, e in enumerate(entries) for b in e.rows.blocks]
     merged = _Entry(merged_key([e.key for e in entries]), meta, Content(tuple(sources), blocks),
-                    cache.worth(rows, len(spec.c)))
+                    cache.worth(rows, len(spec.c), spec.bins.n_cells))
     if merged.store:
         _find(cache, merged, spec)
     return merged
@@ -433,7 +433,7 @@ def _shard_entry(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str
         meta.update(base_key=_split_key(base, rows.split), split=list(rows.split))
     entry = _Entry(_split_key(key_of(facts), rows.split), meta,
                    Content((str(path),), [(0, b.row0, b.rows) for b in rows.blocks]),
-                   cache.worth(rows.n, len(spec.c)), rows=rows)
+                   cache.worth(rows.n, len(spec.c), spec.bins.n_cells), rows=rows)
     if entry.store:
         _find(cache, entry, spec)
         if entry.found is None:

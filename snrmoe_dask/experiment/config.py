@@ -222,12 +222,14 @@ class ComputeSection(_Section):
     workers: PosInt = 2
     precision: Literal["float32", "float64"] = "float32"
     cache: bool = True  # keep each shard's finished statistics (see snrmoe_dask.cache)
-    cache_dir: str | None = None  # default: .snrmoe-cache beside the results folder
+    cache_dir: str | None = None  # None: .snrmoe-cache beside the results folder (cache: false turns it off)
     # the cache's size cap: least recently used entries are evicted (io.cache.DEFAULT_MAX_GB)
     cache_max_gb: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 20.0
     # shards (and shard lists) whose pass multiplies fewer than rows x pixels² = this x 1e9 are not
     # cached: such a pass costs about what a load does (io.cache.DEFAULT_MIN_GFLOP)
     cache_min_gflop: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    # an entry is kept only when at most this fraction of the spectra it sums (io.cache.DEFAULT_MAX_RATIO)
+    cache_max_ratio: Annotated[float, Field(gt=0)] = 0.25
     # seconds to reach a scheduler address (and for it to show it is a dask scheduler)
     connect_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
 

@@ -28,11 +28,13 @@ from .outputs import Render, provenance, results_size, write_outputs
 from .scaling import curve, curve_graph, point_of
 
 log = logging.getLogger(__name__)
+# how the log names each phase of ``timings_s`` (its keys stay as results.json has always had them)
+PHASE_LABELS = {"pass": "train", "validation pass": "validation"}
 
 
 # ----------------------------------------------------------------------------- phases
 class Timer:
-    """Phase timings for the log and results.json."""
+    """Phase timings for the log and results.json (a phase entered twice counts both times)."""
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
@@ -42,8 +44,9 @@ class Timer:
     def phase(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         yield
-        self.timings[name] = round(time.perf_counter() - start, 3)
-        log.info("phase %s: %.2f s", name, self.timings[name])
+        took = time.perf_counter() - start
+        self.timings[name] = round(self.timings.get(name, 0.0) + took, 3)
+        log.info("%s: done in %.2f s", PHASE_LABELS.get(name, name), took)
 
     def finish(self) -> dict[str, float]:
         self.timings["total"] = round(time.perf_counter() - self.t0, 3)
@@ -109,6 +112,25 @@ def _open(cfg: ExperimentConfig):
     return train, test, val
 
 
+def _labelled(obj, label: str):
+    """``obj`` under a key named ``label`` (a pass-through task), so that progress lines say which phase
+    they count ('train: 12/40 tasks'), whatever the graph's last task is (a cache save, a list of shards)."""
+    from dask import delayed
+    from dask.base import tokenize
+
+    return delayed(_same, pure=True)(obj, dask_key_name=f"{label}-{tokenize(obj)}")
+
+
+def _same(value):
+    return value
+
+
+def _target_range(ds, target: str) -> tuple[float, float]:
+    """(min, max) of the training targets (a params-table column, in memory)."""
+    values = np.asarray(ds[target].values, dtype=np.float64)
+    return float(values.min()), float(values.max())
+
+
 def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True,
                    room: Sequence[Need] = ()) -> dict:
     """Run the whole experiment of ``cfg``; returns the results dict also written to results.json.
@@ -121,10 +143,12 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     timer = Timer()
     with timer.phase("open"):
         train_ds, test_ds, val_ds = _open(cfg)
+        target_range = _target_range(train_ds, cfg.data.target)
         log.info("training on %d shards, %s spectra x %d pixels", len(train_ds.attrs["files"]),
                  f"{train_ds.sizes['sample']:,}", train_ds.sizes["pixel"])
     folder = cache_dir(cfg)
-    cache = (ShardCache(folder, max_gb=cfg.compute.cache_max_gb, min_gflop=cfg.compute.cache_min_gflop)
+    cache = (ShardCache(folder, max_gb=cfg.compute.cache_max_gb, min_gflop=cfg.compute.cache_min_gflop,
+                        max_ratio=cfg.compute.cache_max_ratio)
              if folder is not None else None)
     options = plan.pass_options(cfg)
     files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
@@ -140,24 +164,27 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
             if val_ds is not None:  # first, so that the points of a scaling curve can choose alphas on it
                 shift = pass_shift(train_ds, **plan.shift_options(cfg))
                 with timer.phase("validation pass"):
-                    val = compute(bin_statistics(val_ds, **options, shift=shift, cache=cache, label="validation"))
+                    val = compute(_labelled(bin_statistics(val_ds, **options, shift=shift, cache=cache,
+                                                           label="validation"), "validation"))
             if cfg.evaluation.scaling:  # the curve's points are tasks of the pass: the test set goes in first
                 with timer.phase("test"):
                     test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
                 with timer.phase("pass"):
-                    train, points = compute(curve_graph(
+                    train, points = compute(_labelled(curve_graph(
                         train_ds, model=BinnedRidge(**plan.model_options(cfg)), test=test, val=val,
                         partition=cfg.partition, cache=cache, label="train", shift=shift, **options,
-                        **plan.scaling_options(cfg)))
+                        **plan.scaling_options(cfg)), "train"))
             else:
                 with timer.phase("pass"):
-                    train = compute(bin_statistics(train_ds, **options, shift=shift, cache=cache, label="train"))
+                    train = compute(_labelled(bin_statistics(train_ds, **options, shift=shift, cache=cache,
+                                                             label="train"), "train"))
         with timer.phase("solve"), plan.config_keys():
             model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
             if test is None:
                 test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
-            results, predictions = score(model, test, partition=cfg.partition, train=train, **plan.score_options(cfg))
+            results, predictions = score(model, test, partition=cfg.partition, train=train,
+                                         train_target_range=target_range, **plan.score_options(cfg))
         if cfg.evaluation.scaling:
             with timer.phase("scaling"):
                 parts = len(train_ds.attrs["files"]) * cfg.evaluation.scaling_splits

@@ -22,6 +22,7 @@ from ..engine.segment import check_rows_fit
 from ..engine.spectra import load_spectra
 from ..engine.statistics import partition_labels, sample_values, where as sample_where
 from ..errors import InputError
+from .diagnostics import prediction_checks
 from .verdict import verdict
 
 
@@ -95,13 +96,15 @@ def _delta(a: dict, b: dict) -> float | None:
 def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: PassResult | None = None,
           snr_method: str = card.SNR_METHOD, threshold: float = card.THRESHOLD, bootstrap: int = 2000,
           seed: int = card.TEST_SEED, gate_fallback: float | None = None, gate_seed: int = card.NOISE_SEED,
-          experiment: str = card.EXPERIMENT_ID, card_date: str | None = None) -> tuple[dict, pd.DataFrame]:
+          experiment: str = card.EXPERIMENT_ID, card_date: str | None = None,
+          train_target_range: tuple[float, float] | None = None) -> tuple[dict, pd.DataFrame]:
     """Route the test set, score every model overall and per bin, decide. Returns (results, predictions).
 
     train: the training pass (its counts, SNR values, repairs, and the gate's features); bootstrap:
     resamples of the paired intervals (0: none), drawn from ``seed``; gate_fallback: also evaluate the
     deployable gate with this fallback probability (None: no gate); card_date: the experiment card's
-    date (``experiment.date``), reported beside the run's own date.
+    date (``experiment.date``), reported beside the run's own date; train_target_range: (min, max) of
+    the training targets, for the share of predictions outside it (``diagnostics``).
     """
     check_scorable(test.y)
     names = list(partition.names)
@@ -143,7 +146,13 @@ def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: Pas
             raise InputError("the deployable gate is trained on the training pass's features: pass train")
         predictions.update(_deployed(model, partition, train, test, y_global, results, gate_fallback, gate_seed))
     _intervals(results, y, y_global, y_oracle, test.bins, predictions.get("y_deployed"), bootstrap, seed)
+    if "y_noisy_snr" in predictions:
+        _noisy_interval(results, y, y_global, predictions["y_noisy_snr"], test.bins, bootstrap, seed)
     results.update(verdict(results, bootstrap))
+    models_predicted = {key: predictions[column] for key, column in (
+        ("global", "y_global"), ("oracle", "y_oracle"), ("deployed", "y_deployed"), ("noisy_snr_routed", "y_noisy_snr"))
+        if column in predictions}
+    results["diagnostics"] = prediction_checks(y, models_predicted, test.bins, names, train_target_range)
     results["snr"] = {"method": snr_method, "test_median": float(np.median(test.snr)),
                       "test_max": float(test.snr.max())}
     if train is not None:
@@ -178,6 +187,17 @@ def _intervals(results: dict, y: np.ndarray, y_global: np.ndarray, y_oracle: np.
         dep = r2_intervals(y, y_global, y_deployed, bins, names, n_resamples=b, seed=seed)
         results["models"]["deployed"]["r2_ci"] = dep["overall"]["oracle"]
         results["gate"]["delta_r2_ci"] = dep["overall"]["delta"]
+
+
+def _noisy_interval(results: dict, y: np.ndarray, y_global: np.ndarray, y_noisy: np.ndarray, bins: np.ndarray,
+                    b: int, seed: int) -> None:
+    """The paired bootstrap interval of the noisy-SNR hard routing's R², like the other models' (off when B = 0)."""
+    if not b:
+        return
+    from ..core.bootstrap import r2_intervals
+
+    ci = r2_intervals(y, y_global, y_noisy, bins, list(results["bins"]), n_resamples=b, seed=seed)
+    results["models"]["noisy_snr_routed"]["r2_ci"] = ci["overall"]["oracle"]
 
 
 def _deployed(model: BinnedRidge, partition: Partition, train: PassResult, test: TestSet, y_global: np.ndarray,

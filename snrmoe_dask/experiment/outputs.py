@@ -18,6 +18,7 @@ from ..io.atomic import write_text
 from ..io.shards import read_source
 from .evaluation import metrics_dataset
 from .config import ExperimentConfig, config_to_dict
+from .results_schema import load_results
 
 PACKAGES = ("snrmoe-dask", "numpy", "dask", "distributed", "xarray", "h5py", "pandas", "tables", "scikit-learn",
             "scipy", "matplotlib", "pydantic")
@@ -56,7 +57,9 @@ def results_size(n_bins: int, pixels: int, n_test: int) -> int:
 def write_outputs(out_dir: Path, results: dict, predictions: pd.DataFrame, model: BinnedRidge,
                   render: Render | None = None) -> None:
     """results.json, predictions.csv, models.h5, metrics.nc into ``out_dir``, then ``render(results,
-    predictions, out_dir)`` (the report layer's figures and report.md; see ``report.render``)."""
+    predictions, out_dir)`` (the report layer's figures and report.md; see ``report.render``).
+    results.json is checked against the schema the report reads (``results_schema``) before it is written."""
+    load_results(json.loads(json.dumps(results, default=_json_default)), "results.json (as written)")
     write_json(out_dir / "results.json", results)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     model.save(out_dir / "models.h5")

@@ -108,8 +108,8 @@ def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: 
                            bootstrap=bootstrap, seed=seed)
     point = point_of(results, k)
     point["timings_s"] = {"solve": round(solved - start, 3), "score": round(time.perf_counter() - solved, 3)}
-    log.info("scaling point: %s parts, N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k, f"{point['n_train']:,}",
-             point["delta_r2"], *point["timings_s"].values())
+    log.info("scaling: point of %d parts, N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k,
+             f"{point['n_train']:,}", point["delta_r2"], *point["timings_s"].values())
     return point
 
 

@@ -78,10 +78,14 @@ CACHE_VERSION = 6
 # compute.cache_max_gb: about 70 entries of 4 bins at D = 4096 (270 MB each), i.e. a dozen runs of
 # five shards, each with its merged entry, kept on a laptop disk
 DEFAULT_MAX_GB = 20.0
-# compute.cache_min_gflop: a result whose pass multiplies fewer than rows x pixels² = 1e9 is not cached.
-# Measured (2 cores): a pass costs about what a load costs at 1e7-1e8 (20-50 ms either way), 2.4x a
-# load at 5e8, 5x at 8e9 (D = 1024) and 3-7x at D = 4096 whatever the rows (README, "The statistics cache")
+# compute.cache_min_gflop: a result whose pass multiplies fewer than rows x pixels² = 1e9 is not cached:
+# such a pass costs about what loading its entry does (docs/cache.md)
 DEFAULT_MIN_GFLOP = 1.0
+# compute.cache_max_ratio: an entry is kept only when it is at most this fraction of the spectra it sums
+# (flux and error as float32, rows x pixels x 8 bytes). An entry holds K x D (D + 1) / 2 float64 sums
+# whatever the rows, so a small shard's entry would outgrow its data (4 bins, D = 4096: 269 MB; a
+# quarter of the data from 32,776 spectra on)
+DEFAULT_MAX_RATIO = 0.25
 # A write must leave this much of the file system free: 1 GiB, or 2 % of its size if more.
 FREE_MARGIN_BYTES = 1 << 30
 FREE_MARGIN_FRACTION = 0.02
@@ -96,6 +100,16 @@ _TEMP = re.compile(r"\.[0-9a-f]{64}\.(?:(\d+)\.)?[0-9a-f]{32}\.tmp")
 STALE_TEMP_S = 15 * 60
 # The fields of a file's identity in the key, in the order a stale entry's log line names them.
 IDENTITY = ("size", "mtime_ns", "ctime_ns", "inode", "shape")
+
+
+def entry_bytes(rows: int, pixels: int, bins: int) -> int:
+    """About the bytes of an entry: K upper triangles of D x D float64 sums, and a float64 SNR per row."""
+    return bins * pixels * (pixels + 1) // 2 * 8 + rows * 8
+
+
+def data_bytes(rows: int, pixels: int) -> int:
+    """The bytes of the spectra an entry sums: flux and error, float32."""
+    return rows * pixels * 8
 
 
 def _temp_path(root: Path, key: str) -> Path:
@@ -338,6 +352,7 @@ def _write(path: Path, key: str, kind: str, head: dict[str, Any], arrays: dict[s
             f.attrs[f"repairs.{name}"] = count
         f.attrs["source"] = str(meta.get("source", ""))
         f.attrs["rows"] = int(arrays["snr"].shape[0])
+        f.attrs["pixels"] = int(arrays["stats/c"].shape[0])
         f.attrs["bins"] = ",".join(head["names"])
         f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         f.attrs["package_version"] = __version__
@@ -431,10 +446,11 @@ class ShardCache:
     """
 
     def __init__(self, root: str | os.PathLike, max_gb: float = DEFAULT_MAX_GB,
-                 min_gflop: float = DEFAULT_MIN_GFLOP):
+                 min_gflop: float = DEFAULT_MIN_GFLOP, max_ratio: float = DEFAULT_MAX_RATIO):
         self.root = Path(root).absolute()  # used in tasks: a worker resolves a relative path in its own folder
         self.max_bytes = int(max_gb * 1e9)
         self.min_gflop = float(min_gflop)
+        self.max_ratio = float(max_ratio)
         self.in_use: set[str] = set()
         self._metas: tuple[int, list[tuple[str, dict[str, Any]]]] | None = None
 
@@ -444,11 +460,13 @@ class ShardCache:
             raise ValueError(f"cache key {key!r}: expected a 64-character lowercase hex digest from shard_key")
         return self.root / f"{key}.h5"
 
-    def worth(self, rows: int, pixels: int) -> bool:
-        """Whether a pass over ``rows`` spectra of ``pixels`` is worth caching: its Gram products
-        (rows x pixels² flops) reach ``min_gflop``. Below that a pass costs about what loading an
-        entry of K x pixels² values does, and the file is not worth keeping."""
-        return rows * pixels ** 2 >= self.min_gflop * 1e9
+    def worth(self, rows: int, pixels: int, bins: int) -> bool:
+        """Whether the result of a pass over ``rows`` spectra of ``pixels`` in ``bins`` bins is worth an
+        entry: the pass's Gram products (rows x pixels² flops) reach ``min_gflop`` (below, a pass costs
+        about what loading the entry does), and the entry is at most ``max_ratio`` of the spectra it sums
+        (the data's own size bounds what the cache may take)."""
+        return (rows * pixels ** 2 >= self.min_gflop * 1e9
+                and entry_bytes(rows, pixels, bins) <= self.max_ratio * data_bytes(rows, pixels))
 
     def use(self, *keys: str | None) -> None:
         """Mark entries as needed by the current run: this object never evicts them."""
@@ -658,8 +676,11 @@ def list_cache(root: str | os.PathLike) -> list[str]:
                          f"loading recomputes it, `snrmoe cache clear` removes it")
             continue
         created = datetime.fromisoformat(_text(attrs.get("created", "1970-01-01T00:00:00+00:00"))).timestamp()
+        rows, pixels = int(attrs.get("rows", 0)), int(attrs.get("pixels", 0))
+        data = f" ({st.st_size / data_bytes(rows, pixels):.0%} of its {data_bytes(rows, pixels) / 1e9:.2f} GB " \
+               "of spectra)" if rows and pixels else ""
         lines.append(f"{path.name[:12]}  {_text(attrs.get('kind', 'shard')):<6}  {_text(attrs.get('source', '?'))}  "
-                     f"{int(attrs.get('rows', 0))} rows  bins {_text(attrs.get('bins', '?'))}  {size}  "
+                     f"{rows} rows  bins {_text(attrs.get('bins', '?'))}  {size}{data}  "
                      f"created {_age(now - created)} ago  last used {_age(now - st.st_mtime)} ago")
     lines.append(f"{len(entries)} cache files, {total / 1e6:.1f} MB in {root}" if entries
                  else f"cache {root} is empty")

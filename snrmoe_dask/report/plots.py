@@ -1,32 +1,27 @@
-"""The experiment card's four figures, drawn only from ``results.json`` and ``predictions.csv``.
+"""The experiment card's four figures, drawn from the facts of a run (typed results.json and
+predictions.csv).
 
-    snr_oracle_moe_comparison.png    Global vs Oracle test R2, dR2, decision-threshold line, the
-                                     card's decision and its robustness
-    snr_oracle_moe_perbin_r2.png     per-bin Global vs expert R2 with interval error bars, sample
-                                     counts, dR2 and its interval per bin
-    snr_oracle_moe_pred_vs_true.png  true vs predicted log g, coloured by bin, both models, dR2 and
-                                     counts in each panel
-    snr_oracle_moe_delta_heatmap.png bins x (Global R2, Oracle R2, dR2 with its interval), n_train
-                                     and n_test per row
+    snr_oracle_moe_comparison.png    Global vs Oracle test R² (and the deployable models), each with its
+                                     interval, the decision-threshold line, ΔR², the card's decision
+    snr_oracle_moe_perbin_r2.png     per-bin Global vs expert R² with interval error bars, sample counts,
+                                     ΔR² and its interval per bin; ★ where that interval clears the threshold
+    snr_oracle_moe_pred_vs_true.png  true vs predicted log g, coloured by bin, both models, the fitted
+                                     slope, the training range; points beyond the axes on its edge
+    snr_oracle_moe_delta_heatmap.png bins (and overall) along the x axis; R² rows and a ΔR² row coloured
+                                     around the threshold (white), ΔR² and its interval in each cell
 
-A bin is marked (★) only when the lower bound of its dR2 interval clears the threshold; the
-threshold is the rule for the overall dR2, so the marks only describe the bins.
+Each figure has one threshold rule, named in its legend or colour bar: Figure 1 the card's rule on
+the overall ΔR², Figure 2 the ★ on each bin's interval, Figure 4 the colour of the point estimate.
+Axis ranges come from the data (most of it, where a few values would crush the rest: those are drawn
+on the edge and counted); text boxes sit where no data are.
 
-Two more figures are drawn from plain arrays, and by :func:`make_figures` when results.json
-has their section:
-
-    snr_oracle_moe_gate_confusion.png  the deployable gate's confusion matrix ("gate";
-                                       :func:`gate_confusion_figure`)
-    snr_oracle_moe_alpha_curve.png     validation R2 against the Ridge alpha per model ("alpha";
-                                       :func:`alpha_curve_figure`)
-
-Bins may be SNR bins, bins of another params column or the cells of a two-column grid; labels
-name the partition's columns (see :func:`cell_range_label`, :func:`partition_noun`).
+Two more figures are drawn from plain arrays, and by :func:`make_figures` when results.json has
+their section: the deployable gate's confusion matrix ("gate") and validation R² against the Ridge
+alpha per model ("alpha").
 
 Figures are built on ``matplotlib.figure.Figure`` objects (no pyplot state), so drawing is
-thread-safe and independent of the interactive backend. Missing R2 (``None``/NaN, e.g. a bin
-with fewer than two test spectra) is drawn as "n/a", never as zero. Every PNG carries the
-metadata ``Software: snrmoe-dask <version>`` (:func:`written_by_snrmoe` reads it back).
+thread-safe and independent of the interactive backend. Missing R² is drawn as "n/a", never as
+zero. Every PNG carries the metadata ``Software: snrmoe-dask <version>`` (:func:`written_by_snrmoe`).
 """
 
 from __future__ import annotations
@@ -39,17 +34,18 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from .._version import __version__
-from ..core.metrics import decision_for
 from ..errors import InputError
+from ..experiment.results_schema import AlphaChoice, Results, load_results
 from ..io.atomic import atomic_file
-from ..experiment.summary import shown_metrics
-from ..experiment.verdict import ci_position, robustness
+from .facts import BinFacts, Facts, build_facts
+from .formatting import as_float, ci_bounds, format_ci, format_count, format_delta, format_r2
 
 FIG_COMPARISON = "snr_oracle_moe_comparison.png"
 FIG_PERBIN = "snr_oracle_moe_perbin_r2.png"
@@ -67,212 +63,25 @@ MODEL_COLORS = {"global": "#4C72B0", "oracle": "#DD8452", "deployed": "#55A868",
 COMPARISON_MODELS = ("global", "oracle", "deployed", "noisy_snr_routed")
 GAIN_COLOR, SMALL_GAIN_COLOR, LOSS_COLOR, THRESHOLD_COLOR = "#1B7837", "#555555", "#B2182B", "#C44E52"
 DECISION_COLORS = {"PASS": GAIN_COLOR, "FAIL": LOSS_COLOR}
+METRIC_LABELS = {"r2": "R²", "mae": "MAE", "rmse": "RMSE"}
 SOFTWARE = f"snrmoe-dask {__version__}"  # PNG metadata "Software": marks the files this tool wrote
 DPI = 150
-SNR_COLUMN = "snr"  # routing.by of the card's SNR bins
+# the axes show the values between these percentiles (and every value of a small set); the rest lie on the edge
+CORE_PERCENTILES = (0.5, 99.5)
 
 
-# ----------------------------------------------------------------------------- formatting
-def as_float(value: Any) -> float:
-    """``None`` and non-finite values -> NaN; numbers -> float."""
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"results: value {value!r} is not a number") from None
+# ----------------------------------------------------------------------------- reading results
+def check_results(results: Any, where: str = "results") -> Results:
+    """The typed results (``experiment.results_schema``); InputError naming ``where`` and the first bad key."""
+    return load_results(results, where)
 
 
-def format_r2(value: Any) -> str:
-    """R2 (or MAE, RMSE) with 4 decimals; missing -> 'n/a'."""
-    v = as_float(value)
-    return f"{v:.4f}" if math.isfinite(v) else "n/a"
-
-
-def format_delta(value: Any) -> str:
-    """Signed difference with 4 decimals (``+0.0500``); missing -> 'n/a'."""
-    v = as_float(value)
-    return f"{v:+.4f}" if math.isfinite(v) else "n/a"
-
-
-def format_count(value: Any) -> str:
-    """Integer count with thousands separators (``1,000,000``)."""
-    return f"{int(value):,}"
-
-
-def format_ci(ci: Any, signed: bool = True) -> str:
-    """``[+0.0312, +0.0688]`` for a two-element interval; '' when absent or not finite."""
-    lo, hi = ci_bounds(ci)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return ""
-    fmt = format_delta if signed else format_r2
-    return f"[{fmt(lo)}, {fmt(hi)}]"
-
-
-def ci_bounds(ci: Any) -> tuple[float, float]:
-    """(lo, hi) of an optional ``[lo, hi]``; (NaN, NaN) when absent or malformed."""
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2:
-        return math.nan, math.nan
-    return as_float(ci[0]), as_float(ci[1])
-
-
-def snr_range_label(low: Any, high: Any) -> str:
-    """'SNR≥7' (no upper edge), 'SNR<2' (lower edge 0 or none), '4≤SNR<7' otherwise."""
-    lo, hi = as_float(low), as_float(high)
-    has_lo, has_hi = math.isfinite(lo) and lo > 0, math.isfinite(hi)
-    if has_lo and has_hi:
-        return f"{lo:g}≤SNR<{hi:g}"
-    if has_lo:
-        return f"SNR≥{lo:g}"
-    if has_hi:
-        return f"SNR<{hi:g}"
-    return "all SNR"
-
-
-def _edge(value: float) -> str:
-    """An edge as written in configs: '%g' when that is exact, else the full repr."""
-    text = f"{value:g}"
-    return text if float(text) == value else repr(value)
-
-
-def interval_label(column: str, low: Any, high: Any) -> str:
-    """'T_eff [4000, 5000)'; an open end (None / inf) is written with ∞: 'M_H (−∞, 0)', 'T_eff [5000, ∞)'."""
-    lo, hi = as_float(low), as_float(high)
-    left = f"[{_edge(lo)}" if math.isfinite(lo) else "(−∞"
-    right = f"{_edge(hi)})" if math.isfinite(hi) else "∞)"
-    return f"{column} {left}, {right}"
-
-
-def _spec_columns(spec: Mapping[str, Any]) -> list[str]:
-    """The label columns of one bin's ``describe`` record: ["snr"] for SNR bins (or no ``by``)."""
-    by = spec.get("by")
-    if by is None:
-        low = spec.get("low")
-        return [str(c) for c in low] if isinstance(low, Mapping) else [SNR_COLUMN]
-    return [str(by)] if isinstance(by, str) else [str(c) for c in by]
-
-
-def cell_range_label(spec: Mapping[str, Any], sep: str = " × ") -> str:
-    """The ranges of one bin or grid cell from its ``by``/``low``/``high`` (``Partition.describe``).
-
-    SNR bins keep the card's style ('4≤SNR<7'); another column gives 'T_eff [4000, 5000)'; a grid
-    cell joins its columns' ranges with ``sep``: 'T_eff [4000, 5000) × M_H [-1, 0)'.
-    """
-    low, high = spec.get("low"), spec.get("high")
-    columns = _spec_columns(spec)
-    if isinstance(low, Mapping) or isinstance(high, Mapping):
-        low = low if isinstance(low, Mapping) else {}
-        high = high if isinstance(high, Mapping) else {}
-        return sep.join(interval_label(c, low.get(c), high.get(c)) for c in columns)
-    if columns == [SNR_COLUMN]:
-        return snr_range_label(low, high)
-    return interval_label(columns[0], low, high)
-
-
-def bin_label(name: str, spec: Mapping[str, Any], multiline: bool = False) -> str:
-    """'H (SNR≥7)', 'hot (T_eff [5000, ∞))' or 'cool|poor (T_eff [3750, 5000) × M_H (−∞, 0))' from a
-    bin's edges; ``multiline`` stacks a grid cell's name and ranges on lines of their own (tick labels)."""
-    if multiline and len(_spec_columns(spec)) > 1:
-        return name + "\n" + cell_range_label(spec, "\n")
-    return f"{name} ({cell_range_label(spec)})"
-
-
-def partition_columns(results: Mapping[str, Any]) -> list[str]:
-    """The columns the experts are split on: results["partition"]["by"], else the bins' ``by``, else SNR."""
-    by = (results.get("partition") or {}).get("by") if isinstance(results.get("partition"), Mapping) else None
-    if by is not None:
-        return [str(by)] if isinstance(by, str) else [str(c) for c in by]
-    bins = results.get("bins")
-    if isinstance(bins, Mapping) and bins:
-        first = next(iter(bins.values()))
-        if isinstance(first, Mapping):
-            return _spec_columns(first)
-    return [SNR_COLUMN]
-
-
-def is_snr_partition(results: Mapping[str, Any]) -> bool:
-    """True when the experts are the SNR bins (the card's experiment)."""
-    return partition_columns(results) == [SNR_COLUMN]
-
-
-def column_label(column: str) -> str:
-    """'SNR' for the computed SNR, the params column's own name otherwise."""
-    return "SNR" if column == SNR_COLUMN else column
-
-
-def partition_noun(results: Mapping[str, Any]) -> str:
-    """What one expert covers, for axis labels and titles: 'SNR bin', 'T_eff bin', 'T_eff × M_H cell'."""
-    columns = partition_columns(results)
-    if len(columns) == 1:
-        return f"{column_label(columns[0])} bin"
-    return " × ".join(column_label(c) for c in columns) + " cell"
-
-
-def bin_delta(spec: Mapping[str, Any]) -> float:
-    """A bin's dR2 (expert - global): the stored value, else computed from the two R2."""
-    stored = as_float(spec.get("delta_r2"))
-    if math.isfinite(stored):
-        return stored
-    return as_float(spec["expert"].get("r2")) - as_float(spec["global"].get("r2"))
-
-
-def min_train_count(results: Mapping[str, Any]) -> int | None:
-    """The minimum training count per expert from the config (a key like ``min_train``), if any."""
-
-    def search(node: Any) -> int | None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                k = str(key).lower()
-                if (k.startswith("min") and any(w in k for w in ("train", "sample", "count", "size"))
-                        and isinstance(value, (int, float)) and not isinstance(value, bool)):
-                    return int(value)
-            for value in node.values():
-                found = search(value)
-                if found is not None:
-                    return found
-        return None
-
-    return search(results.get("config") or {})
-
-
-def no_expert_label(results: Mapping[str, Any]) -> str:
-    """'no expert (n<100)' with the configured minimum, 'no expert (n<min)' without one."""
-    m = min_train_count(results)
-    return f"no expert (n<{m:,})" if m is not None else "no expert (n<min)"
-
-
-METRIC_LABELS = {"r2": "R²", "mae": "MAE", "rmse": "RMSE"}
-
-
-def decision(results: Mapping[str, Any]) -> str:
-    """results["decision"], checked against the card's rule on results' own ΔR² and threshold."""
-    stored = str(results["decision"])
-    delta, threshold = as_float(results["delta_r2"]), as_float(results["threshold"])
-    expected = decision_for(delta, threshold)[0]
-    if stored != expected:
-        raise InputError(f"results: decision={stored!r} but the card's rule gives {expected} for "
-                         f"ΔR² = {format_delta(delta)} and threshold {threshold:g}; rerun `snrmoe run`")
-    return stored
-
-
-def robustness_of(results: Mapping[str, Any]) -> dict[str, Any] | None:
-    """results["robustness"], or the same entry derived from ``delta_r2_ci``; None without an interval."""
-    stored = results.get("robustness")
-    if isinstance(stored, Mapping):
-        return dict(stored)
-    lo, hi = ci_bounds(results.get("delta_r2_ci"))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return None
-    resamples = ((results.get("config") or {}).get("evaluation") or {}).get("bootstrap")
-    return robustness(as_float(results["delta_r2"]), as_float(results["threshold"]), (lo, hi),
-                      int(results["models"]["oracle"]["n_test"]), resamples or 0)
-
-
-def bin_marked(spec: Mapping[str, Any], threshold: float) -> bool:
-    """A bin earns ★ only when the lower bound of its ΔR² interval clears the threshold (a bin
-    without an expert or without an interval never does)."""
-    lo, _ = ci_bounds(spec.get("delta_r2_ci"))
-    return not spec.get("skipped", False) and math.isfinite(lo) and lo >= threshold
+def bin_marked(spec: Any, threshold: float) -> bool:
+    """A bin earns ★ only when the lower bound of its ΔR² interval clears the threshold (a bin without an
+    expert or without an interval never does). ``spec``: a results.json bin (dict or typed)."""
+    get = spec.get if isinstance(spec, Mapping) else (lambda key, default=None: getattr(spec, key, default))
+    lo, _ = ci_bounds(get("delta_r2_ci"))
+    return not get("skipped", False) and math.isfinite(lo) and lo >= threshold
 
 
 def written_by_snrmoe(path: str | os.PathLike) -> bool:
@@ -285,68 +94,6 @@ def written_by_snrmoe(path: str | os.PathLike) -> bool:
     except (OSError, ValueError):
         return False
     return str(software).startswith("snrmoe-dask")
-
-
-# ----------------------------------------------------------------------------- validation
-_MODEL_KEYS = ("r2", "mae", "rmse", "n_train", "n_test")
-_BIN_KEYS = ("n_train", "n_test", "expert", "global")
-
-
-def check_results(results: Any, where: str = "results") -> None:
-    """Raise :class:`InputError` naming the first key the figures and report need but lack.
-
-    where: what the message names (e.g. the path of results.json).
-    """
-    if not isinstance(results, Mapping):
-        raise InputError(f"{where}: expected a dict (parsed results.json), got {type(results).__name__}")
-    for key in ("decision", "threshold", "delta_r2", "models", "bins"):
-        if key not in results:
-            raise InputError(f"{where}: missing key {key!r}")
-    if not isinstance(results["models"], Mapping):
-        raise InputError(f"{where}: 'models' must be a dict of models, got {type(results['models']).__name__}")
-    for model in ("global", "oracle"):
-        entry = results["models"].get(model)
-        if not isinstance(entry, Mapping):
-            raise InputError(f"{where}: missing key 'models.{model}'")
-        for key in _MODEL_KEYS:
-            if key not in entry:
-                raise InputError(f"{where}: missing key 'models.{model}.{key}'")
-        _check_counts(entry, f"models.{model}", where)
-    bins = results["bins"]
-    if not isinstance(bins, Mapping) or not bins:
-        raise InputError(f"{where}: 'bins' must be a non-empty dict of SNR bins, got {bins!r}")
-    for name, spec in bins.items():
-        if not isinstance(spec, Mapping):
-            raise InputError(f"{where}: 'bins.{name}' must be a dict, got {type(spec).__name__}")
-        for key in _BIN_KEYS:
-            if key not in spec:
-                raise InputError(f"{where}: missing key 'bins.{name}.{key}'")
-        _check_counts(spec, f"bins.{name}", where)
-        for key in ("expert", "global"):
-            if not isinstance(spec[key], Mapping):
-                raise InputError(f"{where}: 'bins.{name}.{key}' must be a dict of metrics, got {spec[key]!r}")
-    for key in _SECTIONS:
-        if key in results and not isinstance(results[key], Mapping):
-            raise InputError(f"{where}: {key!r} must be a dict, got {type(results[key]).__name__}")
-    if "pixels" in results.get("data", {}):
-        _check_counts(results["data"], "data", where, ("pixels",))
-    try:
-        threshold = as_float(results["threshold"])
-    except InputError:
-        threshold = math.nan
-    if not math.isfinite(threshold):
-        raise InputError(f"{where}: threshold={results['threshold']!r}, expected a finite number")
-
-
-# optional sections of results.json that the report reads as dicts
-_SECTIONS = ("snr", "repairs", "test_repairs", "data", "timings_s", "gate")
-
-
-def _check_counts(entry: Mapping[str, Any], at: str, where: str, keys: tuple[str, ...] = ("n_train", "n_test")) -> None:
-    for key in keys:
-        value = entry[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InputError(f"{where}: '{at}.{key}' is {value!r}, expected a count (an integer >= 0)")
 
 
 # columns of numbers in predictions.csv (the deployable gate adds the last two); "bin" and "gate_bin" are names
@@ -383,29 +130,63 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _subtitle(results: Mapping[str, Any]) -> str:
-    models = results["models"]
-    return (f"{results.get('experiment', 'LOGG-SNR-ORACLE-01')}  ·  "
-            f"n_train={format_count(models['oracle']['n_train'])}, n_test={format_count(models['oracle']['n_test'])}"
-            f"  ·  decision: {results['decision']}")
+def save_figure(fig: Figure, path: Path) -> Path:
+    """:func:`_save` for the report's other figure modules."""
+    return _save(fig, path)
 
 
-def robustness_line(results: Mapping[str, Any]) -> str:
-    """The interval and its robustness verdict in a few words, for the figures."""
-    rob = robustness_of(results)
+def core_range(values: Any, always: tuple[float, ...] = ()) -> tuple[float, float]:
+    """(low, high) that shows most of ``values``: the CORE_PERCENTILES range and a tenth of it on each side
+    (all of them when fewer than 200), widened to ``always``; a few extreme values would otherwise crush
+    the rest."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    extra = [v for v in always if math.isfinite(v)]
+    if values.size == 0 and not extra:
+        return 0.0, 1.0
+    if values.size >= 200:
+        low, high = np.percentile(values, CORE_PERCENTILES)
+        reach = 0.1 * (high - low)  # a little beyond the core, as far as the data go
+        low, high = max(values.min(), low - reach), min(values.max(), high + reach)
+    else:
+        low, high = (values.min(), values.max()) if values.size else (extra[0], extra[0])
+    low, high = min([float(low), *extra]), max([float(high), *extra])
+    return (low, high) if high > low else (low - 0.5, high + 0.5)
+
+
+def _pad(low: float, high: float, share: float = 0.05) -> tuple[float, float]:
+    margin = share * (high - low)
+    return low - margin, high + margin
+
+
+def _subtitle(f: Facts) -> str:
+    return (f"{f.results.experiment}  ·  n_train={format_count(f.n_train)}, n_test={format_count(f.n_test)}"
+            f"  ·  decision: {f.decision}")
+
+
+def _robustness_line(f: Facts) -> str:
+    rob = f.robustness
     if rob is None:
         return "no interval (bootstrap off): no robustness verdict"
-    where = ci_position(rob["ci"], as_float(results["threshold"]))
-    return f"{100 * rob['level']:g}% CI {format_ci(rob['ci'])} {where}: {rob['verdict']}"
+    lo, hi = rob.ci
+    where = ("lies at or above the threshold" if lo >= f.threshold else
+             "lies below the threshold" if hi < f.threshold else "includes the threshold")
+    return f"{100 * rob.level:g}% CI {format_ci(rob.ci)} {where}: {rob.verdict}"
 
 
-def _delta_color(delta: float, threshold: float, may_pass: bool = True) -> str:
-    """Green for a ΔR² at or above the threshold (a bin's only when it is marked), red below 0, grey otherwise."""
-    if not math.isfinite(delta):
-        return SMALL_GAIN_COLOR
-    if delta >= threshold and may_pass:
-        return GAIN_COLOR
-    return LOSS_COLOR if delta < 0 else SMALL_GAIN_COLOR
+def _noun(f: Facts) -> str:
+    """What one expert covers: 'SNR bin', 'T_eff bin', 'T_eff × M_H cell'."""
+    return f"{f.split} bin" if len(f.columns) == 1 else f"{f.split} cell"
+
+
+def _bin_label(b: BinFacts, multiline: bool = False) -> str:
+    if multiline:
+        return f"{b.name}\n{b.tick}"
+    return f"{b.name} ({b.tick.replace(chr(10), ' × ')})"
+
+
+def _ci_label(f: Facts) -> str:
+    return f"{100 * f.robustness.level:g}% CI" if f.robustness else "95% CI"
 
 
 def _text_color(rgba) -> str:
@@ -419,92 +200,87 @@ def _bin_colors(names: list[str]) -> dict[str, Any]:
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
+def _error_bars(ax, xs: np.ndarray, values: np.ndarray, bounds: np.ndarray, **style) -> None:
+    ok = np.isfinite(bounds).all(axis=1) & np.isfinite(values)
+    if ok.any():
+        err = np.clip(np.vstack([values - bounds[:, 0], bounds[:, 1] - values])[:, ok], 0, None)
+        ax.errorbar(xs[ok], values[ok], yerr=err, fmt="none", ecolor="black", **style)
+
+
+def _bounds(ci: tuple[float, float] | None) -> tuple[float, float]:
+    return ci if ci is not None else (math.nan, math.nan)
+
+
 # ----------------------------------------------------------------------------- figure 1
-def plot_comparison(results: Mapping[str, Any], path: Path) -> Path:
-    """Bar chart: test R2 per method, CI error bars, dR2 box and the decision-threshold line."""
-    models = results["models"]
-    keys = [k for k in COMPARISON_MODELS if isinstance(models.get(k), Mapping)]
-    r2 = np.array([as_float(models[k].get("r2")) for k in keys])
-    lo_hi = np.array([ci_bounds(models[k].get("r2_ci")) for k in keys])
-    threshold = as_float(results["threshold"])
-    line = r2[0] + threshold
+def plot_comparison(results: Any, path: Path) -> Path:
+    """Bar chart: test R² per model with its interval, the decision-threshold line and, above the bars
+    (where no data are), ΔR² and the card's decision."""
+    f = results if isinstance(results, Facts) else build_facts(results)
+    keys = [k for k in COMPARISON_MODELS if k in f.models]
+    r2 = np.array([f.models[k].r2 for k in keys])
+    lo_hi = np.array([_bounds(f.models[k].r2_ci) for k in keys])
+    line = f.global_.r2 + f.threshold
 
     fig = Figure(figsize=(7.6, 5.9), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(keys))
-    ax.bar(x, np.nan_to_num(r2), width=0.55, color=[MODEL_COLORS[k] for k in keys],
-           edgecolor="black", linewidth=0.6, zorder=2)
-    has_ci = np.isfinite(lo_hi).all(axis=1) & np.isfinite(r2)
-    if has_ci.any():
-        err = np.vstack([r2 - lo_hi[:, 0], lo_hi[:, 1] - r2])[:, has_ci]
-        ax.errorbar(x[has_ci], r2[has_ci], yerr=np.clip(err, 0, None), fmt="none", ecolor="black",
-                    capsize=7, linewidth=1.2, zorder=3, label="CI")
+    ax.bar(x, np.nan_to_num(r2), width=0.55, color=[MODEL_COLORS[k] for k in keys], edgecolor="black",
+           linewidth=0.6, zorder=2)
+    _error_bars(ax, x, r2, lo_hi, capsize=7, linewidth=1.2, zorder=3, label=_ci_label(f))
     if math.isfinite(line):
         ax.axhline(line, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.5, zorder=4,
-                   label=f"decision threshold: ΔR² = {threshold:g}  (R² = {line:.4f})")
+                   label=f"decision threshold: Global R² + {f.threshold:g} = {line:.4f}")
     ax.axhline(0, color="black", linewidth=0.8)
-
-    tops = np.where(has_ci, lo_hi[:, 1], r2)  # CI caps reach above the bars
-    bottoms = np.where(has_ci, lo_hi[:, 0], r2)  # ... and below them
-    finite = np.concatenate([r2[np.isfinite(r2)], tops[np.isfinite(tops)], bottoms[np.isfinite(bottoms)],
-                             [line] if math.isfinite(line) else [], [0.0]])
-    ymax, ymin = float(np.max(finite)), float(min(0.0, np.min(finite)))
+    finite = np.concatenate([r2[np.isfinite(r2)], lo_hi[np.isfinite(lo_hi)], [line] if math.isfinite(line) else [],
+                             [0.0]])
+    ymax, ymin = float(finite.max()), float(min(0.0, finite.min()))
     span = max(ymax - ymin, 0.1)
-    for xi, v in zip(x, r2):
-        # inside the bar: above it the threshold line and the CI cap would cross the number
-        inside = math.isfinite(v) and v > 0.15 * span
-        ax.text(xi, v / 2 if inside else max(np.nan_to_num(v), 0.0) + 0.015 * span, format_r2(v), ha="center",
-                va="center" if inside else "bottom", fontsize=13, fontweight="bold",
-                color="white" if inside else "black", zorder=5)
-    ax.set_ylim(ymin - (0.05 * span if ymin < 0 else 0), ymax + 0.42 * span)
-
-    ax.set_xticks(x, [f"{MODEL_LABELS[k]}\nn_train={format_count(models[k]['n_train'])}"
-                      f"\nn_test={format_count(models[k]['n_test'])}" for k in keys])
+    for xi, v, (lo, hi) in zip(x, r2, lo_hi):
+        # inside the bar, below its error bar; else above the error bar's cap
+        free = min(v, lo) if math.isfinite(lo) else v
+        inside = math.isfinite(v) and free > 0.15 * span
+        above = max(np.nan_to_num(v), hi if math.isfinite(hi) else 0.0, 0.0) + 0.015 * span
+        ax.text(xi, free / 2 if inside else above, format_r2(v), ha="center", va="center" if inside else "bottom",
+                fontsize=13, fontweight="bold", color="white" if inside else "black", zorder=5)
+    # the top 30 % of the axes are kept free of data for the box
+    ax.set_ylim(ymin - (0.05 * span if ymin < 0 else 0), ymax + 0.45 * span)
+    ax.set_xticks(x, [f"{MODEL_LABELS[k]}\nn_test={format_count(f.n_test)}" for k in keys])
     ax.set_xlabel("Method")
     ax.set_ylabel("Test R²")
     ax.grid(axis="y", alpha=0.3, zorder=0)
     ax.set_axisbelow(True)
-
-    delta = as_float(results["delta_r2"])
-    verdict = decision(results)
-    box = (f"ΔR² (Oracle − Global) = {format_delta(delta)}\n"
-           f"{'≥' if verdict == 'PASS' else '<'} threshold {threshold:g}  →  {verdict} (the card's rule)\n"
-           + robustness_line(results))
-    ax.text(0.02, 0.97, box, transform=ax.transAxes, ha="left", va="top", fontsize=9.5,
-            color=DECISION_COLORS[verdict], bbox=dict(boxstyle="round,pad=0.4", facecolor="white", edgecolor="0.6"))
+    box = (f"ΔR² (Oracle − Global) = {format_delta(f.delta)} {'≥' if f.decision == 'PASS' else '<'} threshold "
+           f"{f.threshold:g}  →  {f.decision} (the card's rule)\n" + _robustness_line(f))
+    ax.text(0.02, 0.97, box, transform=ax.transAxes, ha="left", va="top", fontsize=9.5, zorder=6,
+            color=DECISION_COLORS[f.decision], bbox=dict(boxstyle="round,pad=0.4", facecolor="white", edgecolor="0.6"))
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
-    title = ("Oracle SNR-binned MoE vs Global Ridge: test R²" if is_snr_partition(results) else
-             f"Oracle MoE (one expert per {partition_noun(results)}) vs Global Ridge: test R²")
+    title = ("Oracle SNR-binned MoE vs Global Ridge: test R²" if f.snr_partition else
+             f"Oracle MoE (one expert per {_noun(f)}) vs Global Ridge: test R²")
     ax.set_title(title, fontsize=12, fontweight="bold")
-    fig.suptitle(_subtitle(results), fontsize=9, color="0.35")
+    fig.suptitle(_subtitle(f), fontsize=9, color="0.35")
     return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- figure 2
-def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
-    """Grouped bars per bin (+ Overall): Global vs expert R2 with their intervals as error bars, and
-    above each group ΔR² with its interval (★ where the interval's lower bound clears the threshold)."""
-    bins, models = results["bins"], results["models"]
-    threshold = as_float(results["threshold"])
-    names = list(bins)
-    g = np.array([as_float(bins[n]["global"].get("r2")) for n in names] + [as_float(models["global"]["r2"])])
-    o = np.array([as_float(bins[n]["expert"].get("r2")) for n in names] + [as_float(models["oracle"]["r2"])])
-    d = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])
-    d_ci = [bins[n].get("delta_r2_ci") for n in names] + [results.get("delta_r2_ci")]
-    marked = [bin_marked(bins[n], threshold) for n in names] + [False]
-    skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
-    # (groups, 2) interval bounds of each bar; a skipped bin's expert bar is the global model's
-    g_ci, o_ci = (np.array([ci_bounds(bins[n][side].get("r2_ci")) for n in names]
-                           + [ci_bounds(models[overall].get("r2_ci"))])
-                  for side, overall in (("global", "global"), ("expert", "oracle")))
-    o_ci[np.array(skipped)] = np.nan
-    labels = [f"{bin_label(n, bins[n], multiline=True)}\nn_train={format_count(bins[n]['n_train'])}"
-              f"\nn_test={format_count(bins[n]['n_test'])}" for n in names]
-    labels.append(f"Overall\nn_train={format_count(models['oracle']['n_train'])}"
-                  f"\nn_test={format_count(models['oracle']['n_test'])}")
+def plot_perbin(results: Any, path: Path) -> Path:
+    """Grouped bars per bin (+ Overall): Global vs expert R² with their intervals as error bars and, above
+    each group, ΔR² with its interval; ★ where that interval's lower bound clears the threshold (the
+    figure's one threshold rule, named in the legend)."""
+    f = results if isinstance(results, Facts) else build_facts(results)
+    bins = list(f.bins)
+    g = np.array([b.global_.r2 for b in bins] + [f.global_.r2])
+    o = np.array([b.expert.r2 for b in bins] + [f.oracle.r2])
+    d = np.array([b.delta for b in bins] + [f.delta])
+    d_ci = [b.delta_ci for b in bins] + [f.delta_ci]
+    marked = [b.marked(f.threshold) for b in bins] + [False]
+    skipped = [b.skipped for b in bins] + [False]
+    g_ci = np.array([_bounds(b.global_.r2_ci) for b in bins] + [_bounds(f.global_.r2_ci)])
+    o_ci = np.array([_bounds(None if b.skipped else b.expert.r2_ci) for b in bins] + [_bounds(f.oracle.r2_ci)])
+    labels = [f"{_bin_label(b, multiline=True)}\nn_train={format_count(b.n_train)}\nn_test={format_count(b.n_test)}"
+              for b in bins] + [f"Overall\nn_train={format_count(f.n_train)}\nn_test={format_count(f.n_test)}"]
 
-    x = np.arange(len(names) + 1, dtype=float)
+    x = np.arange(len(bins) + 1, dtype=float)
     x[-1] += 0.4  # set Overall apart from the bins
     w = 0.36
     fig = Figure(figsize=(max(8.0, 1.9 * len(x) + 1.5), 6.2), layout="constrained")
@@ -517,268 +293,250 @@ def plot_perbin(results: Mapping[str, Any], path: Path) -> Path:
             bar.set_facecolor("white")
             bar.set_hatch("///")
             bar.set_edgecolor(MODEL_COLORS["oracle"])
-    for xs, values, bounds in ((x - w / 2, g, g_ci), (x + w / 2, o, o_ci)):
-        ok = np.isfinite(bounds).all(axis=1) & np.isfinite(values)
-        if ok.any():
-            err = np.clip(np.vstack([values - bounds[:, 0], bounds[:, 1] - values])[:, ok], 0, None)
-            ax.errorbar(xs[ok], values[ok], yerr=err, fmt="none", ecolor="black", capsize=4, linewidth=1.0,
-                        zorder=4)
-    trained = ~np.array(skipped)
-    ax.hlines((g + threshold)[trained], (x + 0.03)[trained], (x + w - 0.03)[trained], colors=THRESHOLD_COLOR,
-              linestyles="--", linewidth=1.8, zorder=4)
+    _error_bars(ax, x - w / 2, g, g_ci, capsize=4, linewidth=1.0, zorder=4)
+    _error_bars(ax, x + w / 2, o, o_ci, capsize=4, linewidth=1.0, zorder=4)
     ax.axhline(0, color="black", linewidth=0.8)
 
-    tops = np.vstack([g, o, g + threshold, g_ci[:, 1], o_ci[:, 1]])
+    tops = np.vstack([g, o, g_ci[:, 1], o_ci[:, 1]])
     bottoms = np.vstack([g, o, g_ci[:, 0], o_ci[:, 0]])
     finite = np.concatenate([tops[np.isfinite(tops)], bottoms[np.isfinite(bottoms)], [0.0]])
     ymax, ymin = float(finite.max()), float(min(0.0, finite.min()))
     span = max(ymax - ymin, 0.1)
-    for xi, gv, ov, skip in zip(x, g, o, skipped):
-        for xb, v, dark in ((xi - w / 2, gv, True), (xi + w / 2, ov, not skip)):
-            # the value sits inside the bar's base, clear of the threshold mark near its top
-            inside = math.isfinite(v) and v > 0.12 * span
-            below = math.isfinite(v) and v < 0
-            y = 0.02 * span if inside else (v - 0.015 * span if below else max(np.nan_to_num(v), 0.0) + 0.015 * span)
-            box = None if dark or not inside else dict(boxstyle="square,pad=0.15", facecolor="white", edgecolor="none")
-            ax.text(xb, y, format_r2(v), ha="center", va="top" if below else "bottom", fontsize=8,
-                    rotation=90 if inside else 0,
-                    color="white" if inside and dark else "0.15", fontweight="bold" if inside else "normal",
-                    zorder=5, bbox=box)
-    no_expert = no_expert_label(results)
     for i, (xi, dv, skip) in enumerate(zip(x, d, skipped)):
         column = np.append(tops[:, i], 0.0)
-        # a group without any R2 only has the small 'n/a' labels at the base to clear
         top = float(np.nanmax(column)) if np.isfinite([g[i], o[i]]).any() else 0.06 * span
         ci_text = format_ci(d_ci[i])
-        text, color = (no_expert, SMALL_GAIN_COLOR) if skip else (
-            f"ΔR² = {format_delta(dv)}{' ★' if marked[i] else ''}" + (f"\nCI {ci_text}" if ci_text else ""),
-            _delta_color(dv, threshold, marked[i] or i == len(names)))
-        ax.text(xi, top + 0.03 * span, text, ha="center", va="bottom", fontsize=8.5,
-                fontweight="bold", color=color, zorder=5,
-                bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=color, linewidth=0.8))
+        # the R² of both bars here, above the data, rather than inside the bars where the error bars run
+        values = f"Global {format_r2(g[i])} · {'Oracle' if i == len(bins) else 'expert'} {format_r2(o[i])}"
+        if skip:
+            text, color = f"Global {format_r2(g[i])}\nno expert", SMALL_GAIN_COLOR
+        else:
+            text = (f"{values}\nΔR² = {format_delta(dv)}{' ★' if marked[i] else ''}"
+                    + (f"\nCI {ci_text}" if ci_text else ""))
+            color = GAIN_COLOR if marked[i] else LOSS_COLOR if dv < 0 else SMALL_GAIN_COLOR
+        ax.text(xi, top + 0.03 * span, text, ha="center", va="bottom", fontsize=8, fontweight="bold", color=color,
+                zorder=5, bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=color, linewidth=0.8))
     ax.axvline((x[-2] + x[-1]) / 2, color="0.6", linewidth=0.8, linestyle=":")
-    ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.24 * span)
+    ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.34 * span)
     ax.set_xticks(x, labels, fontsize=9)
-    ax.set_xlabel(partition_noun(results))
+    ax.set_xlabel(_noun(f))
     ax.set_ylabel("Test R²")
     ax.grid(axis="y", alpha=0.3, zorder=0)
     ax.set_axisbelow(True)
     handles: list[Any] = [Patch(facecolor=MODEL_COLORS["global"], edgecolor="black", label="Global Ridge"),
                           Patch(facecolor=MODEL_COLORS["oracle"], edgecolor="black", label="Oracle expert")]
-    handles.append(Line2D([], [], color=THRESHOLD_COLOR, linestyle="--", linewidth=1.6,
-                          label=f"Global R² + {threshold:g}"))
-    if np.isfinite(g_ci).any():
-        handles.append(Line2D([], [], color="black", marker="_", markersize=8, linewidth=1.0,
-                              label=f"{_ci_level(results)} CI"))
+    if np.isfinite(g_ci).any() or np.isfinite(o_ci).any():
+        handles.append(Line2D([], [], color="black", marker="_", markersize=8, linewidth=1.0, label=_ci_label(f)))
+    if any(ci is not None for ci in d_ci[:-1]):
+        handles.append(Line2D([], [], color=GAIN_COLOR, marker="*", linestyle="", markersize=10,
+                              label=f"★ ΔR² CI lower bound ≥ {f.threshold:g}"))
     if any(skipped):
         handles.append(Patch(facecolor="white", edgecolor=MODEL_COLORS["oracle"], hatch="///",
                              label="no expert: served by Global"))
     fig.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=len(handles), frameon=False)
-    fig.suptitle(f"Test R² per {partition_noun(results)}: Global Ridge vs Oracle expert\n"
-                 f"★: the bin's ΔR² CI lies at or above {threshold:g} (descriptive; the decision is on the "
-                 f"overall ΔR²)\n{_subtitle(results)}", fontsize=11)
+    fig.suptitle(f"Test R² per {_noun(f)}: Global Ridge vs Oracle expert\n{_subtitle(f)}", fontsize=11)
     return _save(fig, path)
 
 
-def _ci_level(results: Mapping[str, Any]) -> str:
-    rob = robustness_of(results)
-    return f"{100 * rob['level']:g}%" if rob else "95%"
-
-
 # ----------------------------------------------------------------------------- figure 3
-def plot_pred_vs_true(results: Mapping[str, Any], predictions: pd.DataFrame, path: Path) -> Path:
-    """Two panels (Global | Oracle): predicted vs true log g, coloured by bin, identity line; each panel
-    gives ΔR² and the counts, overall and per bin."""
-    bins, models = results["bins"], results["models"]
-    names = list(bins) + [b for b in pd.unique(predictions["bin"]) if b not in bins]
+def plot_pred_vs_true(results: Any, predictions: pd.DataFrame, path: Path) -> Path:
+    """Two panels (Global | Oracle): predicted vs true log g, coloured by bin, with the identity line, the
+    least-squares fit (its slope in the panel's title) and the training targets' range; the axes show
+    most of the predictions, the few beyond them are drawn on the edge (▲ / ▼) and counted."""
+    f = results if isinstance(results, Facts) else build_facts(results, predictions)
+    names = [b.name for b in f.bins] + [n for n in pd.unique(predictions["bin"]) if n not in {b.name for b in f.bins}]
+    by_name = {b.name: b for b in f.bins}
     colors = _bin_colors(names)
     counts = predictions["bin"].value_counts()
-    values = predictions[["y_true", "y_global", "y_oracle"]].to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    margin = 0.04 * max(hi - lo, 1e-6)
-    lim = (lo - margin, hi + margin)
+    y_true = predictions["y_true"].to_numpy(float)
+    train = [v for v in (f.target.train_min, f.target.train_max) if v is not None]
+    lim = _pad(*core_range(predictions[["y_global", "y_oracle"]].to_numpy(float),
+                           always=(float(np.min(y_true)), float(np.max(y_true)), *train)))
     size = 14 if len(predictions) <= 2000 else 6
 
-    delta_ci = format_ci(results.get("delta_r2_ci"))
-    panel_text = "\n".join(
-        [f"ΔR² (Oracle − Global) = {format_delta(results['delta_r2'])}" + (f", CI {delta_ci}" if delta_ci else ""),
-         f"n_train = {format_count(models['oracle']['n_train'])}, n_test = {format_count(len(predictions))}"]
-        + [f"{name}: n_train = {format_count(bins[name]['n_train'])}, n_test = {format_count(counts.get(name, 0))}, "
-           f"ΔR² = {format_delta(bin_delta(bins[name]))}" for name in names if name in bins])
-    fig = Figure(figsize=(11, 5.9), layout="constrained")
+    fig = Figure(figsize=(11, 6.8), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    beyond_counts = {}
     for ax, key, column in zip(axes, ("global", "oracle"), ("y_global", "y_oracle")):
+        pred = predictions[column].to_numpy(float)
         for name in names:
-            rows = predictions[predictions["bin"] == name]
+            rows = (predictions["bin"] == name).to_numpy()
+            shown = np.clip(pred[rows], *lim)
+            beyond = shown != pred[rows]
             # small bins on top so that a few high-SNR points are not buried under the crowd
-            ax.scatter(rows["y_true"], rows[column], s=size, alpha=0.65, color=colors[name], edgecolors="none",
-                       rasterized=True, zorder=3 + len(predictions) - len(rows))
+            z = 3 + len(predictions) - rows.sum()
+            ax.scatter(y_true[rows][~beyond], shown[~beyond], s=size, alpha=0.65, color=colors[name],
+                       edgecolors="none", rasterized=True, zorder=z)
+            for sign, marker in ((1, "^"), (-1, "v")):
+                edge = beyond & (np.sign(pred[rows] - shown) == sign)
+                if edge.any():
+                    ax.scatter(y_true[rows][edge], shown[edge], s=size * 2.5, marker=marker, color=colors[name],
+                               edgecolors="black", linewidths=0.4, zorder=z + 1, clip_on=False)
+            beyond_counts[key] = beyond_counts.get(key, 0) + int(beyond.sum())
         ax.plot(lim, lim, color="black", linestyle="--", linewidth=1.0, zorder=2)
+        score = f.models[key]
+        if score.slope is not None and score.slope == score.slope:
+            intercept = float(np.mean(pred) - score.slope * np.mean(y_true))
+            xs = np.array([y_true.min(), y_true.max()])
+            ax.plot(xs, intercept + score.slope * xs, color="black", linewidth=1.6, zorder=4)
+        for value in train:
+            ax.axhline(value, color="0.55", linestyle=":", linewidth=1.0, zorder=1)
         ax.set_xlim(lim)
         ax.set_ylim(lim)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.set_xlabel("True log g [dex]")
-        m = models[key]
-        scores = [f"R² = {format_r2(m.get('r2'))}"] + [f"{METRIC_LABELS[k]} = {format_r2(m.get(k))} dex"
-                                                       for k in shown_metrics(results) if k != "r2"]
-        ax.set_title(f"{MODEL_LABELS[key]}\n" + ",  ".join(scores), fontsize=10.5, fontweight="bold")
-        ax.text(0.03, 0.97, panel_text, transform=ax.transAxes, ha="left", va="top", fontsize=8.5, zorder=10,
-                bbox=dict(boxstyle="round,pad=0.35", facecolor="white", edgecolor="0.6", alpha=0.9))
+        scores = [f"R² = {format_r2(score.r2)}"] + [f"{METRIC_LABELS[k]} = {format_r2(getattr(score, k))} dex"
+                                                    for k in f.metrics if k != "r2"]
+        slope = f"slope {score.slope:.2f}" if score.slope is not None else "slope n/a"
+        ax.set_title(f"{MODEL_LABELS[key]}\n" + ",  ".join(scores) + f"\n{slope}", fontsize=10.5, fontweight="bold")
     axes[0].set_ylabel("Predicted log g [dex]")
     handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=colors[name],
-                      label=f"{bin_label(name, bins[name]) if name in bins else name}: "
-                            f"n={format_count(counts.get(name, 0))}"
-                            + (", no expert" if name in bins and bins[name].get("skipped") else ""))
+                      label=(f"{_bin_label(by_name[name])}: n_test={format_count(counts.get(name, 0))}, "
+                             + ("no expert" if by_name[name].skipped else f"ΔR² {format_delta(by_name[name].delta)}"))
+                      if name in by_name else f"{name}: n_test={format_count(counts.get(name, 0))}")
                for name in names]
     handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0, label="identity (y = x)"))
-    # long grid-cell labels get fewer columns so that the legend stays within the figure
+    handles.append(Line2D([], [], color="black", linewidth=1.6, label="least-squares fit"))
+    if train:
+        handles.append(Line2D([], [], color="0.55", linestyle=":", label="training range of log g"))
+    if any(beyond_counts.values()):
+        counts_text = ", ".join(f"{MODEL_LABELS[k].split()[0]} {n:,}" for k, n in beyond_counts.items())
+        handles.append(Line2D([], [], marker="^", linestyle="", color="0.5", markeredgecolor="black",
+                              label=f"beyond the axes, on the edge: {counts_text}"))
     widest = max(len(h.get_label()) for h in handles)
-    fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), 5, 110 // widest)),
+    fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), 4, 130 // widest)),
                fontsize=9, frameon=False)
-    fig.suptitle(f"Predicted vs true log g on the test set, coloured by {partition_noun(results)}\n"
-                 f"{_subtitle(results)}", fontsize=11)
+    fig.suptitle(f"Predicted vs true log g on the test set, coloured by {_noun(f)}\n"
+                 f"ΔR² (Oracle − Global) = {format_delta(f.delta)}"
+                 + (f", CI {format_ci(f.delta_ci)}" if f.delta_ci else "") + f"\n{_subtitle(f)}", fontsize=11)
     return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- figure 4
-def plot_delta_heatmap(results: Mapping[str, Any], path: Path) -> Path:
-    """Heatmap: rows = bins + Overall (n_train, n_test); R2 columns on a sequential scale, dR2 and its
-    interval on a diverging one, ★ where the interval's lower bound clears the threshold."""
-    bins, models = results["bins"], results["models"]
-    threshold = as_float(results["threshold"])
-    names = list(bins)
-    r2 = np.array([[as_float(bins[n]["global"].get("r2")), as_float(bins[n]["expert"].get("r2"))] for n in names]
-                  + [[as_float(models["global"]["r2"]), as_float(models["oracle"]["r2"])]])
-    delta = np.array([bin_delta(bins[n]) for n in names] + [as_float(results["delta_r2"])])[:, None]
-    skipped = [bool(bins[n].get("skipped", False)) for n in names] + [False]
-    marked = [bin_marked(bins[n], threshold) for n in names] + [False]
-    delta_ci = [bins[n].get("delta_r2_ci") for n in names] + [results.get("delta_r2_ci")]
-    row_labels = [f"{bin_label(n, bins[n], multiline=True)}\nn_train={format_count(bins[n]['n_train'])}"
-                  f"\nn_test={format_count(bins[n]['n_test'])}" for n in names]
-    row_labels.append(f"Overall\nn_train={format_count(models['oracle']['n_train'])}"
-                      f"\nn_test={format_count(models['oracle']['n_test'])}")
-    n_rows = len(row_labels)
+def plot_delta_heatmap(results: Any, path: Path) -> Path:
+    """Heatmap with the bins (and Overall) along the x axis, as the card asks: a top panel with the R² of
+    both models (sequential colours) and a ΔR² row whose colours diverge at the threshold (white), so the
+    eye compares each cell with it; each ΔR² cell gives its interval."""
+    f = results if isinstance(results, Facts) else build_facts(results)
+    bins = list(f.bins)
+    columns = [f"{_bin_label(b, multiline=True)}\nn_train={format_count(b.n_train)}\nn_test={format_count(b.n_test)}"
+               for b in bins] + [f"Overall\nn_train={format_count(f.n_train)}\nn_test={format_count(f.n_test)}"]
+    r2 = np.array([[b.global_.r2 for b in bins] + [f.global_.r2], [b.expert.r2 for b in bins] + [f.oracle.r2]])
+    delta = np.array([[b.delta if b.trained else math.nan for b in bins] + [f.delta]])
+    delta_ci = [b.delta_ci for b in bins] + [f.delta_ci]
+    skipped = [b.skipped for b in bins] + [False]
+    k = len(columns)
 
-    fig = Figure(figsize=(9.0, 1.0 + 0.95 * n_rows + 1.6), layout="constrained")
-    grid = fig.add_gridspec(1, 2, width_ratios=[2.0, 1.15])
-    ax_r2 = fig.add_subplot(grid[0])
-    ax_d = fig.add_subplot(grid[1], sharey=ax_r2)
+    fig = Figure(figsize=(max(8.5, 1.75 * k + 3.0), 6.4), layout="constrained")
+    grid = fig.add_gridspec(2, 2, height_ratios=[2.0, 1.25], width_ratios=[1.0, 0.035])
+    ax_r2, ax_d = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0])
+    cax_r2, cax_d = fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 1])
 
     finite_r2 = r2[np.isfinite(r2)]
     r2_norm = Normalize(vmin=min(0.0, float(finite_r2.min()) if finite_r2.size else 0.0),
                         vmax=max(1.0, float(finite_r2.max()) if finite_r2.size else 1.0))
     r2_cmap = colormaps["viridis"].with_extremes(bad="#D9D9D9")
-    finite_d = np.abs(delta[np.isfinite(delta)])
-    d_lim = max(2.0 * threshold, float(finite_d.max()) if finite_d.size else 0.0) * 1.1 or 0.05
-    d_norm = Normalize(vmin=-d_lim, vmax=d_lim)  # symmetric limits put 0 at the colormap's centre
+    finite_d = delta[np.isfinite(delta)]
+    reach = max([abs(v - f.threshold) for v in finite_d] + [f.threshold, 0.01]) * 1.1
+    d_norm = TwoSlopeNorm(vmin=f.threshold - reach, vcenter=f.threshold, vmax=f.threshold + reach)
     d_cmap = colormaps["RdBu"].with_extremes(bad="#D9D9D9")
-
     im_r2 = ax_r2.imshow(np.ma.masked_invalid(r2), cmap=r2_cmap, norm=r2_norm, aspect="auto")
     im_d = ax_d.imshow(np.ma.masked_invalid(delta), cmap=d_cmap, norm=d_norm, aspect="auto")
 
-    for i in range(n_rows):
-        for j in range(2):
+    for j in range(k):
+        for i in range(2):
             v = r2[i, j]
             rgba = r2_cmap(r2_norm(v)) if math.isfinite(v) else (0.85, 0.85, 0.85, 1)
-            text = format_r2(v) + ("\n(= global)" if j == 1 and skipped[i] else "")
+            text = format_r2(v) + ("\n(= Global)" if i == 1 and skipped[j] else "")
             ax_r2.text(j, i, text, ha="center", va="center", fontsize=10, color=_text_color(rgba))
-        dv = delta[i, 0]
+        dv = delta[0, j]
         rgba = d_cmap(d_norm(dv)) if math.isfinite(dv) else (0.85, 0.85, 0.85, 1)
-        passed = marked[i]
-        ci = format_ci(delta_ci[i])
-        text = "no expert" if skipped[i] else format_delta(dv) + (" ★" if passed else "") + (f"\n{ci}" if ci else "")
-        ax_d.text(0, i, text, ha="center", va="center", fontsize=9.5,
-                  fontweight="bold" if passed else "normal", color=_text_color(rgba))
-        if passed:
-            ax_d.add_patch(Rectangle((-0.46, i - 0.44), 0.92, 0.88, fill=False, edgecolor="black",
-                                     linewidth=2.0, zorder=3))
+        ci = format_ci(delta_ci[j])
+        text = "no expert" if skipped[j] else format_delta(dv) + (f"\n{ci}" if ci else "")
+        ax_d.text(j, 0, text, ha="center", va="center", fontsize=9.5, fontweight="bold", color=_text_color(rgba))
     for ax in (ax_r2, ax_d):
-        ax.axhline(n_rows - 1.5, color="white", linewidth=4)  # sets Overall apart from the bins
+        ax.axvline(k - 1.5, color="white", linewidth=4)  # sets Overall apart from the bins
         ax.tick_params(length=0)
-        ax.xaxis.tick_top()
         for spine in ax.spines.values():
             spine.set_visible(False)
-    ax_r2.set_xticks([0, 1], ["Global R²", "Oracle R²"], fontsize=10.5)
-    ax_r2.set_yticks(np.arange(n_rows), row_labels, fontsize=9.5)
-    ax_d.set_xticks([0], ["ΔR² (Oracle − Global)"], fontsize=10.5)
-    ax_d.tick_params(labelleft=False)
+    ax_r2.set_yticks([0, 1], ["Global R²", "Oracle R²"], fontsize=10.5)
+    ax_r2.set_xticks(np.arange(k), [""] * k)
+    ax_d.set_yticks([0], ["ΔR²\n(Oracle − Global)"], fontsize=10.5)
+    ax_d.set_xticks(np.arange(k), columns, fontsize=9)
+    ax_d.set_xlabel(_noun(f))
 
-    cb_r2 = fig.colorbar(im_r2, ax=ax_r2, location="bottom", shrink=0.85, pad=0.02, aspect=30)
+    cb_r2 = fig.colorbar(im_r2, cax=cax_r2)
     cb_r2.set_label("Test R²")
-    cb_d = fig.colorbar(im_d, ax=ax_d, location="bottom", shrink=0.95, pad=0.02, aspect=18)
-    cb_d.set_label(f"ΔR²  (line: threshold {threshold:g})")
-    cb_d.ax.axvline(threshold, color="black", linewidth=1.5)
-    cb_d.ax.tick_params(labelsize=8)
-    fig.suptitle(f"ΔR² by {partition_noun(results)}: Oracle MoE vs Global Ridge (cells: ΔR² and its CI)\n"
-                 f"★ framed: the bin's ΔR² CI lies at or above {threshold:g} (descriptive; the decision is on "
-                 f"the overall ΔR²)\n{_subtitle(results)}", fontsize=10.5)
+    cb_d = fig.colorbar(im_d, cax=cax_d)
+    cb_d.set_label(f"ΔR²: white = threshold {f.threshold:g}\nblue above, red below")
+    for cb in (cb_r2, cb_d):
+        cb.ax.yaxis.set_major_locator(MaxNLocator(5))
+        cb.ax.tick_params(labelsize=8.5)
+    cb_d.ax.axhline(f.threshold, color="black", linewidth=2.0)
+    fig.suptitle(f"ΔR² by {_noun(f)}: Oracle MoE vs Global Ridge (ΔR² cells: point estimate and CI)\n{_subtitle(f)}",
+                 fontsize=10.5)
     return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- entry point
-def make_figures(results: Mapping[str, Any], predictions: pd.DataFrame, img_dir: str | os.PathLike) -> list[Path]:
+def make_figures(results: Any, predictions: pd.DataFrame, img_dir: str | os.PathLike) -> list[Path]:
     """Write the card's four PNGs into ``img_dir`` (created if missing), then the gate's confusion
     matrix when results has "gate" and the alpha curves when it has "alpha"; returns the paths in
     that order.
 
-    ``results``: the parsed results.json. ``predictions``: one row per test spectrum with columns
-    y_true, snr, bin, y_global, y_oracle.
+    ``results``: the parsed results.json (or typed ``Results``). ``predictions``: one row per test
+    spectrum with columns y_true, snr, bin, y_global, y_oracle.
     """
-    check_results(results)
     predictions = check_predictions(predictions)
+    f = build_facts(results, predictions)
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
-    paths = [
-        plot_comparison(results, img_dir / FIG_COMPARISON),
-        plot_perbin(results, img_dir / FIG_PERBIN),
-        plot_pred_vs_true(results, predictions, img_dir / FIG_PRED_VS_TRUE),
-        plot_delta_heatmap(results, img_dir / FIG_DELTA_HEATMAP),
-    ]
-    gate = results.get("gate")
-    if isinstance(gate, Mapping):
-        paths.append(plot_gate_confusion(gate, img_dir / FIG_GATE_CONFUSION))
-    if isinstance(results.get("alpha"), Mapping) and alpha_curves(results["alpha"])[0]:
-        paths.append(plot_alpha_curve(results["alpha"], img_dir / FIG_ALPHA_CURVE))
+    paths = [plot_comparison(f, img_dir / FIG_COMPARISON), plot_perbin(f, img_dir / FIG_PERBIN),
+             plot_pred_vs_true(f, predictions, img_dir / FIG_PRED_VS_TRUE),
+             plot_delta_heatmap(f, img_dir / FIG_DELTA_HEATMAP)]
+    gate = f.results.gate
+    if gate is not None:
+        paths.append(gate_confusion_figure(gate.confusion, gate.names, img_dir / FIG_GATE_CONFUSION))
+    if f.results.alpha is not None and alpha_curves(f.results.alpha)[0]:
+        paths.append(plot_alpha_curve(f.results.alpha, img_dir / FIG_ALPHA_CURVE))
     return paths
 
 
-def plot_gate_confusion(gate: Mapping[str, Any], path: Path) -> Path:
+def plot_gate_confusion(gate: Any, path: Path) -> Path:
     """The confusion matrix of results["gate"] (rows: true bin, columns: the gate's bin)."""
-    if "confusion" not in gate or "names" not in gate:
+    get = gate.get if isinstance(gate, Mapping) else (lambda key: getattr(gate, key, None))
+    if get("confusion") is None or get("names") is None:
         raise InputError("results: 'gate' needs keys 'confusion' and 'names'")
-    return gate_confusion_figure(gate["confusion"], gate["names"], path)
+    return gate_confusion_figure(get("confusion"), get("names"), path)
 
 
-def alpha_curves(alpha: Mapping[str, Any]) -> tuple[dict[str, tuple[list[float], list[Any]]], dict[str, float]]:
+def alpha_curves(alpha: Any) -> tuple[dict[str, tuple[list[float], list[Any]]], dict[str, float]]:
     """(curves, chosen) of results["alpha"] for :func:`alpha_curve_figure`: the global model, then the
     experts; a model without a validation curve (it took the global alpha) is left out, and so are
     alphas <= 0, which a log axis cannot show (a chosen alpha of 0 is then not starred)."""
-    models = {"global": alpha.get("global"), **(alpha.get("experts") or {})}
+    if not isinstance(alpha, AlphaChoice):
+        alpha = AlphaChoice.model_validate(alpha)
     curves: dict[str, tuple[list[float], list[Any]]] = {}
     chosen: dict[str, float] = {}
-    for name, model in models.items():
-        if not isinstance(model, Mapping):
-            continue
-        curve = model.get("curve") or {}
-        alphas, r2 = curve.get("alpha"), curve.get("val_r2")
+    for name, model in [("global", alpha.global_), *alpha.experts.items()]:
+        alphas, r2 = model.curve.alpha, model.curve.val_r2
         if not alphas or not r2 or len(alphas) != len(r2):
             continue
-        points = [(a, v) for a, v in zip(alphas, r2) if as_float(a) > 0]
+        points = [(a, v) for a, v in zip(alphas, r2) if a > 0]
         if not points:
             continue
         curves[str(name)] = ([a for a, _ in points], [v for _, v in points])
-        if as_float(model.get("alpha")) > 0:
-            chosen[str(name)] = as_float(model["alpha"])
+        if model.alpha is not None and model.alpha > 0:
+            chosen[str(name)] = model.alpha
     return curves, chosen
 
 
-def plot_alpha_curve(alpha: Mapping[str, Any], path: Path) -> Path:
+def plot_alpha_curve(alpha: Any, path: Path) -> Path:
     """Validation R² against alpha for every model of results["alpha"], the fixed alpha as a reference line."""
     curves, chosen = alpha_curves(alpha)
-    fixed = as_float(alpha.get("fixed_alpha"))
-    return alpha_curve_figure(curves, chosen, fixed if fixed > 0 else None, path)
+    fixed = (alpha.fixed_alpha if isinstance(alpha, AlphaChoice) else AlphaChoice.model_validate(alpha).fixed_alpha)
+    return alpha_curve_figure(curves, chosen, fixed if fixed is not None and fixed > 0 else None, path)
 
 
 # ----------------------------------------------------------------------------- deployable gate figures
@@ -869,6 +627,18 @@ def _r2_at(alpha: float, alphas: np.ndarray, r2: np.ndarray) -> float:
     return float(np.interp(np.log(alpha), np.log(alphas[ok]), r2[ok]))
 
 
+def alpha_y_range(values: np.ndarray) -> tuple[float, float]:
+    """The y range of the alpha curves: from the best value down to where most curves are; a curve that
+    collapses at one end (an expert at a tiny alpha, R² −7.9) would otherwise flatten all the others."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    top = float(values.max())
+    typical = float(np.percentile(values, 25))
+    low = max(float(values.min()), typical - 1.5 * max(top - typical, 0.01))
+    return _pad(low, top, 0.08)
+
+
 def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fixed_alpha: float | None,
                        path: str | os.PathLike) -> Path:
     """Validation R² against the Ridge alpha (log x axis), one line per model.
@@ -876,7 +646,8 @@ def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fix
     curves: {model name: (alphas (A,), validation R² (A,))}, e.g. "global" and the bin names;
     chosen: {model name: selected alpha}, marked with a star on its curve; fixed_alpha: the
     card's fixed penalty, drawn as a vertical reference line (None: no line). Missing R²
-    (None/NaN) leave gaps.
+    (None/NaN) leave gaps. The y range follows most of the values (:func:`alpha_y_range`); values
+    below it are drawn on its lower edge (▼) and counted in the legend.
     Returns the PNG's path (its folder is created if missing).
     """
     if not isinstance(curves, Mapping) or not curves:
@@ -888,27 +659,38 @@ def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fix
     data = {str(name): _check_curve(str(name), curve) for name, curve in curves.items()}
     others = [n for n in data if n not in MODEL_COLORS]
     colors = {**_bin_colors(others), **{n: MODEL_COLORS[n] for n in data if n in MODEL_COLORS}}
+    low, high = alpha_y_range(np.concatenate([r2 for _, r2 in data.values()]))
 
     fig = Figure(figsize=(8.4, 5.2), layout="constrained")
     ax = fig.add_subplot()
+    below = 0
     for name, (alphas, r2) in data.items():
         label = MODEL_LABELS.get(name, name)
+        shown = np.clip(r2, low, None)
+        under = np.isfinite(r2) & (r2 < low)
+        below += int(under.sum())
         if name in chosen:
             a = _positive(chosen[name], f"the chosen alpha of {name!r}")
-            ax.plot([a], [_r2_at(a, alphas, r2)], marker="*", markersize=16, color=colors[name],
+            ax.plot([a], [max(_r2_at(a, alphas, r2), low)], marker="*", markersize=16, color=colors[name],
                     markeredgecolor="black", linestyle="none", zorder=4)
             label += f" (chosen α = {a:g})"
-        ax.plot(alphas, r2, marker="o", markersize=4, linewidth=1.6, color=colors[name], label=label, zorder=3)
+        ax.plot(alphas, shown, marker="o", markersize=4, linewidth=1.6, color=colors[name], label=label, zorder=3)
+        if under.any():
+            ax.plot(alphas[under], shown[under], marker="v", markersize=8, color=colors[name], markeredgecolor="black",
+                    linestyle="none", zorder=4, clip_on=False)
     if fixed is not None:
         ax.axvline(fixed, color="0.25", linestyle="--", linewidth=1.3, label=f"fixed α = {fixed:g}", zorder=2)
     ax.set_xscale("log")
+    ax.set_ylim(low, high)
     ax.set_xlabel("Ridge α (log scale)")
     ax.set_ylabel("Validation R²")
     ax.grid(alpha=0.3, which="both", zorder=0)
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], marker="*", markersize=12, color="0.5", markeredgecolor="black",
-                          linestyle="none"))
+    handles.append(Line2D([], [], marker="*", markersize=12, color="0.5", markeredgecolor="black", linestyle="none"))
     labels.append("chosen α")
+    if below:
+        handles.append(Line2D([], [], marker="v", markersize=8, color="0.5", markeredgecolor="black", linestyle="none"))
+        labels.append(f"below the axis, drawn on its edge: {below}")
     # outside the axes: with one curve per bin an inside legend would hide the curves' peaks
     fig.legend(handles, labels, loc="outside right upper", fontsize=8.5, frameon=False)
     fig.suptitle("Validation R² vs Ridge α per model", fontsize=12)

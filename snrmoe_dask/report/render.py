@@ -89,6 +89,7 @@ class Renderer:
         else:
             self.img_dir = self.report.parent / "img" if self.report else None
         self.out_dir: Path | None = None
+        self.predictions: pd.DataFrame | None = None
         self.not_written: dict[str, str] = {}  # what (a path) -> why, for the run's last line
         self.check()
 
@@ -126,6 +127,7 @@ class Renderer:
         out_dir = Path(out_dir)
         try:
             figures = draw(results, predictions, out_dir, self.lang)
+            self.predictions = predictions
         except Exception as exc:  # noqa: BLE001 - whatever failed, the published data files come first
             shutil.rmtree(out_dir / "img", ignore_errors=True)
             (out_dir / "report.md").unlink(missing_ok=True)
@@ -148,13 +150,15 @@ class Renderer:
         """Rewrite the reports (results folder and owner's copy) with the run's final results."""
         if self.out_dir is None:
             return
-        self._attempt(self.out_dir / "report.md", lambda path: write_report(results, path.parent, lang=self.lang))
+        self._attempt(self.out_dir / "report.md", lambda path: write_report(
+            results, path.parent, lang=self.lang, predictions=self.predictions))
         self._write_owner_report(results)
 
     def _write_owner_report(self, results: dict) -> None:
         if self.report:
-            self._attempt(self.report, lambda path: write_report(results, path.parent, lang=self.lang, name=path.name,
-                                                                 img_prefix=self.img_prefix()))
+            self._attempt(self.report, lambda path: write_report(
+                results, path.parent, lang=self.lang, name=path.name, img_prefix=self.img_prefix(),
+                predictions=self.predictions))
 
     def _attempt(self, path: Path, write, *args) -> None:
         """``write(*args, path)``, or ``path`` and why into :attr:`not_written` (never a file this tool did
@@ -182,7 +186,7 @@ def draw(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = "z
     figures = make_figures(results, predictions, Path(out_dir) / "img")
     scaling = plot_scaling(results, Path(out_dir) / "img")  # when results has "scaling"
     figures += [scaling] if scaling is not None else []
-    write_report(results, out_dir, lang=lang)
+    write_report(results, out_dir, lang=lang, predictions=predictions)
     return figures
 
 
@@ -222,9 +226,9 @@ def rebuild_report(results_dir: Path, lang: str = "zh") -> Path:
         raise InputError(f"{predictions_path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     except OSError as exc:
         raise InputError(f"{predictions_path}: cannot read: {exc.strerror}") from None
-    check_results(results, str(results_path))
+    typed = check_results(results, str(results_path))  # the schema of results.json (experiment.results_schema)
     predictions = check_predictions(predictions, str(predictions_path))
-    n_test = results["models"]["oracle"]["n_test"]
+    n_test = typed.models.oracle.n_test
     if len(predictions) != n_test:
         raise InputError(f"{predictions_path}: {len(predictions)} rows but {results_path} says n_test={n_test!r}; "
                          "expected one row per test spectrum")
