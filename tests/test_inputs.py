@@ -57,6 +57,7 @@ def run_args(root: Path, tmp: Path, *extra: str) -> list[str]:
             "--set", 'data.train_shards=["train_{0..1}/dataset.h5"]', "--set", f"data.val_file={VAL}",
             "--set", f"data.test_file={TEST}", "--set", f"data.feature_dim={PIXELS}",
             "--set", f"output.dir={tmp / 'out'}", "--set", f"compute.cache_dir={tmp / 'cache'}", "--set", "compute.cache_min_gflop=0",
+            "--set", "compute.cache_max_ratio=100",
             "--set", "compute.block_rows=64", "--set", "evaluation.bootstrap=0",
             "--set", "evaluation.min_bin_samples=10", "--set", "model.alpha=10", *extra]
 

@@ -38,7 +38,7 @@ def run_args(data: Path, out, *extra: str, config: Path = REPO / "config" / "dem
             "--set", 'data.train_shards=["train_300_{0..1}/dataset.h5"]', "--set", "data.val_file=null",
             "--set", "data.test_file=test_200_0/dataset.h5", "--set", f"data.feature_dim={PIXELS}",
             "--set", "evaluation.bootstrap=0", "--set", "compute.block_rows=128", "--set", f"output.dir={out}",
-            "--set", "compute.cache_min_gflop=0", *extra]  # cache even these tiny shards
+            "--set", "compute.cache_min_gflop=0", "--set", "compute.cache_max_ratio=100", *extra]  # cache even these tiny shards
 
 
 def cli(*args: str, **popen) -> subprocess.Popen:

@@ -32,7 +32,8 @@ def args(root: Path, out: Path, shards: str = "{0..2}", *extra: str) -> list[str
             "--set", "data.val_file=val_300/dataset.h5", "--set", "data.test_file=test_400_0/dataset.h5",
             "--set", f"data.feature_dim={PIXELS}", "--set", f"output.dir={out}", "--set", "compute.block_rows=256",
             "--set", "evaluation.bootstrap=200", "--set", "evaluation.min_bin_samples=50",
-            "--set", "compute.cache_min_gflop=0", *extra]  # shards this small are not cached by default
+            "--set", "compute.cache_min_gflop=0", "--set", "compute.cache_max_ratio=100",
+            *extra]  # shards this small are not cached by default
 
 
 def numbers(out: Path) -> dict:

@@ -48,7 +48,8 @@ def args(root: Path, out: Path, last: int, *extra: str, cache: Path | None = Non
             "--set", f"compute.block_rows={BLOCK_ROWS}", "--set", "evaluation.bootstrap=200",
             "--set", "evaluation.min_bin_samples=30",
             *(["--set", "compute.cache=false"] if cache is None else
-              ["--set", f"compute.cache_dir={cache}", "--set", "compute.cache_min_gflop=0"]), *extra]
+              ["--set", f"compute.cache_dir={cache}", "--set", "compute.cache_min_gflop=0",
+               "--set", "compute.cache_max_ratio=100"]), *extra]  # tiny shards: cached all the same
 
 
 def results_of(out: Path) -> dict:
