@@ -29,7 +29,7 @@ def check_r2_defined(y_true: np.ndarray, where: str) -> None:
     """Raise InputError (prefixed by ``where``) when R² of targets y_true (n,) is undefined: fewer
     than 2 values, or all equal (scikit-learn would then quietly return 0 or 1)."""
     if len(y_true) < 2:
-        raise InputError(f"{where}: {len(y_true)} spectrum; R² needs at least 2")
+        raise InputError(f"{where}: {len(y_true)} spectr{'um' if len(y_true) == 1 else 'a'}; R² needs at least 2")
     if np.ptp(y_true) == 0:
         raise InputError(f"{where}: all {len(y_true)} target values equal {float(y_true[0])!r}; R² needs targets that vary")
 

@@ -65,6 +65,8 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
     import xarray as xr
 
     infos = inspect_shards(resolve_shards(root, paths), target, columns)
+    # absolute paths: the chunks' readers may run on workers with another working directory
+    infos = [replace(i, path=i.path.absolute()) for i in infos]
     if max_rows is not None:
         infos = _first_rows(infos, max_rows)
     flux_parts, error_parts = [], []

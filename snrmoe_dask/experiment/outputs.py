@@ -47,6 +47,13 @@ def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
 Render = Callable[[dict, pd.DataFrame, Path], None]
 
 
+def results_size(n_bins: int, pixels: int, n_test: int) -> int:
+    """About how many bytes a results folder takes, for the free-space check before the pass: the models
+    (K + 1 of D coefficients, scaler means and scales), a predictions row per test spectrum, and a few
+    MB for results.json, metrics.nc, the figures and the report."""
+    return 8_000_000 + (n_bins + 1) * pixels * 3 * 8 + n_test * 200
+
+
 def write_outputs(out_dir: Path, results: dict, predictions: pd.DataFrame, model: BinnedRidge,
                   render: Render | None = None) -> None:
     """results.json, predictions.csv, models.h5, metrics.nc into ``out_dir``, then ``render(results,

@@ -297,6 +297,10 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
         if wave.shape != (d,):
             raise InputError(f"{path}: {WAVE_KEY} has shape {wave.shape}, expected ({d},) to match {d} pixels")
         wave_values = np.asarray(wave[...], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(wave_values))
+        if len(bad):  # checked here, so that the grid comparison across shards blames the file that is wrong
+            raise InputError(f"{path}: {WAVE_KEY} pixel {bad[0]} is {wave_values[bad[0]]}; expected a finite "
+                             f"wavelength ({len(bad)} of {d} pixels are not)")
         chunk_rows = flux.chunks[0] if flux.chunks else n
         params = read_params(path, f)
     read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
