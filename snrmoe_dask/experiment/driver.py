@@ -151,7 +151,9 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                         max_ratio=cfg.compute.cache_max_ratio)
              if folder is not None else None)
     options = plan.pass_options(cfg)
-    files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
+    opened = [ds for ds in (train_ds, test_ds, val_ds) if ds is not None]
+    files = [Path(f) for ds in opened for f in ds.attrs["files"]]
+    sources = [s or None for ds in opened for s in ds.attrs["sources"]]
     # every check on output.dir, and the lock held until the results are in place, before the pass
     size = results_size(cfg.partition.n_cells, train_ds.sizes["pixel"], test_ds.sizes["sample"])
     with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder), size,
@@ -195,7 +197,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                            "test_file": test_ds.attrs["files"][0],
                            "val_file": val_ds.attrs["files"][0] if val_ds is not None else None}
         results["config"] = config_to_dict(cfg)
-        results["provenance"] = provenance(cfg, files)
+        results["provenance"] = provenance(cfg, files, sources)
         results["output_dir"] = str(cfg.output_dir)
         with timer.phase("write"), output.build() as partial:
             results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here

@@ -24,7 +24,10 @@ PACKAGES = ("snrmoe-dask", "numpy", "dask", "distributed", "xarray", "h5py", "pa
             "scipy", "matplotlib", "pydantic")
 
 
-def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
+def provenance(cfg: ExperimentConfig, files: list[Path], sources: list[str | None] | None = None) -> dict:
+    """Versions, commit, input files (path, size, the file's own ``source``: ``sources`` in the order of
+    ``files`` when known, else read from each file), seeds and config."""
+    sources = sources if sources is not None else [read_source(p) for p in files]
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -38,7 +41,7 @@ def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
         commit = None
     return {
         "packages": versions, "git_commit": commit,
-        "files": [{"path": str(p), "bytes": p.stat().st_size, "source": read_source(p)} for p in files],
+        "files": [{"path": str(p), "bytes": p.stat().st_size, "source": source} for p, source in zip(files, sources)],
         "seeds": {"noise.seed": cfg.noise.seed, "noise.test_seed": cfg.noise.test_seed},
         "config": config_to_dict(cfg),
     }
