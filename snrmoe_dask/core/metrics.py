@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
 from ..errors import InputError
 
@@ -18,6 +17,8 @@ NEXT_STEP = {
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
     """R2, MAE, RMSE of (n,) predictions; R2 is None below 2 spectra (undefined)."""
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error  # a command imports it late
+
     return {
         "r2": float(r2_score(y_true, y_pred)) if len(y_true) >= 2 else None,
         "mae": float(mean_absolute_error(y_true, y_pred)),

@@ -11,10 +11,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .._preload import preload
 from ..core.alpha import is_selection
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
-from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics, pass_shift
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
@@ -25,9 +25,10 @@ from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import check_scorable, load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
 from .outputs import Render, provenance, results_size, write_outputs
-from .scaling import curve, curve_graph, point_of
 
 log = logging.getLogger(__name__)
+# what a run needs only after its pass (scikit-learn, scipy.stats): imported while the pass runs
+AFTER_THE_PASS = ("snrmoe_dask.engine.model", "sklearn.metrics", "scipy.stats", "snrmoe_dask.experiment.scaling")
 # how the log names each phase of ``timings_s`` (its keys stay as results.json has always had them)
 PHASE_LABELS = {"pass": "train", "validation pass": "validation"}
 
@@ -161,6 +162,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         remove_dead_temp_files(folder)
         test = val = shift = None
         seen = [*files, *_made(folder)]  # every worker must see them, at these (absolute) paths
+        preload([*AFTER_THE_PASS, *getattr(render, "modules", ())])
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress, cfg.compute.connect_timeout,
                              seen) as compute:
             if val_ds is not None:  # first, so that the points of a scaling curve can choose alphas on it
@@ -169,6 +171,9 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                     val = compute(_labelled(bin_statistics(val_ds, **options, shift=shift, cache=cache,
                                                            label="validation"), "validation"))
             if cfg.evaluation.scaling:  # the curve's points are tasks of the pass: the test set goes in first
+                from ..engine.model import BinnedRidge
+                from .scaling import curve_graph
+
                 with timer.phase("test"):
                     test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
                 with timer.phase("pass"):
@@ -180,6 +185,8 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                 with timer.phase("pass"):
                     train = compute(_labelled(bin_statistics(train_ds, **options, shift=shift, cache=cache,
                                                              label="train"), "train"))
+        from ..engine.model import BinnedRidge
+
         with timer.phase("solve"), plan.config_keys():
             model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
@@ -188,6 +195,8 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
             results, predictions = score(model, test, partition=cfg.partition, train=train,
                                          train_target_range=target_range, **plan.score_options(cfg))
         if cfg.evaluation.scaling:
+            from .scaling import curve, point_of
+
             with timer.phase("scaling"):
                 parts = len(train_ds.attrs["files"]) * cfg.evaluation.scaling_splits
                 results["scaling"] = {"splits": cfg.evaluation.scaling_splits,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -17,13 +17,15 @@ from ..core.metrics import check_r2_defined, regression_metrics
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.repair import RepairCounts
-from ..engine.model import BinnedRidge
 from ..engine.segment import check_rows_fit
 from ..engine.spectra import load_spectra
 from ..engine.statistics import partition_labels, sample_values, where as sample_where
 from ..errors import InputError
 from .diagnostics import prediction_checks
 from .verdict import verdict
+
+if TYPE_CHECKING:  # imported when a model is fitted: scikit-learn is slow to import
+    from ..engine.model import BinnedRidge
 
 
 @dataclass

@@ -8,17 +8,19 @@ import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
-from ..engine.model import BinnedRidge
 from ..io.atomic import write_text
 from ..io.shards import read_source
 from .evaluation import metrics_dataset
 from .config import ExperimentConfig, config_to_dict
 from .results_schema import load_results
+
+if TYPE_CHECKING:
+    from ..engine.model import BinnedRidge
 
 PACKAGES = ("snrmoe-dask", "numpy", "dask", "distributed", "xarray", "h5py", "pandas", "tables", "scikit-learn",
             "scipy", "matplotlib", "pydantic")

@@ -22,17 +22,16 @@ import pandas as pd
 from ..errors import ConfigError, InputError
 from ..io.atomic import atomic_file
 from ..io.space import Need, reason
-from .plots import (
+from .files import (
     FIG_ALPHA_CURVE,
     FIG_GATE_CONFUSION,
+    FIG_SCALING,
     FIGURE_NAMES,
     PREDICTION_COLUMNS,
     check_predictions,
     check_results,
-    make_figures,
 )
-from .plots import written_by_snrmoe as png_written_by_snrmoe
-from .scaling import FIG_SCALING, plot_scaling
+from .files import written_by_snrmoe as png_written_by_snrmoe
 from .text import LANGS, write_report
 from .text import written_by_snrmoe as report_written_by_snrmoe
 
@@ -76,6 +75,9 @@ class Renderer:
     file in the way that this tool did not write. ``finish(results)`` rewrites the reports with the
     run's final results (its total time is known only after the results folder is written).
     """
+
+    # what drawing needs: imported while the run's pass runs (see run_experiment)
+    modules = ("snrmoe_dask.report.plots", "snrmoe_dask.report.scaling", "matplotlib.backends.backend_agg")
 
     def __init__(self, lang: str = "zh", report: str | os.PathLike | None = None,
                  img_dir: str | os.PathLike | None = None, day: date | None = None) -> None:
@@ -183,6 +185,9 @@ def _reason(exc: BaseException) -> str:
 
 def draw(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = "zh") -> list[Path]:
     """``out_dir/img/*.png`` and ``out_dir/report.md`` from the results; the figures written."""
+    from .plots import make_figures  # matplotlib: loaded when a figure is drawn (a run loads it during its pass)
+    from .scaling import plot_scaling
+
     figures = make_figures(results, predictions, Path(out_dir) / "img")
     scaling = plot_scaling(results, Path(out_dir) / "img")  # when results has "scaling"
     figures += [scaling] if scaling is not None else []
