@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -43,7 +44,7 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
     if scheduler in LOCAL_SCHEDULERS:
         def compute(obj):
             bar = _local_progress(obj) if progress else contextlib.nullcontext()
-            with bar:  # each task of the pass runs on one BLAS thread itself (engine.segment)
+            with bar, _collector_spares_old_objects():  # each task runs on one BLAS thread itself (engine.segment)
                 return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
         yield compute
         return
@@ -161,6 +162,17 @@ def _check_worker_paths(client, address: str, paths: list[str]) -> None:
             raise ConfigError(f"compute.scheduler: worker {worker} of {address} does not see {gone[0]} "
                               f"({len(gone)} of {len(paths)} paths the run reads or writes); expected the data and "
                               "the cache folder at the same paths on every worker (a shared file system)")
+
+
+@contextlib.contextmanager
+def _collector_spares_old_objects() -> Iterator[None]:
+    """Python's garbage collector leaves alone what exists before the pass (modules, the graph) while the
+    pass runs: its full collections would walk them again and again, though nothing there is garbage."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _ConnectionTracebacks(logging.Filter):
