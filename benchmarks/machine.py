@@ -28,6 +28,19 @@ def blas_kernel() -> str:
     return text + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), e.g. 'AMD EPYC', and whether it has AVX-512."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
+
+
 def best_time(fn, repeat: int = 3) -> float:
     """The fastest of ``repeat`` calls of fn(), in seconds."""
     times = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -60,7 +61,8 @@ def _cmd_run(args) -> int:
     overrides = list(args.set or [])
     if args.scheduler:
         overrides.append(f"compute.scheduler={args.scheduler}")
-    _run(load_config(args.config, overrides), args.lang, _progress(args), args.roadmap, args.hub, args.started)
+    _run(load_config(args.config, overrides), args.lang, _progress(args), args.roadmap, args.hub, args.log,
+         args.started)
     return 0
 
 
@@ -70,33 +72,50 @@ def _progress(args) -> bool:
 
 
 def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path | None = None,
-         started: float | None = None) -> dict:
+         log: Path | None = None, started: float | None = None) -> dict:
     """The experiment with the report layer's figures and report (in the results folder and, with
     output.report / output.img_dir, in the owner's layout), the tracking blocks, the summary, and
-    the decision and next step as the log's last lines. started: ``time.time()`` when the command began."""
+    the decision and next step as the log's last lines. started: ``time.time()`` when the command began.
+
+    Everything that can be checked is checked before the pass (tracking files, the owner's layout,
+    permissions and free space). Once the results folder is published it comes first: a step after
+    it that fails (a copy, a tracking block, the summary on stdout) is named in one line at the end
+    (:class:`NotWritten`, exit 3), never a traceback, and the steps after it still run.
+    """
     from .experiment.driver import run_experiment
     from .experiment.summary import print_summary
+    from .io.space import Need, reason
     from .report.render import renderer
-    from .report.text import check_tracking_file, hub_block, roadmap_block, update_tracking_block
+    from .report.text import hub_block, roadmap_block, update_tracking_block
 
-    # the tracking files are checked before the run, so that a bad marker cannot fail it after the results
-    if roadmap and hub and roadmap.resolve() == hub.resolve():
-        raise ConfigError(f"--roadmap and --hub name the same file {roadmap}; the two blocks share one marker, "
-                          "expected two files")
-    for path in (roadmap, hub):
-        if path:
-            check_tracking_file(path, cfg.experiment.id)
+    tracking = _check_tracking(cfg.experiment.id, {"--roadmap": (roadmap, roadmap_block), "--hub": (hub, hub_block)})
     render = renderer(lang, cfg.output.report, cfg.output.img_dir)  # refuses a foreign file before the pass
-    results = run_experiment(cfg, render=render, progress=progress)
-    render.finish(results)
-    if roadmap:
-        update_tracking_block(roadmap, results["experiment"], roadmap_block(results, lang))
-    if hub:
-        update_tracking_block(hub, results["experiment"], hub_block(results, lang))
-    print_summary(results, wall_s=time.time() - started if started is not None else None)
-    if render.report:
-        print(f"report in the owner's layout: {render.report} (figures in {render.img_dir})")
-    _log_decision(results)
+    room = [*render.room(), *(Need(flag, path, _size(path) + 65536) for flag, (path, _) in tracking.items()),
+            *([Need("--log", log, 1_000_000, appends=True)] if log else [])]
+    since = time.time()
+    try:
+        results = run_experiment(cfg, render=render, progress=progress, room=room)
+        render.finish(results)
+        not_written = [f"{what} ({why})" for what, why in render.not_written.items()]
+        for flag, (path, block) in tracking.items():
+            try:
+                update_tracking_block(path, results["experiment"], block(results, lang))
+            except (OSError, SnrmoeError) as exc:
+                not_written.append(f"{flag} {path} ({reason(exc) if isinstance(exc, OSError) else exc})")
+        try:
+            print_summary(results, wall_s=time.time() - started if started is not None else None)
+            if render.report:
+                print(f"report in the owner's layout: {render.report} (figures in {render.img_dir})")
+            sys.stdout.flush()
+        except StdoutError as exc:
+            not_written.append(f"the summary on standard output ({exc.strerror})")
+        _log_decision(results)
+    except KeyboardInterrupt as exc:  # a signal: say whether the results had been published
+        exc.published = _published_since(cfg.output_dir, since)
+        raise
+    if not_written:
+        raise NotWritten(f"the results are complete in {results['output_dir']}, but not written: "
+                         + "; ".join(not_written))
     return results
 
 
@@ -110,6 +129,57 @@ def _log_decision(results: dict) -> None:
     log.info("decision: %s (the card's rule: dR2 %+.4f %s threshold %g)", results["decision"], results["delta_r2"],
              ">=" if results["decision"] == "PASS" else "<", results["threshold"])
     log.info("next step: %s", results["next_step"])
+
+
+class NotWritten(SnrmoeError):
+    """The results folder was published, but a step after it did not write everything (exit 3)."""
+
+
+def _check_tracking(experiment: str, flags: dict) -> dict:
+    """The --roadmap / --hub files given, checked before the run so that a bad marker, a folder that
+    cannot be written, or one file named twice (a link, a hard link) cannot fail it after the results:
+    {flag: (path, block function)}."""
+    from .report.text import check_tracking_file
+
+    given = {flag: (path, block) for flag, (path, block) in flags.items() if path}
+    if len(given) == 2:
+        (roadmap, _), (hub, _) = given.values()
+        if roadmap.resolve() == hub.resolve() or (roadmap.exists() and hub.exists() and roadmap.samefile(hub)):
+            raise ConfigError(f"--roadmap and --hub name the same file {roadmap} (as {hub}); the two blocks "
+                              "share one marker, expected two files")
+    for flag, (path, _) in given.items():
+        check_tracking_file(path, experiment)
+        if path.exists() and path.resolve().stat().st_nlink > 1:
+            # the block is written by an atomic rename, which would part the names of a hard link
+            raise InputError(f"{flag} {path}: has {path.resolve().stat().st_nlink} hard links; the block is "
+                             "written into a new file, which would part them; give a file with one name")
+    return given
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _published_since(out: str | os.PathLike, started: float) -> Path | None:
+    """``out`` when this process published it as a results folder since ``started`` (its marker says so)."""
+    from .experiment.output_dir import read_marker
+
+    marker = read_marker(Path(out))
+    if marker and marker.get("pid") == os.getpid() and os.stat(Path(out) / ".snrmoe-results").st_mtime >= started:
+        return Path(out)
+    return None
+
+
+def _silence_stdout() -> None:
+    """Send what is left of stdout (and later prints) nowhere: a full or closed stdout would otherwise
+    end the process with a traceback when Python flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _cmd_report(args) -> int:
@@ -127,7 +197,7 @@ def _cmd_demo(args) -> int:
 
     root = ensure_demo_data(Path(args.data_dir), _progress(args))
     results = _run(load_config(demo_config_path(), [f"data.root={root}"]), args.lang, _progress(args),
-                   started=args.started)
+                   log=args.log, started=args.started)
     print(_demo_expectation(results))
     return 0
 
@@ -179,7 +249,7 @@ def _setup_logging(args) -> list[logging.Handler]:
     if log_file:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+            handlers.append(LogFile(log_file, mode="a", encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"{log_file}: cannot write the log: {exc.strerror or exc}") from None
     set_mode("lines" if log_file else "auto")
@@ -196,6 +266,24 @@ def _setup_logging(args) -> list[logging.Handler]:
         dask.config.set({"logging.distributed": "warning"})
         logging.getLogger("distributed").setLevel(logging.WARNING)
     return handlers
+
+
+class LogFile(logging.FileHandler):
+    """``--log FILE``: a write that fails (a full disk) stops the log once, instead of a traceback per
+    record on stderr; :attr:`failed` says from when and why, for the run's last line."""
+
+    failed: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        reason = getattr(exc, "strerror", None) or exc
+        self.failed = f"--log {self.baseFilename} from {time.strftime('%H:%M:%S')} on ({reason})"
+        with contextlib.suppress(Exception):  # closing flushes, which fails again
+            self.close()
 
 
 @contextlib.contextmanager
@@ -221,15 +309,9 @@ def _pid_file(path: Path | None):
         write_text(path, f"{os.getpid()}\n")
     except OSError as exc:
         raise InputError(f"{path}: cannot write the pid file: {exc.strerror or exc}") from None
-
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)  # unwinds, so the finally below removes the file
-
-    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        yield
+        yield  # main's signal handlers raise here, so the finally below removes the file
     finally:
-        signal.signal(signal.SIGTERM, previous)
         with contextlib.suppress(OSError):
             if path.read_text().strip() == str(os.getpid()):
                 path.unlink()
@@ -292,12 +374,65 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same cleanup runs."""
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same
+    cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
-    raise Terminated()
+# a full disk, a read-only file system, no permission: wherever they escape, one line naming the path
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)  # a hang-up (closed terminal, ssh gone) ends a run like SIGTERM
+
+
+def _on_terminate(signum, frame) -> None:
+    for sig in TERMINATING:  # a second signal must not interrupt the cleanup
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def _ending(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The line and exit code of a run ended by a signal: 130 for Ctrl-C, 128 + N for signal N. When the
+    results folder had been published, the line says so (what came after it may be missing)."""
+    if isinstance(exc, Terminated):
+        line, code = f"terminated ({signal.Signals(exc.signum).name})", 128 + exc.signum
+    else:
+        line, code = "interrupted", 130
+    published = getattr(exc, "published", None)
+    if published:
+        line += (f"; the results are complete in {published} (the steps after them, such as the owner's copies, "
+                 "tracking blocks and summary, may be missing)")
+    return line, code
+
+
+class StdoutError(OSError):
+    """Standard output cannot be written (a full disk, /dev/full, a closed pipe)."""
+
+
+class _GuardedStdout:
+    """sys.stdout for a command: a write or flush that fails raises :class:`StdoutError`, so that it is
+    told apart from a file's error, and stdout is silenced (Python's flush at exit would fail again)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _guarded(self, method: str, *args):
+        try:
+            return getattr(self._stream, method)(*args)
+        except OSError as exc:
+            _silence_stdout()
+            raise StdoutError(exc.errno, exc.strerror) from None
+
+    def write(self, text: str) -> int:
+        return self._guarded("write", text)
+
+    def flush(self) -> None:
+        self._guarded("flush")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _start_time(argv: list[str] | None) -> float:
@@ -316,30 +451,46 @@ def main(argv: list[str] | None = None) -> int:
     args.started = started
     handlers: list[logging.Handler] = []
     in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    previous = {sig: signal.signal(sig, _on_terminate) for sig in TERMINATING} if in_main_thread else {}
+    line, code = None, 0
+    stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)
     try:
         handlers = _setup_logging(args)
         with _pid_file(getattr(args, "pid", None)):
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()
+    except StdoutError as exc:
+        line, code = f"error: standard output: cannot write the command's output ({exc.strerror})", 2
+    except NotWritten as exc:
+        line, code = f"error: {exc}", 3
     except SnrmoeError as exc:
-        record = logging.LogRecord("snrmoe", logging.ERROR, __file__, 0, f"error: {exc}", None, None)
-        for handler in handlers[1:]:  # the log file records why the run ended; stderr gets the one line
-            handler.handle(record)
-        print(f"snrmoe: error: {exc}", file=sys.stderr)
-        return 2
-    except Terminated:
-        print("snrmoe: terminated (SIGTERM)", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("snrmoe: interrupted", file=sys.stderr)
-        return 130
+        line, code = f"error: {exc}", 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
+        line, code = _ending(exc)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        line, code = f"error: {exc.filename or 'a file'}: cannot write ({exc.strerror})", 2
     finally:
+        sys.stdout = stdout
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        failed = [h.failed for h in handlers if getattr(h, "failed", None)]
+        if failed and line is None:
+            line, code = "error: the command finished, but not written: " + failed[0], 3
+        elif failed:  # the one line says it too
+            line += f"; {failed[0]}" if code == 3 else f"; not written: {failed[0]}"
+        if line is not None:
+            record = logging.LogRecord("snrmoe", logging.ERROR, __file__, 0, line, None, None)
+            for handler in handlers[1:]:  # the log file records why the run ended; stderr gets the one line
+                handler.handle(record)
+            print(f"snrmoe: {line}", file=sys.stderr)
         root = logging.getLogger()
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+    return code
 
 
 if __name__ == "__main__":

@@ -530,6 +530,27 @@ def test_verify_reports_a_missing_source_and_a_damaged_entry(shards, tmp_path):
     assert not victim.exists() and len(list((tmp_path / "cache").glob("*.h5"))) == 1  # the missing one is kept
 
 
+def test_an_entry_copied_over_another_keys_is_found(shards, tmp_path):
+    """cache verify reported "ok" for an entry file copied over another key's (each is valid on its own)."""
+    import shutil
+
+    store = ShardCache(tmp_path / "cache", min_gflop=0)
+    run_pass(shards[:1], store, per_shard=True)
+    run_pass(shards[1:2], store, per_shard=True)
+    first, second = sorted((tmp_path / "cache").glob("*.h5"), key=source_of)
+    shutil.copyfile(first, second)  # second's name now holds first's entry (the file and its checksum intact)
+    assert store.load(second.stem) is None  # a run refuses it (and recomputes)
+    shutil.copyfile(first, second)
+    backup = shutil.copyfile(first, tmp_path / "cache" / "my-backup.h5")
+    lines, changed = verify_cache(tmp_path / "cache")
+    by_name = {line.split()[0]: line for line in lines[:-1]}
+    assert f"damaged (written for version {cache.CACHE_VERSION} key {first.stem}" in by_name[second.name[:12]]
+    assert by_name[second.name[:12]].endswith("dropped") and not second.exists()
+    assert " ok " in by_name[first.name[:12]] and first.exists()
+    assert by_name["my-backup.h5"] == "my-backup.h5  not an entry (not named after a key); left alone"
+    assert backup.exists()
+
+
 # ----------------------------------------------------------------------------- the merged entry
 def test_merged_entry_is_one_load_bit_identical_to_the_shards_and_a_cold_pass(shards, tmp_path, monkeypatch):
     store = ShardCache(tmp_path / "cache", min_gflop=0)

@@ -190,3 +190,114 @@ def test_workers_that_keep_dying_are_one_line_naming_the_scheduler():
     with pytest.raises(ValueError, match="a task's own error"):  # anything else passes through unchanged
         with _cluster_errors("tcp://10.0.0.1:8786"):
             raise ValueError("a task's own error")
+
+
+def test_relative_paths_reach_workers_in_another_folder(data, tmp_path, monkeypatch, capsys):
+    """A relative compute.cache_dir (and data.root) was resolved in each worker's working directory: the
+    entries landed there and the next run recomputed everything."""
+    from distributed import LocalCluster
+
+    from snrmoe_dask.engine.cluster import compute_context
+    from snrmoe_dask.errors import ConfigError
+
+    elsewhere, here = tmp_path / "workers-cwd", tmp_path / "here"
+    elsewhere.mkdir()
+    here.mkdir()
+    (here / "data").symlink_to(data)
+    monkeypatch.chdir(elsewhere)  # the workers start here and stay here
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        monkeypatch.chdir(here)
+        argv = [*run_args(Path("data"), Path("res")), "--set", "compute.cache_dir=rel-cache", "--set",
+                "compute.block_rows=512", "--set", 'data.train_shards=["train_{0..1}/dataset.h5"]',
+                "--scheduler", cluster.scheduler_address]
+        assert main(argv) == 0, capsys.readouterr().err[-3000:]
+        # where the driver looks for them (the next run loads them), not in the workers' folder
+        assert len(list((here / "rel-cache").glob("*.h5"))) == 2 + 1 and not list(elsewhere.rglob("*.h5"))
+        # a path a worker does not see: one line naming it, before any task runs
+        with pytest.raises(ConfigError) as err:
+            with compute_context(cluster.scheduler_address, paths=[here / "data", tmp_path / "nowhere" / "cache"]):
+                pass
+    assert f"does not see {tmp_path / 'nowhere' / 'cache'} (1 of 2 paths" in str(err.value)
+    assert "shared file system" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- addresses that are not a scheduler
+@pytest.fixture
+def listener():
+    """A TCP listener on 127.0.0.1 that does ``behave(connection)`` with each connection it accepts."""
+    import threading
+
+    servers = []
+
+    def start(behave) -> str:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        servers.append(server)
+
+        def serve():
+            kept = []
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                kept.append(conn)
+                behave(conn)
+        threading.Thread(target=serve, daemon=True).start()
+        return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _http(conn) -> None:  # waits for a request, as the dashboard does
+    pass
+
+
+def _banner(conn) -> None:  # speaks first, as SSH does
+    conn.sendall(b"SSH-2.0-OpenSSH_9.0\r\n")
+
+
+def _hang_up(conn) -> None:
+    conn.close()
+
+
+@pytest.mark.parametrize("behave, words", [
+    (_http, "sent no dask handshake within 1 s (compute.connect_timeout)"),
+    (_banner, "is not a dask scheduler (its first bytes b'SSH-2.0-'"),
+    (_hang_up, "closed the connection without a dask handshake"),
+], ids=["silent (HTTP, dashboard)", "banner", "hangs up"])
+def test_a_peer_that_is_not_a_scheduler_is_one_line_quickly(behave, words, listener):
+    """An HTTP server hung the run for minutes; another service's bytes made distributed allocate 3 EiB."""
+    from snrmoe_dask.engine.cluster import compute_context
+    from snrmoe_dask.errors import ConfigError
+
+    address = listener(behave)
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        with compute_context(address, connect_timeout=1):
+            pass
+    assert time.monotonic() - start < 5
+    assert str(err.value).startswith(f"compute.scheduler: {address} ") and words in str(err.value)
+
+
+@pytest.mark.parametrize("address, words", [
+    ("foo://bar", "compute.scheduler: foo://bar: unknown address scheme 'foo' (known schemes: "),
+    ("tcp://127.0.0.1:{closed}", "compute.scheduler: cannot connect to tcp://127.0.0.1:{closed}: Connection refused"),
+])
+def test_unknown_scheme_or_closed_port_is_one_line(address, words, tmp_path, capsys):
+    closed = free_port()
+    argv = run_args(tmp_path, tmp_path / "res") + ["--scheduler", address.format(closed=closed),
+                                                   "--set", "compute.connect_timeout=1"]
+    from snrmoe_dask.io.simulate import simulate_set
+
+    simulate_set(tmp_path, train=(1, 200), val=0, test=50, seed=1, pixels=PIXELS, progress=False)
+    argv[argv.index('data.train_shards=["train_*/dataset.h5"]')] = 'data.train_shards=["train_200_0/dataset.h5"]'
+    argv[argv.index("data.test_file=test/dataset.h5")] = "data.test_file=test_50_0/dataset.h5"
+    start = time.monotonic()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("snrmoe: error: " + words.format(closed=closed)), err
+    assert "Traceback" not in err and time.monotonic() - start < 30
+    assert not (tmp_path / "res").exists()

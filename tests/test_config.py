@@ -87,10 +87,48 @@ def test_config_to_dict_is_json_and_writes_inf_as_text() -> None:
 
 
 # ----------------------------------------------------------------------------- values in the file
-@pytest.mark.parametrize("alpha", ["100000", "1e5", "1.0e+5", "'1e5'"])
+@pytest.mark.parametrize("alpha", ["100000", "1e5", "1.0e+5", "1E5", "+1e5", "100_000"])
 def test_alpha_written_with_or_without_a_dot(tmp_path: Path, alpha: str) -> None:
     cfg = load_config(_write(tmp_path, f"model:\n  alpha: {alpha}\n"))
     assert cfg.model.alpha == 100000.0 and isinstance(cfg.model.alpha, float)
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("noise:\n  level: '1.0'\n", "noise.level", "'1.0'"),
+    ('noise:\n  level: "1"\n', "noise.level", "'1'"),
+    ("model:\n  alpha: '1e5'\n", "model.alpha", "'1e5'"),
+    ("model:\n  alpha: [1e3, '1e4']\n", "model.alpha", "'1e4'"),
+    ("evaluation:\n  threshold: '0.02'\n", "evaluation.threshold", "'0.02'"),
+    ("evaluation:\n  bootstrap: '100'\n", "evaluation.bootstrap", "'100'"),
+    ("compute:\n  workers: '2'\n", "compute.workers", "'2'"),
+    ("compute:\n  cache_max_gb: '5'\n", "compute.cache_max_gb", "'5'"),
+    ("noise:\n  seed: '42'\n", "noise.seed", "'42'"),
+])
+def test_numbers_written_as_strings_are_refused(tmp_path: Path, text: str, key: str, value: str) -> None:
+    """Strict numbers: a quoted number is a string, refused (it was converted silently)."""
+    message = _error(_write(tmp_path, text))
+    assert f": {key}: must be" in message and value in message and "without quotes" in message
+
+
+@pytest.mark.parametrize("text, key", [
+    ("compute:\n  workers: 2.0\n", "compute.workers"), ("noise:\n  level: true\n", "noise.level"),
+    ("preprocessing:\n  clip_flux: 1\n", "preprocessing.clip_flux"),
+    ("preprocessing:\n  clip_flux: 'true'\n", "preprocessing.clip_flux"),
+    ("snr:\n  bins: {H: ['4', .inf], L: [0, 4]}\n", "snr.bins: bin 'H' has edge '4'"),
+    ("routing:\n  by: T_eff\n  bins: {a: [-.inf, '5000'], b: [5000, .inf]}\n", "routing.bins: bin 'a' has edge '5000'"),
+])
+def test_other_loose_types_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    assert f": {key}" in _error(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("noise:\n  level: 1\n", ("noise", "level"), 1.0),
+    ("evaluation:\n  threshold: 2e-2\n", ("evaluation", "threshold"), 0.02),
+    ("compute:\n  cache_max_gb: 5\n", ("compute", "cache_max_gb"), 5.0),
+])
+def test_integers_and_exponents_are_numbers(tmp_path: Path, text: str, key: tuple[str, str], value: float) -> None:
+    cfg = load_config(_write(tmp_path, text))
+    assert getattr(getattr(cfg, key[0]), key[1]) == value
 
 
 @pytest.mark.parametrize("upper", [".inf", "inf", '"inf"', "Infinity"])
@@ -157,7 +195,7 @@ def test_override_creates_a_missing_section(tmp_path: Path) -> None:
         ("snr.bins={H: [7, .inf], M: [4, 7], L: [2, 4.5], X: [0, 2]}", "snr.bins"),  # overlap
         ("snr.bins={H: [7, .inf], M: [4, 7], X: [0, 2]}", "snr.bins"),  # gap [2, 4)
         ("snr.bins={H: [7, 50], M: [4, 7], L: [2, 4], X: [0, 2]}", "snr.bins"),  # does not reach inf
-        ("snr.bins.H=[7, .inf, 3]", "snr.bins.H"),
+        ("snr.bins.H=[7, .inf, 3]", "snr.bins: bin 'H'"),
         ("evaluation.metrics=[R2, MSE]", "evaluation.metrics"),
         ("compute.scheduler=yarn", "compute.scheduler"),
         ("compute.block_rows=0", "compute.block_rows"),
@@ -197,7 +235,7 @@ def test_negative_alpha_message() -> None:
         ("data:\n  feature_dim: [1, 2]\n", "data.feature_dim"),  # wrong type
         ("data:\n  train_shards: 5\n", "data.train_shards"),
         ("snr:\n  bins:\n    H: [7, .inf]\n    M: [3, 7]\n    L: [2, 4]\n    X: [0, 2]\n", "snr.bins"),
-        ("snr:\n  bins:\n    H: [x, .inf]\n    L: [0, 7]\n", "snr.bins.H"),
+        ("snr:\n  bins:\n    H: [x, .inf]\n    L: [0, 7]\n", "snr.bins: bin 'H'"),
         ("snr:\n  bins: [0, 7]\n", "snr.bins"),
         ("evaluation:\n  metrics: [R2, accuracy]\n", "evaluation.metrics"),
         ("compute:\n  scheduler: 'localhost:8786'\n", "compute.scheduler"),

@@ -221,6 +221,37 @@ def test_test_set_r2_cannot_score_is_refused_up_front(name, edit, extra, names, 
     refused_run(capsys, data, tmp_path, extra, data / name, *names)
 
 
+@pytest.mark.parametrize("edit", [first_rows(1), set_value("log_g", slice(None), 2.5)],
+                         ids=["1-row test file", "constant target"])
+def test_api_evaluate_refuses_what_the_cli_refuses_with_the_same_line(edit, data, tmp_path, capsys):
+    """The API's evaluate gave R² 0.0 and a FAIL for a constant target and a TypeError for one spectrum."""
+    from snrmoe_dask import BinnedRidge, bin_statistics, evaluate, open_shards
+
+    edit(data / TEST)
+    line = one_error_line(capsys, run_args(data, tmp_path))
+    model = BinnedRidge(alpha=10.0, min_bin_samples=10).fit(bin_statistics(open_shards(str(data / T0))))
+    with pytest.raises(InputError) as err:
+        evaluate(model, open_shards(str(data / TEST)), bootstrap=0)
+    assert line == f"snrmoe: error: {err.value}"
+
+
+@pytest.mark.parametrize("n, y, words", [(1, [2.0], "1 spectrum"), (0, [], "0 spectra"),
+                                         (5, [3.0] * 5, "all 5 target values equal 3.0")])
+def test_api_evaluate_refuses_in_memory_test_sets_r2_cannot_score(n, y, words):
+    import xarray as xr
+
+    from snrmoe_dask import BinnedRidge, bin_statistics, evaluate
+
+    rng = np.random.default_rng(0)
+    flux = 1 + rng.random((400, 8))
+    train = xr.Dataset({"flux": (("sample", "pixel"), flux), "error": (("sample", "pixel"), np.full((400, 8), 0.2)),
+                        "log_g": ("sample", flux.sum(axis=1))})
+    model = BinnedRidge(alpha=1.0, min_bin_samples=10).fit(bin_statistics(train))
+    test = train.isel(sample=slice(0, n)).assign(log_g=("sample", np.asarray(y, dtype=float)))
+    with pytest.raises(InputError, match=f"^the test set \\(column 'log_g'\\): {words}"):
+        evaluate(model, test, bootstrap=0)
+
+
 # ----------------------------------------------------------------------------- §6 a shard listed twice
 @pytest.mark.parametrize("extra, names", [
     (("--set", 'data.train_shards=["train_{0..1}/dataset.h5", "train_0/dataset.h5"]'),
@@ -302,8 +333,13 @@ def test_overflow_line_comes_without_numpy_warnings(data, tmp_path):
     assert proc.stderr.splitlines()[-1].startswith(f"snrmoe: error: {data / T1}: row 17")
 
 
-def test_float64_products_take_what_float32_cannot(data, tmp_path):
-    set_pixels(FLUX_KEY, 200, 1e20)(data / T0)
+def test_float64_products_take_what_float32_cannot(data, tmp_path, capsys):
+    # training shards in other units (a row of 1e20 among rows of 1 is refused as mis-scaled: test_precision.py)
+    for name in (T0, T1):
+        with h5py.File(data / name) as f:
+            flux = f[FLUX_KEY][...]
+        rewrite(data / name, flux=flux * np.float32(1e20))
+    one_error_line(capsys, run_args(data, tmp_path), "train_", "float32 products overflow", "for float32 products")
     assert main(run_args(data, tmp_path, "--set", "compute.precision=float64")) == 0
 
 
@@ -629,6 +665,17 @@ def test_tracking_file_that_is_a_folder_or_has_no_folder_is_refused(clean, tmp_p
     (tmp_path / "sub").mkdir()
     same = ("--roadmap", str(tmp_path / "r.md"), "--hub", f"{tmp_path}/sub/../r.md")
     refused_run(capsys, clean, tmp_path, same, "--roadmap and --hub name the same file")
+
+
+def test_hard_linked_tracking_files_are_recognised(clean, tmp_path, capsys):
+    """A hard-linked --roadmap/--hub pair was accepted and ended as two separate files."""
+    (tmp_path / "r.md").write_text("# roadmap\n")
+    os.link(tmp_path / "r.md", tmp_path / "h.md")
+    pair = ("--roadmap", str(tmp_path / "r.md"), "--hub", str(tmp_path / "h.md"))
+    refused_run(capsys, clean, tmp_path, pair, "--roadmap and --hub name the same file")
+    # one name of a hard link: the atomic rewrite would part it from the other name
+    refused_run(capsys, clean, tmp_path, ("--hub", str(tmp_path / "h.md")), "--hub", "h.md", "2 hard links")
+    assert (tmp_path / "r.md").read_text() == "# roadmap\n" and os.stat(tmp_path / "r.md").st_nlink == 2
 
 
 def test_missing_tracking_file_is_created(clean, tmp_path, capsys):

@@ -12,6 +12,7 @@ import pytest
 from snrmoe_dask.engine.dataset import open_shards
 from snrmoe_dask.io import shards as io
 from snrmoe_dask.cli import main
+from snrmoe_dask.core import repair
 from snrmoe_dask.core.repair import repair_block
 from snrmoe_dask.errors import InputError
 
@@ -76,7 +77,45 @@ def test_repairs_counted():
     # NaN takes the nearest finite pixel: pixel 0 <- pixel 1 (0.2); pixel 2 <- pixel 1 (tie goes left);
     # then error <= 0 becomes the 1e-6 floor.
     np.testing.assert_array_equal(error, np.array([[0.2, 0.2, 0.2, 1e-6]], np.float32))
-    assert counts.to_dict() == {"flux_negative": 1, "error_nan": 2, "error_nonpositive": 1}
+    assert counts.to_dict() == {"flux_negative": 1, "error_nan": 2, "error_nonpositive": 1, "flux_absurd": 0,
+                                "error_absurd": 0}
+
+
+@pytest.mark.parametrize("kind", ["flux", "error"])
+@pytest.mark.parametrize("ratio, absurd", [(9.9e5, False), (1.01e6, True), (1e17, True), (4.6e18, True),
+                                           (-1e17, True)])
+def test_absurd_values_are_replaced_by_their_nearest_pixel(kind, ratio, absurd):
+    """The rule: |value| > 1e6 x the row's typical magnitude (median |value| of 32 evenly spaced pixels)."""
+    rng = np.random.default_rng(3)
+    arrays = {"flux": (1.0 + 0.01 * rng.standard_normal((4, 96))).astype(np.float32),
+              "error": (0.5 + 0.01 * rng.random((4, 96))).astype(np.float32)}
+    target = arrays[kind]
+    typical = float(np.sort(np.abs(target[2, ::3]))[16])  # 96 pixels: every 3rd, the upper middle of 32
+    target[2, 40] = np.float32(ratio * typical)
+    before = {k: a.copy() for k, a in arrays.items()}
+    found = []
+    counts = repair_block(arrays["flux"], arrays["error"], clip_flux=False, found=found)
+    assert getattr(counts, f"{kind}_absurd") == int(absurd) and counts.flux_negative == counts.error_nan == 0
+    if absurd:
+        assert target[2, 40] == target[2, 39]  # the nearest pixel (ties go left)
+        assert found == [repair.Absurd(kind, 2, 40, float(before[kind][2, 40]), typical)]
+        before[kind][2, 40] = target[2, 40]
+    else:
+        assert found == []
+    for k in arrays:  # nothing else changed
+        np.testing.assert_array_equal(arrays[k], before[k])
+
+
+def test_rows_without_a_scale_of_their_own_are_held_to_the_blocks():
+    flux = np.ones((3, 64), np.float32)
+    flux[1] = 0.0  # a clipped row: typical 0
+    flux[1, 5] = 2.0  # ordinary next to the other rows: kept
+    flux[1, 9] = 5e6  # absurd next to them: replaced by 0 (its nearest pixel)
+    error = np.full((3, 64), 0.2, np.float32)
+    error[2, :40] = 0.0  # floored later; its 0.2 pixels are ordinary for the block
+    counts = repair_block(flux, error)
+    assert counts.flux_absurd == 1 and counts.error_absurd == 0 and counts.error_nonpositive == 40
+    assert flux[1, 5] == 2.0 and flux[1, 9] == 0.0 and (error[2, 40:] == np.float32(0.2)).all()
 
 
 # ----------------------------------------------------------------------------- malformed input
@@ -196,6 +235,18 @@ def test_shards_must_share_grid(tmp_path, shard_factory):
     _edit(c, lambda f: f[io.WAVE_KEY].__setitem__(slice(0, 1), 5000.0))
     with pytest.raises(InputError, match=f"{c}: wavelength grid differs from that of {a}"):
         io.inspect_shards([a, c])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("bad_first", [True, False], ids=["first shard", "second shard"])
+def test_non_finite_wavelength_is_blamed_on_its_own_file(value, bad_first, shard_factory):
+    """A NaN in train_0's grid was reported as train_1's "grid differs"."""
+    a, b = shard_factory("a/dataset.h5", d=32), shard_factory("b/dataset.h5", d=32)
+    bad = a if bad_first else b
+    _edit(bad, lambda f: f[io.WAVE_KEY].__setitem__(slice(7, 9), value))
+    with pytest.raises(InputError) as err:
+        io.inspect_shards([a, b])
+    assert str(err.value).startswith(f"{bad}: {io.WAVE_KEY} pixel 7 is ") and "2 of 32 pixels" in str(err.value)
 
 
 def test_inspect_reports_repairs_and_bins(tmp_path, shard_factory, capsys):

@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "snrmoe_dask"
 # Lowest first. A module may import from its own layer and the layers before it.
-LAYERS = [("errors", "_version"), ("core",), ("io",), ("engine",), ("experiment",), ("report",), ("cli",), ("",)]
+LAYERS = [("errors", "_version", "_preload"), ("core",), ("io",), ("engine",), ("experiment",), ("report",), ("cli",), ("",)]
 
 
 def _module_name(path: Path) -> str:

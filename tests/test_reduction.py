@@ -83,3 +83,25 @@ def test_the_graph_adds_in_the_same_order_and_in_parallel(many):
     assert sum(1 for k in names if re.fullmatch(r".*-group-\d+-add-\d+", k)) == SHARDS - groups
     assert sorted(k.rsplit("-", 2)[1:] for k in names if re.fullmatch(r"train-total-[0-9a-f]+-\d+-\d+", k)) == \
         sorted([["0", str(groups)], ["0", "2"]])  # 3 groups: (g0 + g1) + g2
+
+
+def test_reduce_graph_has_the_order_and_the_prefixes_of_tree_sum(monkeypatch):
+    """The dask graph against core.fold, on parts that record how they were added; node names say which
+    groups they sum."""
+    import dask
+    from dask import delayed
+
+    from snrmoe_dask.core.fold import fold_blocks
+    from snrmoe_dask.engine import graph
+
+    monkeypatch.setattr(graph, "add_into", lambda a, b, *after: (a, b))
+    for n in (1, 5, CHAIN, CHAIN + 1, 6 * CHAIN, 7 * CHAIN + 2):
+        parts = [delayed((i,), name=f"p{i}") for i in range(n)]
+        readers = {k: (lambda blocks: delayed(lambda *b: fold_blocks(b, pair))(*blocks)) for k in range(1, n + 1)}
+        total, read = graph.reduce_graph(parts, "x", readers)
+        got_total, got_read = dask.compute(total, read, scheduler="sync")
+        assert got_total == tree_sum([(i,) for i in range(n)], pair)
+        assert got_read == dict(prefix_sums([(i,) for i in range(n)], pair)), n
+        if n == 6 * CHAIN:
+            names = sorted(k for k in dict(total.__dask_graph__()) if isinstance(k, str) and re.fullmatch(r"x-\d+-\d+", k))
+            assert names == ["x-0-2", "x-0-4", "x-0-6", "x-2-4", "x-4-6"]

@@ -139,9 +139,27 @@ def test_singular_system_falls_back_to_least_squares(data, caplog):
     st.add_block(x, y, np.zeros(len(y), int), dtype=np.float64)
     with caplog.at_level(logging.WARNING, logger="snrmoe_dask.core.ridge"):
         ours = solve_ridge(st, 0.0)
-    assert "not positive definite" in caplog.text
+    # the bin, and where LAPACK found it broken: the constant pixel (its scale is 1, the raw values' own)
+    assert f"bin 'all': the scaled Gram + alpha I (alpha=0) is not positive definite (it fails at pixel {CONSTANT}," \
+        in caplog.text
     ref = LinearRegression().fit(x.astype(np.float64), y)
     assert rel_diff(ours.predict(x), ref.predict(x.astype(np.float64))) <= 1e-6
+
+
+def test_a_pixel_far_wider_than_the_others_is_pointed_at(data):
+    """The warning named no file, row or cause (issue 22): with a pixel whose scale dwarfs the others'
+    (a few absurd values summed into it), it says so."""
+    from snrmoe_dask.core.ridge import ScaledRidge
+
+    x, y, _ = data
+    x = x[:, :20].astype(np.float64)
+    x[7, 3] = 1e12
+    st = BinStats.zeros(["all"], x[:500].mean(axis=0), float(y.mean()))
+    st.add_block(x, y, np.zeros(len(y), int), dtype=np.float64)
+    problem = ScaledRidge.from_stats(st)
+    text = problem._where_broken(np.linalg.LinAlgError("4-th leading minor of the array is not positive definite"))
+    assert text.startswith(" (it fails at pixel 3, whose scale is ") and "a few values far outside" in text
+    assert problem._where_broken(np.linalg.LinAlgError("singular matrix")) == ""
 
 
 def test_predict_validates_like_sklearn(data, stats):

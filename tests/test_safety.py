@@ -18,7 +18,7 @@ import dask
 import h5py
 import pytest
 
-from snrmoe_dask.cli import main
+from snrmoe_dask.cli import Terminated, _ending, main
 from snrmoe_dask.experiment import output_dir
 from snrmoe_dask.io.simulate import simulate_set
 
@@ -410,7 +410,8 @@ def test_cache_ls_and_clear_show_and_remove_dead_temporary_files(tmp_path, capsy
     assert sorted(tmp_path.iterdir()) == [live_tmp] and not dead_tmp.exists()
 
 
-def test_sigterm_mid_pass_is_one_line_and_exit_143(data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # a hang-up ended with rc 129, .lock left
+def test_sigterm_mid_pass_is_one_line_and_exit_143(sig, data, tmp_path):
     out, ready, go = tmp_path / "res", tmp_path / "ctl" / "ready", tmp_path / "ctl" / "go"
     ready.parent.mkdir()
     assert main(run_args(data, out, "--set", "compute.cache=false")) == 0  # a previous results folder
@@ -422,14 +423,14 @@ def test_sigterm_mid_pass_is_one_line_and_exit_143(data, tmp_path):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.05)
     assert (tmp_path / ".res.lock").exists()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     while (tmp_path / ".res.lock").exists():  # the main thread cleans up while a task is still running
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     go.touch()
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines()[-1] == "snrmoe: terminated (SIGTERM)" and "Traceback" not in err
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"snrmoe: terminated ({sig.name})" and "Traceback" not in err
     assert (snapshot(out), sorted(os.listdir(tmp_path))) == before  # no hidden folder, no lock file left
 
 
@@ -445,3 +446,237 @@ def test_signal_while_writing_removes_the_hidden_folder(name, code, line, data, 
     assert proc.returncode == code, err
     assert err.strip().splitlines()[-1] == line and "Traceback" not in err
     assert (snapshot(out), sorted(os.listdir(tmp_path))) == before  # previous results untouched, no hidden folder
+
+
+SIGNAL_AFTER_PUBLICATION = """
+from snrmoe_dask.experiment import summary
+def late(*a, **k):  # the signal comes once the results folder is published, before the summary
+    os.kill(os.getpid(), signal.{signal})
+    time.sleep(5)
+summary.print_summary = late
+"""
+
+
+def test_signal_after_publication_says_the_results_are_complete(data, tmp_path):
+    """A SIGTERM after the rename returned 143 with no word on the results, which were complete."""
+    out = tmp_path / "res"
+    proc = patched(SIGNAL_AFTER_PUBLICATION.format(signal="SIGTERM"),
+                   *run_args(data, out, "--set", "model.alpha=10", "--set", "compute.cache=false"))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"snrmoe: terminated (SIGTERM); the results are complete in {out} "), err
+    assert "Traceback" not in err
+    assert json.loads((out / output_dir.MARKER).read_text())["pid"] == proc.pid
+    assert _alpha_of_folder(out) == 10.0 and hidden_leftovers(out) == []
+
+
+@pytest.mark.parametrize("exc, line, code", [
+    (Terminated(signal.SIGHUP), "terminated (SIGHUP)", 129), (KeyboardInterrupt(), "interrupted", 130),
+    (Terminated(signal.SIGTERM), "terminated (SIGTERM)", 143)])
+def test_every_signal_says_whether_the_results_are_complete(exc, line, code, tmp_path):
+    assert _ending(exc) == (line, code)
+    exc.published = tmp_path
+    assert _ending(exc) == (f"{line}; the results are complete in {tmp_path} (the steps after them, such as "
+                                "the owner's copies, tracking blocks and summary, may be missing)", code)
+
+
+# ----------------------------------------------------------------------------- 5. after the pass, the results first
+DEMO_BLOCK = "<!-- snrmoe:LOGG-SNR-ORACLE-01-demo:begin -->"  # a tracking block of the runs here
+
+
+def full_disk_at(monkeypatch, *folders: Path) -> None:
+    """Atomic writes (a temporary file beside the target) into ``folders`` fail as on a full disk."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and any(Path(dir).resolve().is_relative_to(f.resolve()) for f in folders):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*a, dir=dir, **k)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def last_line(capsys, code: int) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("snrmoe: "), err
+    return line
+
+
+def assert_published(out: Path, *, figures: bool = True) -> None:
+    marker = json.loads((out / output_dir.MARKER).read_text())
+    expected = {"results.json", "predictions.csv", "models.h5", "metrics.nc"}
+    assert expected <= set(marker["files"]) and all((out / f).is_file() for f in expected)
+    assert ("report.md" in marker["files"] and (out / "img").is_dir()) == figures
+    assert hidden_leftovers(out) == []
+
+
+def test_owner_copies_on_a_full_disk_still_publish_the_results(data, tmp_path, monkeypatch, capsys):
+    """output.report on a full file system ended in a traceback and no results folder."""
+    out, owner = tmp_path / "res", tmp_path / "owner"
+    owner.mkdir()
+    hub = tmp_path / "hub.md"
+    full_disk_at(monkeypatch, owner)
+    code = main(run_args(data, out, "--set", f"output.report={owner}/exp_{{date}}.md", "--hub", str(hub)))
+    line = last_line(capsys, code)
+    assert code == 3
+    assert line.startswith(f"snrmoe: error: the results are complete in {out}, but not written: 4 figures in "
+                           f"{owner / 'img'} (No space left on device); {owner}/exp_"), line
+    assert_published(out)
+    assert DEMO_BLOCK in hub.read_text()  # the steps after the failure still ran
+    assert list(owner.rglob("*")) == [owner / "img"]  # no temporary files, nothing half-written
+
+
+def test_tracking_block_on_a_full_disk_is_named_after_the_results(data, tmp_path, monkeypatch, capsys):
+    out, full = tmp_path / "res", tmp_path / "full"
+    full.mkdir()
+    flag, other = "--roadmap", "--hub"
+    (full / "t.md").write_text("# mine\n")
+    full_disk_at(monkeypatch, full)
+    code = main(run_args(data, out, flag, str(full / "t.md"), other, str(tmp_path / "other.md")))
+    line = last_line(capsys, code)
+    assert code == 3 and line.endswith(f"but not written: {flag} {full / 't.md'} (No space left on device)"), line
+    assert (full / "t.md").read_text() == "# mine\n" and sorted(full.iterdir()) == [full / "t.md"]
+    assert DEMO_BLOCK in (tmp_path / "other.md").read_text()
+    assert_published(out)
+
+
+def test_figures_that_fail_leave_the_data_files_published(data, tmp_path, monkeypatch, capsys):
+    """A full disk while the figures are drawn (a figure that cannot be drawn takes the same path)."""
+    from snrmoe_dask.report import plots
+
+    out = tmp_path / "res"
+
+    def failing(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real = plots.make_figures
+    monkeypatch.setattr(plots, "make_figures", failing)
+    monkeypatch.setattr("snrmoe_dask.report.render.make_figures", failing)
+    code = main(run_args(data, out))
+    line = last_line(capsys, code)
+    why = "No space left on device"
+    assert code == 3 and line == (f"snrmoe: error: the results are complete in {out}, but not written: the "
+                                  f"figures and report.md of {out} ({why}; `snrmoe report {out}` draws them "
+                                  "from the results)"), line
+    assert_published(out, figures=False)
+    assert not (out / "report.md").exists() and not (out / "img").exists()
+    monkeypatch.setattr("snrmoe_dask.report.render.make_figures", real)
+    assert main(["report", str(out), "--lang", "en"]) == 0  # as the line says
+    assert (out / "report.md").is_file() and len(list((out / "img").glob("*.png"))) == 4
+
+
+def test_results_that_cannot_be_written_are_one_line_and_leave_the_previous_folder(data, tmp_path, monkeypatch,
+                                                                                       capsys):
+    from snrmoe_dask import BinnedRidge
+
+    out = tmp_path / "res"
+    assert main(run_args(data, out, "--set", "compute.cache=false")) == 0
+    before = snapshot(out), sorted(os.listdir(tmp_path))
+
+    def full(self, path, *a, **k):
+        Path(path).write_bytes(b"\x89HDF")  # half a file: it must go with the hidden folder
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(BinnedRidge, "save", full)
+    assert main(run_args(data, out, "--set", "model.alpha=10", "--set", "compute.cache=false")) == 2
+    assert last_line(capsys, 2) == (f"snrmoe: error: output.dir {out}: cannot write the results (No space left on "
+                                    "device); nothing was published")
+    assert (snapshot(out), sorted(os.listdir(tmp_path))) == before
+
+
+def test_lock_file_on_a_full_disk_is_one_line_and_removed(data, tmp_path, monkeypatch, capsys, no_pass):
+    """At 0 bytes free the lock file is created but cannot hold the PID: it was left empty, with a traceback."""
+    def full(*a):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "ftruncate", full)
+    out = tmp_path / "res"
+    assert main(run_args(data, out)) == 2
+    assert last_line(capsys, 2) == (f"snrmoe: error: output.dir {out}: cannot write the lock file "
+                                    f"{tmp_path / '.res.lock'} (No space left on device)")
+    assert hidden_leftovers(out) == [] and not out.exists()
+
+
+@pytest.mark.parametrize("place", ["output.dir", "output.report", "--roadmap", "--log"])
+def test_too_little_free_space_is_refused_before_the_pass(place, data, tmp_path, monkeypatch, capsys, no_pass):
+    out, small = tmp_path / "res", tmp_path / "small"
+    small.mkdir()
+    where = {"output.dir": ("--set", f"output.dir={small / 'res'}"),
+             "output.report": ("--set", f"output.report={small / 'r.md'}"),
+             "--roadmap": ("--roadmap", str(small / "r.md")), "--log": ("--log", str(small / "run.log"))}[place]
+    real = shutil.disk_usage
+
+    def usage(path):
+        total, used, free = real(path)
+        return type(real(path))(total, used, 1000 if Path(path).resolve() == small.resolve() else free)
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    assert main(run_args(data, out, *where)) == 2
+    line = last_line(capsys, 2)
+    assert line.startswith(f"snrmoe: error: {place} {small}/") and f"0.0 MB free on its file system ({small})" in line
+    assert not out.exists() and sorted(p.name for p in small.iterdir()) == (["run.log"] if place == "--log" else [])
+
+
+@pytest.mark.parametrize("errno_", [errno.EACCES, errno.EROFS])
+@pytest.mark.parametrize("place", ["output.report", "--roadmap"])
+def test_owner_places_that_cannot_be_written_are_refused_before_the_pass(errno_, place, data, tmp_path, monkeypatch,
+                                                                         capsys, no_pass):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    where = {"output.report": ("--set", f"output.report={ro / 'deeper' / 'r.md'}"),
+             "--roadmap": ("--roadmap", str(ro / "r.md"))}[place]
+    real_access, real_statvfs = os.access, os.statvfs
+    monkeypatch.setattr(os, "access", lambda path, mode, **k: Path(path) != ro and real_access(path, mode, **k))
+
+    class ReadOnly:  # statvfs of a read-only mount
+        def __init__(self, path):
+            self.f_flag = real_statvfs(path).f_flag | (os.ST_RDONLY if errno_ == errno.EROFS else 0)
+    monkeypatch.setattr(os, "statvfs", ReadOnly)
+    assert main(run_args(data, tmp_path / "res", *where)) == 2
+    line = last_line(capsys, 2)
+    assert line.startswith(f"snrmoe: error: {place} {ro}/") and f"cannot write in {ro} ({os.strerror(errno_)})" in line
+    assert list(ro.iterdir()) == [] and not (tmp_path / "res").exists()
+
+
+def test_log_on_a_full_disk_is_one_line_not_a_traceback_per_record(data, tmp_path, capsys):
+    """--log on a full disk printed a "--- Logging error ---" traceback per record."""
+    out = tmp_path / "res"
+    assert main(run_args(data, out, "--log", "/dev/full")) == 3
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    *warnings, last = err.strip().splitlines()  # -q --log: warnings on stderr, then the one line
+    assert all(" WARNING " in line for line in warnings), err
+    assert last.startswith("snrmoe: error: the command finished, but not written: --log /dev/full from ")
+    assert last.endswith("on (No space left on device)")
+    assert_published(out)
+
+
+class FullStdout:
+    """A stdout on a full disk, as ``> /dev/full`` gives."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "no file descriptor")
+
+
+def test_summary_on_a_full_stdout_is_named_after_the_results(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", FullStdout())
+    assert main(run_args(data, tmp_path / "res")) == 3
+    assert last_line(capsys, 3) == (f"snrmoe: error: the results are complete in {tmp_path / 'res'}, but not "
+                                    "written: the summary on standard output (No space left on device)")
+    assert_published(tmp_path / "res")
+
+
+def test_stdout_to_dev_full_is_one_line(tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "snrmoe_dask.cli", "cache", "ls", "--dir", str(tmp_path)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("snrmoe: error: standard output: cannot write the command's "
+                                                    "output (No space left on device)")
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -103,3 +103,24 @@ def test_assign_refuses_nan_and_negative():
         bins.assign(np.array([1.0, np.nan, 3.0, np.nan]))
     with pytest.raises(InputError, match="1 of 2 SNR values are negative"):
         bins.assign(np.array([-0.5, 3.0]))
+
+
+@pytest.mark.parametrize("name, words", [
+    ("overall", ["reserved"]), ("Global", ["reserved"]), ("oracle", ["reserved"]), ("DEPLOYED", ["reserved"]),
+    ("noisy_snr_routed", ["reserved"]), ("a/b", ["HDF5", "'/'"]), (".", ["HDF5"]), ("..", ["HDF5"]),
+    ("a\nb", ["HDF5"]), ("a\x00b", ["HDF5"]), ("", ["non-empty"]), (3, ["non-empty strings"]),
+])
+def test_bin_names_that_collide_or_cannot_be_stored_are_refused(name, words):
+    """A bin named like an aggregate or a model would share a label with it in metrics.nc and
+    models.h5; one that HDF5 cannot name would fail after the pass."""
+    with pytest.raises(ConfigError) as err:
+        Bins.from_mapping({name: [4, "inf"], "low": [0, 4]}, key="my.bins")
+    message = str(err.value)
+    assert message.startswith("my.bins:") and "\n" not in message and repr(name) in message
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize("name", ["overall_hi", "globalish", "H|", "信噪比高", "a.b", "low snr"])
+def test_names_near_the_reserved_ones_are_kept(name):
+    assert Bins.from_mapping({name: [4, "inf"], "low": [0, 4]}).names == (name, "low")

@@ -22,17 +22,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ..errors import ConfigError, InputError
 from .ridge import RidgeModel
 from .snr import Bins, snr_norm
+
+if TYPE_CHECKING:  # scikit-learn is imported where the gate is fitted or scored: it is slow to import
+    from sklearn.pipeline import Pipeline
 
 FEATURE_NAMES = ("mean", "std", "min", "max", "median", "sum", "p25", "p75", "skewness", "kurtosis")
 N_FEATURES = len(FEATURE_NAMES)
@@ -234,6 +233,10 @@ def fit_gate(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int
     if present.size == 1:
         # LogisticRegression refuses a single class; the only sensible gate is the constant one.
         return Gate(pipeline=None, present=present, n_classes=n_classes, n_features=features.shape[1])
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     pipeline = Pipeline([
         ("scaler", StandardScaler()),
         ("logreg", LogisticRegression(C=C, max_iter=max_iter, random_state=seed)),
@@ -410,6 +413,8 @@ def gate_summary(labels_true: np.ndarray, proba: np.ndarray, names: Sequence[str
         raise InputError(f"gate_summary: expected a boolean fallback mask of shape {labels_true.shape}, "
                          f"got {fallback_mask.dtype} {fallback_mask.shape}")
     predicted = np.argmax(proba, axis=1)
+    from sklearn.metrics import accuracy_score, confusion_matrix
+
     confusion = confusion_matrix(labels_true, predicted, labels=np.arange(k))
     return {
         "accuracy": float(accuracy_score(labels_true, predicted)),

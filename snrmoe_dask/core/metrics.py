@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
 from ..errors import InputError
 
@@ -18,6 +17,8 @@ NEXT_STEP = {
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
     """R2, MAE, RMSE of (n,) predictions; R2 is None below 2 spectra (undefined)."""
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error  # a command imports it late
+
     return {
         "r2": float(r2_score(y_true, y_pred)) if len(y_true) >= 2 else None,
         "mae": float(mean_absolute_error(y_true, y_pred)),
@@ -29,7 +30,7 @@ def check_r2_defined(y_true: np.ndarray, where: str) -> None:
     """Raise InputError (prefixed by ``where``) when R² of targets y_true (n,) is undefined: fewer
     than 2 values, or all equal (scikit-learn would then quietly return 0 or 1)."""
     if len(y_true) < 2:
-        raise InputError(f"{where}: {len(y_true)} spectrum; R² needs at least 2")
+        raise InputError(f"{where}: {len(y_true)} spectr{'um' if len(y_true) == 1 else 'a'}; R² needs at least 2")
     if np.ptp(y_true) == 0:
         raise InputError(f"{where}: all {len(y_true)} target values equal {float(y_true[0])!r}; R² needs targets that vary")
 

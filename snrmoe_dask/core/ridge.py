@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,12 +177,24 @@ class ScaledRidge:
             factor = scipy.linalg.cho_factor(self._shifted(alpha, work).T, lower=True, overwrite_a=True,
                                              check_finite=False)
             w = scipy.linalg.cho_solve(factor, self.rhs, check_finite=False)
-        except np.linalg.LinAlgError:
-            log.warning("bin %r: the scaled Gram + alpha I (alpha=%g) is not positive definite; "
-                        "using a least-squares solution instead", self.name, alpha)
+        except np.linalg.LinAlgError as exc:
+            log.warning("bin %r: the scaled Gram + alpha I (alpha=%g) is not positive definite%s; "
+                        "using a least-squares solution instead", self.name, alpha, self._where_broken(exc))
             upper = self._shifted(alpha)
             w = scipy.linalg.lstsq(np.triu(upper) + np.triu(upper, 1).T, self.rhs)[0]
         return self._model(w, alpha)
+
+    def _where_broken(self, exc: np.linalg.LinAlgError) -> str:
+        """Where the factorisation failed (LAPACK names the leading minor) and that pixel's scale
+        against the median pixel's: one pixel far wider than the others points at a few values far
+        outside their rows' scale (the sums no longer say which rows)."""
+        found = re.search(r"(\d+)-th leading minor", str(exc))
+        if not found:
+            return ""
+        pixel = int(found.group(1)) - 1
+        ratio = float(self.scale[pixel] / np.median(self.scale)) if 0 <= pixel < len(self.scale) else math.nan
+        return (f" (it fails at pixel {pixel}, whose scale is {ratio:.3g} times the median pixel's"
+                + ("; a few values far outside their rows' scale there?" if ratio > 1e3 else "") + ")")
 
     def _shifted(self, alpha: float, work: np.ndarray | None = None) -> np.ndarray:
         """(D, D) A + alpha I, C-ordered (upper triangle valid), in ``work`` or a new array."""

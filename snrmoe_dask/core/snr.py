@@ -77,6 +77,27 @@ def compute_snr(method: str, flux: np.ndarray, error: np.ndarray, level: float,
 
 # ----------------------------------------------------------------------------- bins
 _INF_SPELLINGS = ("inf", ".inf", "infinity")
+# Names that share a namespace with the bin names in the results: metrics.nc's bin coordinate
+# ("overall"), models.h5's groups and the alpha curves ("global"), the models of results.json.
+RESERVED_NAMES = ("overall", "global", "oracle", "deployed", "noisy_snr_routed")
+
+
+def check_bin_name(name: object, key: str) -> str:
+    """``name`` when it can name a bin in every output; else ConfigError naming ``key``.
+
+    Refused: a non-string or empty name, a reserved name (case-insensitive), and names that are
+    not valid HDF5 group names or one-line text: "/" (a path separator), "." or "..", control
+    characters.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}: bin names must be non-empty strings, got {name!r}")
+    if name.lower() in RESERVED_NAMES:
+        raise ConfigError(f"{key}: bin name {name!r} is reserved (the results name their aggregates and models "
+                          f"{', '.join(RESERVED_NAMES)}); choose another name")
+    if "/" in name or name in (".", "..") or not name.isprintable():
+        raise ConfigError(f"{key}: bin name {name!r} cannot name an HDF5 group or a line of text; "
+                          "expected printable characters without '/' (and not '.' or '..')")
+    return name
 
 
 def _edge(key: str, name: str, value, *, upper: bool) -> float:
@@ -137,8 +158,7 @@ class Bins:
                 name, edges = item
             except (TypeError, ValueError):
                 raise ConfigError(f"{key}: expected name: [low, high] entries, got {item!r}") from None
-            if not isinstance(name, str) or not name:
-                raise ConfigError(f"{key}: bin names must be non-empty strings, got {name!r}")
+            check_bin_name(name, key)
             if name in names:
                 raise ConfigError(f"{key}: duplicate bin name {name!r}")
             if isinstance(edges, np.ndarray):

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
+import socket
+import struct
 import sys
-from typing import Callable, Iterator
+import time
+from typing import Callable, Iterator, Sequence
 
 import dask
 from dask.callbacks import Callback
@@ -23,15 +28,23 @@ from ..io.progress import LineProgress, use_lines
 log = logging.getLogger(__name__)
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+DEFAULT_CONNECT_TIMEOUT_S = 30.0  # compute.connect_timeout
 
 
 @contextlib.contextmanager
-def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool = True) -> Iterator[Callable]:
-    """Yield ``compute(obj) -> result`` bound to the chosen scheduler (validated by the config)."""
+def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool = True,
+                    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+                    paths: Sequence[str | os.PathLike] = ()) -> Iterator[Callable]:
+    """Yield ``compute(obj) -> result`` bound to the chosen scheduler (validated by the config).
+
+    For a scheduler address: ``connect_timeout`` seconds to connect (and for a peer to show it is a
+    dask scheduler, see :func:`check_scheduler`); ``paths`` (absolute) must exist on every worker,
+    else one ConfigError names the first a worker does not see.
+    """
     if scheduler in LOCAL_SCHEDULERS:
         def compute(obj):
             bar = _local_progress(obj) if progress else contextlib.nullcontext()
-            with bar:  # each task of the pass runs on one BLAS thread itself (engine.segment)
+            with bar, _collector_spares_old_objects():  # each task runs on one BLAS thread itself (engine.segment)
                 return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
         yield compute
         return
@@ -48,13 +61,16 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                                                        dashboard_address=":0"))
             client = stack.enter_context(Client(cluster))
         else:
+            check_scheduler(scheduler, connect_timeout)
             try:
-                client = stack.enter_context(Client(scheduler, timeout="20s"))
-            except (OSError, TimeoutError) as exc:
+                client = stack.enter_context(Client(scheduler, timeout=connect_timeout))
+            except (OSError, TimeoutError, ValueError) as exc:
                 raise ConfigError(f"compute.scheduler: cannot connect to {scheduler}: {exc}") from None
         address = client.scheduler.address if scheduler == "local-cluster" else scheduler
         with _cluster_errors(address):
             log.info("dask dashboard: %s", client.dashboard_link)
+            if scheduler != "local-cluster":  # a local cluster's workers share this machine's files
+                _check_worker_paths(client, address, [os.fspath(p) for p in paths])
 
         def compute(obj):
             with _cluster_errors(address):
@@ -66,6 +82,97 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                     dist_progress(future, notebook=False)  # a text bar: works without ipywidgets
                 return future.result()
         yield compute
+
+
+# The largest first message a scheduler sends (its handshake: a few hundred bytes); a peer whose
+# first 8 bytes announce more is not one (distributed would try to allocate what they say).
+MAX_HANDSHAKE_BYTES = 1 << 20
+
+
+def check_scheduler(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Raise one ConfigError unless a dask scheduler may be listening at ``address``, within ``timeout`` s.
+
+    An unknown scheme is refused at once. For ``tcp://`` the peer must send, unasked, a message of
+    dask's framing within the timeout, as a scheduler does with its handshake on every connection:
+    an HTTP server (the dashboard's port) waits for a request, another service answers with bytes
+    that announce an absurd size. distributed itself would wait for ever on the first and try to
+    allocate exabytes on the second. (A scheduler logs the probe as a connection closed early.)
+    """
+    from distributed.comm import registry
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address, strict=True)
+        registry.get_backend(scheme)
+        if scheme != "tcp":
+            return  # TLS and the others speak first from the client: nothing to read before the handshake
+        host, port = parse_host_port(location)
+    except ValueError as exc:
+        raise ConfigError(f"compute.scheduler: {address}: {exc}") from None
+    deadline = time.monotonic() + timeout
+    late = (f"within {timeout:g} s (compute.connect_timeout); expected the address of a running dask scheduler, "
+            "not its dashboard or another server")
+    try:
+        sock = _connect(host, port, deadline)
+    except (socket.timeout, TimeoutError):
+        raise ConfigError(f"compute.scheduler: cannot connect to {address} {late}") from None
+    except OSError as exc:
+        raise ConfigError(f"compute.scheduler: cannot connect to {address}: {exc.strerror or exc}") from None
+    head = b""
+    with sock:
+        try:
+            while len(head) < 8:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(8 - len(head))
+                if not chunk:
+                    raise ConfigError(f"compute.scheduler: {address} closed the connection without a dask "
+                                      "handshake; expected the address of a dask scheduler")
+                head += chunk
+        except (socket.timeout, TimeoutError):
+            raise ConfigError(f"compute.scheduler: {address} sent no dask handshake {late}") from None
+        except OSError as exc:
+            raise ConfigError(f"compute.scheduler: {address}: {exc.strerror or exc} before a dask handshake; "
+                              "expected the address of a dask scheduler") from None
+    (size,) = struct.unpack("Q", head)  # distributed's framing: the message's length first, native order
+    if not 0 < size <= MAX_HANDSHAKE_BYTES:
+        raise ConfigError(f"compute.scheduler: {address} is not a dask scheduler (its first bytes {head!r} "
+                          "are not a dask message); expected the address of a dask scheduler")
+
+
+def _connect(host: str, port: int, deadline: float) -> socket.socket:
+    """A TCP connection, retried while refused (a scheduler still starting) until ``deadline``."""
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=max(0.01, deadline - time.monotonic()))
+        except ConnectionRefusedError:
+            if time.monotonic() + 0.2 > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _check_worker_paths(client, address: str, paths: list[str]) -> None:
+    """Raise one ConfigError naming the first of ``paths`` that a worker of ``client`` does not see."""
+    if not paths:
+        return
+
+    def missing(paths: list[str]) -> list[str]:
+        return [p for p in paths if not os.path.exists(p)]
+    for worker, gone in sorted(client.run(missing, paths).items()):
+        if gone:
+            raise ConfigError(f"compute.scheduler: worker {worker} of {address} does not see {gone[0]} "
+                              f"({len(gone)} of {len(paths)} paths the run reads or writes); expected the data and "
+                              "the cache folder at the same paths on every worker (a shared file system)")
+
+
+@contextlib.contextmanager
+def _collector_spares_old_objects() -> Iterator[None]:
+    """Python's garbage collector leaves alone what exists before the pass (modules, the graph) while the
+    pass runs: its full collections would walk them again and again, though nothing there is garbage."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _ConnectionTracebacks(logging.Filter):

@@ -72,6 +72,8 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
     if chunks not in ("files", "uniform"):
         raise InvalidParameterError(f"open_shards: chunks={chunks!r}: expected 'files' or 'uniform'", "chunks")
     infos = inspect_shards(resolve_shards(root, paths), target, columns)
+    # absolute paths: the chunks' readers may run on workers with another working directory
+    infos = [replace(i, path=i.path.absolute()) for i in infos]
     if max_rows is not None:
         infos = _first_rows(infos, max_rows)
     flux_parts, error_parts = [], []
@@ -95,7 +97,7 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
         "wave": ("pixel", infos[0].wave),
         "shard": ("sample", np.concatenate([np.full(i.n, first_shard + k, np.int64) for k, i in enumerate(infos)])),
         "row": ("sample", np.concatenate([np.arange(i.n, dtype=np.int64) for i in infos])),
-    }, attrs={"files": files})
+    }, attrs={"files": files, "sources": [i.source or "" for i in infos]})
     for name in ("flux", "error"):
         # read by bin_statistics: the arrays are still exactly these files' rows (no selection, no
         # arithmetic) while the dask array keeps this name; then it may read the files directly

@@ -123,22 +123,20 @@ def reduce_graph(parts: Sequence, name: str,
     for k, part in enumerate(parts, start=1):
         i = (k - 1) % CHAIN
         partial = part if i == 0 else add(partial, part, f"{name}-group-{group}-add-{i}")
-        if i == CHAIN - 1 or k == len(parts):
-            block, size = partial, 1
-            if i == CHAIN - 1:
-                partial = None
-                while stack and stack[-1][1] == size:
-                    lo, below, left = stack.pop()
-                    block, size = add(left, block, f"{name}-{lo}-{group + 1}"), size + below
-                stack.append((group + 1 - size, size, block))
-                group += 1
+        if i == CHAIN - 1:  # a complete group: merge it with the equal blocks before it
+            block, size, partial = partial, 1, None
+            while stack and stack[-1][1] == size:
+                lo, below, left = stack.pop()
+                block, size = add(left, block, f"{name}-{lo}-{group + 1}"), size + below
+            stack.append((group + 1 - size, size, block))
+            group += 1
         if k in readers:
             blocks = [b for _, _, b in stack] + ([partial] if partial is not None else [])
             read[k] = readers[k](blocks)
             for b in blocks:
                 waiting.setdefault(b.key, []).append(read[k])
     blocks = [(lo, b) for lo, _, b in stack] + ([(group, partial)] if partial is not None else [])
-    end = blocks[-1][0] + 1
+    end = group + (partial is not None)  # the groups summed
     total = blocks[-1][1]
     for lo, left in reversed(blocks[:-1]):
         total = add(left, total, f"{name}-{lo}-{end}")

@@ -6,6 +6,7 @@ Each block is read and repaired one block ahead in a helper thread, then handed 
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,14 +17,16 @@ import threadpoolctl
 from threadpoolctl import threadpool_limits
 
 from ..core.fold import PassResult, PassSpec, sorted_rows
-from ..core.repair import RepairCounts, repair_block
 from ..core.buffers import pass_running
+from ..core.repair import Absurd, RepairCounts, repair_block
 from ..core.stats import BinStats, ProductOverflow
 from ..errors import ConfigError, InputError, SnrmoeError
 from ..io.digest import block_digest
 from ..io.shards import RowReader
 from .blocks import Block
 from .sources import RowSource
+
+log = logging.getLogger(__name__)
 
 
 def load_block(source: RowSource, block: Block, clip_flux: bool = True, reader: RowReader | None = None,
@@ -39,12 +42,19 @@ def load_block(source: RowSource, block: Block, clip_flux: bool = True, reader: 
         raise InputError(f"{source.name}: cannot read rows {block.row0}:{block.row0 + block.rows}: {exc}") from None
     if digests is not None:
         digests.append(block_digest(flux, error))
+    found: list[Absurd] = []
     try:
-        counts = repair_block(flux, error, clip_flux=clip_flux)
+        counts = repair_block(flux, error, clip_flux=clip_flux, found=found)
     except ValueError as exc:
         row, _, why = str(exc).partition(": ")
         where = int(row.split()[1]) + block.row0 if row.startswith("row ") else block.row0
         raise InputError(f"{source.name}: row {where}: {why or exc}") from None
+    for first in found:  # the counts reach results.json; the log names where
+        n = counts.flux_absurd if first.kind == "flux" else counts.error_absurd
+        log.warning("%s: row %d, pixel %d: %s value %.3g is %.2g times its row's typical %.3g: replaced by its "
+                    "nearest pixel's (%d such %s values in rows %d:%d; repairs.%s_absurd)", source.name,
+                    block.row0 + first.row, first.pixel, first.kind, first.value, abs(first.value) / first.typical,
+                    first.typical, n, first.kind, block.row0, block.row0 + block.rows, first.kind)
     return flux, error, counts
 
 
@@ -93,6 +103,31 @@ def _overflow_named(source: RowSource, block: Block, spec: PassSpec) -> Iterator
                              spec.precision, block.rows) from None
 
 
+# A block whose centred values x - c span too wide a range for float32 products is multiplied in
+# float64 whatever compute.precision says: float32 loses the small terms of a sum beside a huge one
+# (relative error ~ 1e-7 x (range / spread)^2), and the card's verdict could then differ from
+# float64's. Too wide: a value more than WIDE_PEAK times the typical |x - c| (the median of a 64 x 64
+# sample), or a column whose mean lies more than WIDE_OFFSET times it from c (a shift c itself
+# lifted by a few huge values). The demo's blocks: peaks 100 to 134, offsets 0.4 to 0.7 times it;
+# one value of 1e5 times its row's flux, below the absurd-value repair, makes about 5e5 and 500.
+WIDE_PEAK = 1e3
+WIDE_OFFSET = 30.0
+_SAMPLE = 64  # rows and pixels of the sample that gives a block's typical |x - c|
+
+
+def products_dtype(x: np.ndarray, c: np.ndarray, dtype: np.dtype) -> np.dtype:
+    """``dtype`` for the products of rows x (B, D) shifted by c (D,), or float64 when their range is too
+    wide for it (see :data:`WIDE_PEAK`, :data:`WIDE_OFFSET`)."""
+    if dtype == np.float64 or not len(x):
+        return dtype
+    rows, pixels = max(1, len(x) // _SAMPLE), max(1, x.shape[1] // _SAMPLE)
+    typical = float(np.median(np.abs(x[::rows, ::pixels] - c[::pixels])))
+    peak = max(float((x.max(axis=0) - c).max()), float((c - x.min(axis=0)).max()))
+    if peak > WIDE_PEAK * typical or float(np.abs(x.mean(axis=0) - c).max()) > WIDE_OFFSET * typical:
+        return np.dtype(np.float64)
+    return dtype
+
+
 def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_snr: np.ndarray | None,
                  bin_idx: np.ndarray | None, spec: PassSpec) -> PassResult:
     """Sum a segment's blocks in order. y, table_snr, bin_idx: (rows of the segment,), the blocks' rows
@@ -136,7 +171,8 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
                 if i + 1 < len(blocks):
                     pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader,
                                           result.digests)
-                result.stats.add_block(x, yb, bins, dtype=dtype, mirror=False, overwrite_x=True)
+                result.stats.add_block(x, yb, bins, dtype=products_dtype(x, spec.c, dtype), mirror=False,
+                                       overwrite_x=True)
     result.stats.mirror()
     return result
 

@@ -120,8 +120,7 @@ def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence
     # every task is named after the output it serves: a total's partial sums are added into in place,
     # so they must never be the tasks of a per-shard result (see engine.graph)
     name = f"{label}-{'shards' if per_shard else 'total'}-{plan.token}"
-    entries = _entries(cache, plan, target) if cache is not None and plan.files else None
-    merged = _merged_entry(cache, entries, plan.paths, plan.spec) if entries and len(entries) > 1 else None
+    entries, merged = _cache_entries(cache, plan, target)
     if merged is not None and merged.found and not per_shard:
         return _load_merged(cache, merged, entries, plan, name, label)
     parts = _part_graphs(plan, name, cache, entries, label)
@@ -145,8 +144,7 @@ def statistics_and_prefixes(ds, readers: Callable[[list[int]], Mapping[int, Call
     plan = _plan(ds, **options)
     readers = readers([rows.n for rows in plan.parts])
     name = f"{label}-prefixes-{plan.token}"
-    entries = _entries(cache, plan, options.get("target", card.TARGET)) if cache is not None and plan.files else None
-    merged = _merged_entry(cache, entries, plan.paths, plan.spec) if entries and len(entries) > 1 else None
+    entries, merged = _cache_entries(cache, plan, options.get("target", card.TARGET))
     parts = _part_graphs(plan, name, cache, entries, label)
     if readers and (min(readers) < 1 or max(readers) > len(parts)):
         raise InputError(f"prefixes {sorted(readers)}: expected counts of parts between 1 and {len(parts)}")
@@ -355,9 +353,15 @@ class _Entry:
     rows: ShardRows | None = None  # a shard's rows (None for the merged entry)
 
 
-def _entries(cache, plan: _Plan, target: str) -> list[_Entry]:
-    return [_shard_entry(cache, rows, path, plan.spec, target, plan.block_rows)
-            for rows, path in zip(plan.parts, plan.paths)]
+def _cache_entries(cache, plan: _Plan, target: str) -> tuple[list[_Entry] | None, _Entry | None]:
+    """The cache entries of the parts and of their sum (None without a cache, or for arrays that are not
+    shard files; no merged entry for a single part)."""
+    if cache is None or not plan.files:
+        return None, None
+    entries = [_shard_entry(cache, rows, path, plan.spec, target, plan.block_rows)
+               for rows, path in zip(plan.parts, plan.paths)]
+    merged = _merged_entry(cache, entries, plan.paths, plan.spec) if len(entries) > 1 else None
+    return entries, merged
 
 
 def _part_name(rows: ShardRows, path: Path) -> str:

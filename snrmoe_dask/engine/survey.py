@@ -53,7 +53,8 @@ def format_survey(summary: dict) -> str:
     lines = [
         f"{summary['path']}",
         f"  spectra {summary['n']:,}  pixels {summary['pixels']}  wave {summary['wave_min']:.1f}-{summary['wave_max']:.1f} A",
-        f"  repairs: flux<0 {r['flux_negative']:,}  error NaN {r['error_nan']:,}  error<=0 {r['error_nonpositive']:,} pixels",
+        f"  repairs: flux<0 {r['flux_negative']:,}  error NaN {r['error_nan']:,}  error<=0 {r['error_nonpositive']:,}  "
+        f"absurd flux {r['flux_absurd']:,}  absurd error {r['error_absurd']:,} pixels",
         "  SNR (||flux||/||error||): min {0:.2f}  p10 {1:.2f}  median {2:.2f}  p90 {3:.2f}  max {4:.2f}".format(
             *(q[k] for k in ("0.0", "0.1", "0.5", "0.9", "1.0"))),
         "  bins: " + "  ".join(f"{n} {b['count']:,} ({100 * b['share']:.1f}%)" for n, b in summary["bins"].items()),

@@ -47,7 +47,9 @@ Seed = Annotated[int, Field(ge=0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: a number written as a string ("1.0"), a bool as a number, a float for an integer key
+    # are refused, not converted (the YAML loader reads 1e5 as a number, see _UniqueKeyLoader)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -91,17 +93,19 @@ class SnrSection(_Section):
     # name -> (low, high), half-open [low, high); insertion order is the user's bin order
     bins: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(card.BINS))
 
-    @field_validator("bins", mode="after")
+    @field_validator("bins", mode="before")
     @classmethod
-    def _bins_tile_half_line(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    def _bins_tile_half_line(cls, v: Any) -> Any:
         from ..core.snr import Bins
 
-        try:
-            Bins.from_mapping(v, key="snr.bins")
+        if not isinstance(v, dict):
+            return v  # pydantic's "must be a mapping"
+        try:  # the edges' own rules: numbers or an infinity spelling ("inf", .inf), no numeric strings
+            bins = Bins.from_mapping(v, key="snr.bins")
         except ConfigError as exc:
             # pydantic puts the key in front again; keep the line free of a doubled "snr.bins:"
             raise ValueError(str(exc).removeprefix("snr.bins:").strip()) from None
-        return v
+        return {name: (float(low), float(high)) for name, low, high in zip(bins.names, bins.low, bins.high)}
 
 
 class ModelSection(_Section):
@@ -226,6 +230,8 @@ class ComputeSection(_Section):
     cache_min_gflop: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
     # an entry is kept only when at most this fraction of the spectra it sums (io.cache.DEFAULT_MAX_RATIO)
     cache_max_ratio: Annotated[float, Field(gt=0)] = 0.25
+    # seconds to reach a scheduler address (and for it to show it is a dask scheduler)
+    connect_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
 
     @field_validator("scheduler")
     @classmethod
@@ -364,6 +370,10 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+# YAML 1.1 (PyYAML) reads 1e5 and 2e-2, floats without a dot, as strings; YAML 1.2 and every user read
+# them as numbers. With strict numbers a string is refused, so they must load as floats.
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                       list("-+0123456789"))
 
 
 # Far beyond any config (routing.bins of a grid is 4 levels, a config a few hundred values); PyYAML's
@@ -489,17 +499,16 @@ def _is_mapping_field(parts: list[str]) -> bool:
 
 
 def _non_negative_float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {_short_repr(v)}")
-    try:
-        x = float(v)  # numeric strings too: YAML 1.1 reads 1e5 (no dot) as the string "1e5"
-    except ValueError:
-        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {_short_repr(v)}"
+                         + (_QUOTED if isinstance(v, str) else ""))
+    x = float(v)
     if not math.isfinite(x) or x < 0:
         raise ValueError(f"must be >= 0, got {v!r}")
     return x
 
 
+_QUOTED = " (a string: write the number without quotes)"
 _MESSAGES = {
     "greater_than": "must be > {gt}",
     "greater_than_equal": "must be >= {ge}",
@@ -561,7 +570,8 @@ def _describe_one(err: dict[str, Any]) -> str:
         return f"{key}: {message}" if key else message
     template = _MESSAGES.get(kind)
     message = template.format(**err.get("ctx", {})) if template else str(err["msg"])
-    return f"{key}: {message}, got {_short_repr(err.get('input'))}"
+    quoted = _QUOTED if kind in ("float_type", "int_type") and isinstance(err.get("input"), str) else ""
+    return f"{key}: {message}, got {_short_repr(err.get('input'))}{quoted}"
 
 
 def _describe(exc: ValidationError, overridden: list[tuple[str, str]]) -> str:
@@ -571,7 +581,8 @@ def _describe(exc: ValidationError, overridden: list[tuple[str, str]]) -> str:
         # a cross-field rule has no loc; its message starts with the key it is about
         key = _dotted(tuple(err["loc"])) or line.partition(":")[0]
         for dotted, item in reversed(overridden):  # the last override of a key is the one that holds
-            if key == dotted or key.startswith(dotted + ".") or key.startswith(dotted + "["):
+            # the key itself, a key inside it, or (a mapping's own rule, e.g. snr.bins) a key it holds
+            if key == dotted or key.startswith((dotted + ".", dotted + "[")) or dotted.startswith(key + "."):
                 line += f" (set by override {_short_repr(item)})"
                 break
         lines.append(line)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import linregress
 
 
 def prediction_check(y_true: np.ndarray, y_pred: np.ndarray,
@@ -26,6 +25,8 @@ def prediction_check(y_true: np.ndarray, y_pred: np.ndarray,
         return out
     out.update(pred_min=float(y_pred.min()), pred_max=float(y_pred.max()))
     if len(y_true) >= 2 and np.ptp(y_true) > 0:
+        from scipy.stats import linregress  # scipy.stats is slow to import; a run imports it during its pass
+
         fit = linregress(y_true, y_pred)
         out.update(slope=float(fit.slope), intercept=float(fit.intercept))
     if train_range is not None:

@@ -7,27 +7,28 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from .._preload import preload
 from ..core.alpha import is_selection
-from ..core.metrics import check_r2_defined
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
-from ..engine.model import BinnedRidge
 from ..engine.statistics import bin_statistics, pass_shift
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
 from ..io.shards import refuse_duplicates
+from ..io.space import Need, reason
 from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
-from .evaluation import load_test_set, score
+from .evaluation import check_scorable, load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
-from .outputs import Render, provenance, write_outputs
-from .scaling import curve, curve_graph, point_of
+from .outputs import Render, provenance, results_size, write_outputs
 
 log = logging.getLogger(__name__)
+# what a run needs only after its pass (scikit-learn, scipy.stats): imported while the pass runs
+AFTER_THE_PASS = ("snrmoe_dask.engine.model", "sklearn.metrics", "scipy.stats", "snrmoe_dask.experiment.scaling")
 # how the log names each phase of ``timings_s`` (its keys stay as results.json has always had them)
 PHASE_LABELS = {"pass": "train", "validation pass": "validation"}
 
@@ -57,7 +58,21 @@ def cache_dir(cfg: ExperimentConfig) -> Path | None:
     """Where the per-shard statistics live: compute.cache_dir, by default beside the results."""
     if not cfg.compute.cache:
         return None
-    return Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache"
+    # absolute: a worker resolves a relative path in its own working directory
+    folder = Path(cfg.compute.cache_dir) if cfg.compute.cache_dir else cfg.output_dir.parent / ".snrmoe-cache"
+    return folder.absolute()
+
+
+def _made(folder: Path | None) -> list[Path]:
+    """[folder], created if missing (so that workers can be asked whether they see it); [] when it
+    cannot be: the cache then warns and the run goes on without it."""
+    if folder is None:
+        return []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return []
+    return [folder]
 
 
 def _open(cfg: ExperimentConfig):
@@ -85,7 +100,7 @@ def _open(cfg: ExperimentConfig):
     refuse_duplicates({key: [Path(f) for f in ds.attrs["files"]] for key, ds in sets.items() if ds is not None})
     for key, ds in scored.items():
         if ds is not None:
-            check_r2_defined(ds[target].values, f"{ds.attrs['files'][0]} ({key}, column {target!r})")
+            check_scorable(ds[target].values, ds.attrs["files"], target, key)
     check_feature_dim(cfg, train.sizes["pixel"])
     for ds in (test, val):
         if ds is None:
@@ -117,11 +132,14 @@ def _target_range(ds, target: str) -> tuple[float, float]:
     return float(values.min()), float(values.max())
 
 
-def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True) -> dict:
+def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress: bool = True,
+                   room: Sequence[Need] = ()) -> dict:
     """Run the whole experiment of ``cfg``; returns the results dict also written to results.json.
 
     render: writes the human-readable outputs (figures, report) into the folder before it is
     published, e.g. ``snrmoe_dask.report.render.renderer("zh")``; None writes the data files only.
+    room: what the caller will write elsewhere after the run (the owner's copies, tracking files, a
+    log), checked with the results folder for permission and free space before the pass.
     """
     timer = Timer()
     with timer.phase("open"):
@@ -134,18 +152,28 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                         max_ratio=cfg.compute.cache_max_ratio)
              if folder is not None else None)
     options = plan.pass_options(cfg)
-    files = [Path(f) for ds in (train_ds, test_ds, val_ds) if ds is not None for f in ds.attrs["files"]]
+    opened = [ds for ds in (train_ds, test_ds, val_ds) if ds is not None]
+    files = [Path(f) for ds in opened for f in ds.attrs["files"]]
+    sources = [s or None for ds in opened for s in ds.attrs["sources"]]
     # every check on output.dir, and the lock held until the results are in place, before the pass
-    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder)) as output:
+    size = results_size(cfg.partition.n_cells, train_ds.sizes["pixel"], test_ds.sizes["sample"])
+    with claim_output_dir(cfg.output_dir, cfg.experiment.id, protected_paths(cfg, files, folder), size,
+                          room) as output:
         remove_dead_temp_files(folder)
         test = val = shift = None
-        with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress) as compute:
+        seen = [*files, *_made(folder)]  # every worker must see them, at these (absolute) paths
+        preload([*AFTER_THE_PASS, *getattr(render, "modules", ())])
+        with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress, cfg.compute.connect_timeout,
+                             seen) as compute:
             if val_ds is not None:  # first, so that the points of a scaling curve can choose alphas on it
                 shift = pass_shift(train_ds, **plan.shift_options(cfg))
                 with timer.phase("validation pass"):
                     val = compute(_labelled(bin_statistics(val_ds, **options, shift=shift, cache=cache,
                                                            label="validation"), "validation"))
             if cfg.evaluation.scaling:  # the curve's points are tasks of the pass: the test set goes in first
+                from ..engine.model import BinnedRidge
+                from .scaling import curve_graph
+
                 with timer.phase("test"):
                     test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
                 with timer.phase("pass"):
@@ -157,6 +185,8 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                 with timer.phase("pass"):
                     train = compute(_labelled(bin_statistics(train_ds, **options, shift=shift, cache=cache,
                                                              label="train"), "train"))
+        from ..engine.model import BinnedRidge
+
         with timer.phase("solve"), plan.config_keys():
             model = BinnedRidge(**plan.model_options(cfg)).fit(train, val)
         with timer.phase("test"):
@@ -165,6 +195,8 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
             results, predictions = score(model, test, partition=cfg.partition, train=train,
                                          train_target_range=target_range, **plan.score_options(cfg))
         if cfg.evaluation.scaling:
+            from .scaling import curve, point_of
+
             with timer.phase("scaling"):
                 parts = len(train_ds.attrs["files"]) * cfg.evaluation.scaling_splits
                 results["scaling"] = {"splits": cfg.evaluation.scaling_splits,
@@ -174,11 +206,16 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                            "test_file": test_ds.attrs["files"][0],
                            "val_file": val_ds.attrs["files"][0] if val_ds is not None else None}
         results["config"] = config_to_dict(cfg)
-        results["provenance"] = provenance(cfg, files)
+        results["provenance"] = provenance(cfg, files, sources)
         results["output_dir"] = str(cfg.output_dir)
         with timer.phase("write"), output.build() as partial:
             results["timings_s"] = dict(timer.finish())  # final before the rename: "total" ends here
-            write_outputs(partial, results, predictions, model, render)
+            try:
+                write_outputs(partial, results, predictions, model, render)
+            except (OSError, RuntimeError) as exc:  # h5py and netCDF report a full disk as either
+                what = Path(exc.filename).name if getattr(exc, "filename", None) else "the results"
+                raise InputError(f"output.dir {cfg.output_dir}: cannot write {what} ({reason(exc)}); "
+                                 "nothing was published") from None
     log.info("results in %s", cfg.output_dir)
     return results
 

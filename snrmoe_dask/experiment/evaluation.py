@@ -6,24 +6,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from ..core import card
 from ..core.fold import PassResult
-from ..core.metrics import regression_metrics
+from ..core.metrics import check_r2_defined, regression_metrics
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.repair import RepairCounts
-from ..engine.model import BinnedRidge
 from ..engine.segment import check_rows_fit
 from ..engine.spectra import load_spectra
 from ..engine.statistics import partition_labels, sample_values, where as sample_where
 from ..errors import InputError
 from .diagnostics import prediction_checks
 from .verdict import verdict
+
+if TYPE_CHECKING:  # imported when a model is fitted: scikit-learn is slow to import
+    from ..engine.model import BinnedRidge
 
 
 @dataclass
@@ -42,6 +44,15 @@ class TestSet:
     repairs: RepairCounts | None = None  # pixels changed on read
 
 
+def check_scorable(y: np.ndarray, files: list[str] | tuple[str, ...] = (), target: str | None = None,
+                   key: str = "data.test_file") -> None:
+    """Refuse targets y (N,) that R² cannot score (fewer than 2 spectra, or all equal), with the line
+    that ``snrmoe run`` gives for ``key``: the API and the CLI refuse the same sets alike."""
+    column = f"column {target!r}"
+    where = (f"{files[0]} ({key}, {column})" if files else "the test set" + (f" ({column})" if target else ""))
+    check_r2_defined(np.asarray(y), where)
+
+
 def load_test_set(ds, *, partition: Partition, target: str = card.TARGET, noise: NoiseSpec | None = None,
                   snr: str = card.SNR_METHOD, clip_flux: bool = True, pre_noised: bool = False,
                   features: bool = False, precision: str = "float32") -> TestSet:
@@ -54,6 +65,7 @@ def load_test_set(ds, *, partition: Partition, target: str = card.TARGET, noise:
     the training products; a spectrum whose squares overflow it is refused naming its file and row.
     """
     noise = noise or NoiseSpec(seed=card.TEST_SEED)
+    check_scorable(sample_values(ds, target, "target"), ds.attrs.get("files", []), target)
     where = ", ".join(ds.attrs.get("files", [])) or "the test set"
     if pre_noised:
         if "snr" not in ds.variables:
@@ -96,6 +108,7 @@ def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: Pas
     date (``experiment.date``), reported beside the run's own date; train_target_range: (min, max) of
     the training targets, for the share of predictions outside it (``diagnostics``).
     """
+    check_scorable(test.y)
     names = list(partition.names)
     if list(model.bin_names_) != names:
         raise InputError(f"the model's bins {list(model.bin_names_)} are not the partition's {names}")

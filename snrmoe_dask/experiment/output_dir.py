@@ -36,6 +36,7 @@ import psutil
 
 from .._version import __version__
 from ..errors import InputError
+from ..io.space import Need, check_room
 from .config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -178,8 +179,12 @@ def _lock(lock: Path, shown: str) -> int:
         except FileNotFoundError:
             same = False
         if same:  # else the holder removed the file between our open and our lock: take the new one
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as exc:  # a full disk creates the file but cannot hold the PID: leave nothing
+                _unlock(lock, fd)
+                raise InputError(f"output.dir {shown}: cannot write the lock file {lock} ({exc.strerror})") from None
             return fd
         os.close(fd)
 
@@ -262,13 +267,16 @@ def write_marker(folder: Path, experiment: str) -> None:
 
 
 @contextmanager
-def claim_output_dir(out: str | os.PathLike, experiment: str,
-                     protected: Iterable[tuple[str, Path | None]] = ()) -> Iterator[OutputDir]:
-    """Check ``out`` (:func:`check_output_dir`), create its parent folders, lock it for this run and
-    remove the leftovers of dead runs on it; yield the :class:`OutputDir`. The lock is released when
-    the block ends (after :meth:`OutputDir.build` published the folder, or on error)."""
+def claim_output_dir(out: str | os.PathLike, experiment: str, protected: Iterable[tuple[str, Path | None]] = (),
+                     size: int = 0, room: Iterable[Need] = ()) -> Iterator[OutputDir]:
+    """Check ``out`` (:func:`check_output_dir`) and that it and the places of ``room`` (what the run
+    writes elsewhere) can be written and have the free space (``size`` bytes for the results folder),
+    create its parent folders, lock it for this run and remove the leftovers of dead runs on it;
+    yield the :class:`OutputDir`. The lock is released when the block ends (after
+    :meth:`OutputDir.build` published the folder, or on error)."""
     target = check_output_dir(out, protected)
     shown = _show(out, target)
+    check_room([Need("output.dir", Path(out), size), *room])
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -8,23 +8,28 @@ import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
-from ..engine.model import BinnedRidge
 from ..io.atomic import write_text
 from ..io.shards import read_source
 from .evaluation import metrics_dataset
 from .config import ExperimentConfig, config_to_dict
 from .results_schema import load_results
 
+if TYPE_CHECKING:
+    from ..engine.model import BinnedRidge
+
 PACKAGES = ("snrmoe-dask", "numpy", "dask", "distributed", "xarray", "h5py", "pandas", "tables", "scikit-learn",
             "scipy", "matplotlib", "pydantic")
 
 
-def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
+def provenance(cfg: ExperimentConfig, files: list[Path], sources: list[str | None] | None = None) -> dict:
+    """Versions, commit, input files (path, size, the file's own ``source``: ``sources`` in the order of
+    ``files`` when known, else read from each file), seeds and config."""
+    sources = sources if sources is not None else [read_source(p) for p in files]
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -38,13 +43,20 @@ def provenance(cfg: ExperimentConfig, files: list[Path]) -> dict:
         commit = None
     return {
         "packages": versions, "git_commit": commit,
-        "files": [{"path": str(p), "bytes": p.stat().st_size, "source": read_source(p)} for p in files],
+        "files": [{"path": str(p), "bytes": p.stat().st_size, "source": source} for p, source in zip(files, sources)],
         "seeds": {"noise.seed": cfg.noise.seed, "noise.test_seed": cfg.noise.test_seed},
         "config": config_to_dict(cfg),
     }
 
 
 Render = Callable[[dict, pd.DataFrame, Path], None]
+
+
+def results_size(n_bins: int, pixels: int, n_test: int) -> int:
+    """About how many bytes a results folder takes, for the free-space check before the pass: the models
+    (K + 1 of D coefficients, scaler means and scales), a predictions row per test spectrum, and a few
+    MB for results.json, metrics.nc, the figures and the report."""
+    return 8_000_000 + (n_bins + 1) * pixels * 3 * 8 + n_test * 200
 
 
 def write_outputs(out_dir: Path, results: dict, predictions: pd.DataFrame, model: BinnedRidge,

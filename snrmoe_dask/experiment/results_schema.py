@@ -225,6 +225,8 @@ class Repairs(Record):
     flux_negative: Count = 0
     error_nan: Count = 0
     error_nonpositive: Count = 0
+    flux_absurd: Count = 0  # more than 1e6 x the row's typical magnitude (core.repair)
+    error_absurd: Count = 0
 
 
 class Data(Record):

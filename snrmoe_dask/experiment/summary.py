@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .scaling import summary_line
 from ..core.card import RHO_BAR
 from .verdict import describe
 
@@ -83,6 +82,8 @@ def print_summary(results: dict, wall_s: float | None = None) -> None:
         lines.append("alpha chosen on validation: " + ", ".join(f"{n} {m['alpha']:g}" for n, m in chosen)
                      + (f" (fixed {choice['fixed_alpha']:g})" if choice.get("fixed_alpha") is not None else ""))
     if results.get("scaling"):
+        from .scaling import summary_line
+
         lines.append(summary_line(results["scaling"]))
     lines += repair_lines(results)
     lines.append(f"next step: {results['next_step']}")

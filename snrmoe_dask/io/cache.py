@@ -71,7 +71,9 @@ from .shards import FLUX_KEY, RowReader, ShardInfo
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "snrmoe_dask.ShardCache"
-CACHE_VERSION = 5  # see the bump rule in the module docstring
+# see the bump rule in the module docstring (6: absurd values repaired, wide blocks multiplied in
+# float64, two more repair counts)
+CACHE_VERSION = 6
 
 # compute.cache_max_gb: about 70 entries of 4 bins at D = 4096 (270 MB each), i.e. a dozen runs of
 # five shards, each with its merged entry, kept on a laptop disk
@@ -445,7 +447,7 @@ class ShardCache:
 
     def __init__(self, root: str | os.PathLike, max_gb: float = DEFAULT_MAX_GB,
                  min_gflop: float = DEFAULT_MIN_GFLOP, max_ratio: float = DEFAULT_MAX_RATIO):
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # used in tasks: a worker resolves a relative path in its own folder
         self.max_bytes = int(max_gb * 1e9)
         self.min_gflop = float(min_gflop)
         self.max_ratio = float(max_ratio)
@@ -777,10 +779,13 @@ def verify_cache(root: str | os.PathLike) -> tuple[list[str], int]:
     reader = RowReader()
     for path, attrs in _entries(root):
         name = path.name[:12]
+        if not _ENTRY.fullmatch(path.name):  # e.g. a copy the user made: not an entry, never deleted
+            lines.append(f"{path.name}  not an entry (not named after a key); left alone")
+            continue
         try:
             if attrs is None:
                 raise _Invalid("unreadable")
-            result, content = _read(path, _text(attrs.get("key", "")))
+            result, content = _read(path, path.stem)  # the name is the key: a file copied over another's fails
         except _Invalid as why:
             path.unlink(missing_ok=True)
             counts["damaged"] += 1

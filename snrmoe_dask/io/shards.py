@@ -128,6 +128,7 @@ class ShardInfo:
     chunk_rows: int  # rows per HDF5 chunk (the whole array if contiguous)
     wave: np.ndarray  # (D,) float
     params: pd.DataFrame  # N rows
+    source: str | None = None  # the file's own account of its spectra (see read_source)
 
 
 def _h5open(path: Path) -> h5py.File:
@@ -148,12 +149,22 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _pandas_groups(f: h5py.File) -> list[h5py.Group]:
-    """The groups that hold a pandas object (``pandas_type`` attribute), as HDFStore.keys() finds them."""
-    found: list[h5py.Group] = []
-    f.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Group) and "pandas_type" in obj.attrs
-                 else None)
+def _pandas_groups(f: h5py.File) -> list[str]:
+    """The names of the groups that hold a pandas object (``pandas_type`` attribute), as HDFStore.keys()
+    finds them. Walks the file's objects without making an h5py object for each."""
+    found: list[str] = []
+
+    def visit(name: bytes, info) -> None:
+        if info.type == h5py.h5o.TYPE_GROUP and h5py.h5a.exists(f.id, b"pandas_type", obj_name=name):
+            found.append(name.decode())
+
+    h5py.h5o.visit(f.id, visit, info=True)
     return found
+
+
+def _attr(node, name: str, default=None):
+    value = node.attrs.get(name, default)
+    return _text(value) if isinstance(value, (bytes, np.bytes_)) else value
 
 
 def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
@@ -164,42 +175,43 @@ def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
     A fixed-format frame is a group with attributes pandas_type="frame", ndim=2, nblocks and
     ``*_variety``="regular", and datasets axis0 (column names), axis1 (index), and per block
     ``block{i}_items`` (its column names) and ``block{i}_values`` (rows x its columns, ``transposed``).
-    Opening PyTables for it costs tens of milliseconds a shard; this costs well under one.
+    Opening PyTables for it costs tens of milliseconds a shard; this costs about a millisecond.
     """
     groups = _pandas_groups(f)
     if len(groups) != 1:
         return None
-    g = groups[0]
-    attrs = {k: _text(v) if isinstance(v, (bytes, np.bytes_)) else v for k, v in g.attrs.items()}
-    if attrs.get("pandas_type") != "frame" or int(attrs.get("ndim", 0)) != 2:
+    g = f[groups[0]]
+    if _attr(g, "pandas_type") != "frame" or int(_attr(g, "ndim", 0)) != 2:
         return None
-    if any(v != "regular" for k, v in attrs.items() if k.endswith("_variety")):
+    blocks = int(_attr(g, "nblocks", 0))
+    varieties = ["axis0_variety", "axis1_variety", *(f"block{i}_items_variety" for i in range(blocks))]
+    if any(_attr(g, v) != "regular" for v in varieties):
         return None
-    encoding = attrs.get("encoding", "UTF-8")
-    columns: dict[str, np.ndarray] = {}
-    rows = None
-    for i in range(int(attrs.get("nblocks", 0))):
+    encoding = _attr(g, "encoding", "UTF-8")
+    names, arrays = [], []
+    for i in range(blocks):
         items, values = g.get(f"block{i}_items"), g.get(f"block{i}_values")
         if not isinstance(items, h5py.Dataset) or not isinstance(values, h5py.Dataset):
             return None
         va = values.attrs
-        if (_text(va.get("CLASS", "")) != "ARRAY" or "value_type" in va or "shape" in va
-                or not va.get("transposed", 0) or values.dtype.kind not in "fiub" or values.ndim != 2
-                or items.dtype.kind != "S"):
+        if (_attr(values, "CLASS") != "ARRAY" or "value_type" in va or "shape" in va or not va.get("transposed", 0)
+                or values.dtype.kind not in "fiub" or values.ndim != 2 or items.dtype.kind != "S"):
             return None
-        names = [n.decode(encoding) for n in items[()]]
-        data = values[()]
-        if data.shape[1] != len(names) or (rows is not None and data.shape[0] != rows):
-            return None
-        rows = data.shape[0]
-        columns.update({name: data[:, j] for j, name in enumerate(names)})
+        names += [n.decode(encoding) for n in items[()]]
+        arrays.append(values[()])
     order = g.get("axis0")
-    if rows is None or not isinstance(order, h5py.Dataset) or order.dtype.kind != "S":
+    if not arrays or not isinstance(order, h5py.Dataset) or order.dtype.kind != "S":
         return None
-    names = [n.decode(encoding) for n in order[()]]
-    if sorted(names) != sorted(columns):
+    columns = [n.decode(encoding) for n in order[()]]
+    if sorted(columns) != sorted(names) or len({a.shape[0] for a in arrays}) != 1 or \
+            sum(a.shape[1] for a in arrays) != len(names):
         return None
-    return pd.DataFrame({name: columns[name] for name in names})
+    if len(arrays) == 1 and names == columns:  # one block in order: the frame without a copy per column
+        return pd.DataFrame(arrays[0], columns=columns)
+    by_name = {name: a[:, j] for a, block in zip(arrays, np.split(np.array(names, dtype=object),
+                                                              np.cumsum([a.shape[1] for a in arrays])[:-1]))
+               for j, name in enumerate(block)}
+    return pd.DataFrame({name: by_name[name] for name in columns})
 
 
 def read_params(path: str | os.PathLike, f: h5py.File | None = None) -> pd.DataFrame:
@@ -280,11 +292,11 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
     """
     path = Path(path)
     with _h5open(path) as f:
-        missing = [k for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY) if k not in f or not isinstance(f[k], h5py.Dataset)]
+        flux, error, wave = found = [f.get(k) for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY)]
+        missing = [k for k, ds in zip((FLUX_KEY, ERROR_KEY, WAVE_KEY), found) if not isinstance(ds, h5py.Dataset)]
         if missing:
             present = ", ".join(_datasets(f)) or "none"
             raise InputError(f"{path}: missing dataset {missing[0]} (datasets present: {present})")
-        flux, error, wave = f[FLUX_KEY], f[ERROR_KEY], f[WAVE_KEY]
         if flux.ndim != 2:
             raise InputError(f"{path}: {FLUX_KEY} has shape {flux.shape}, expected (spectra, pixels)")
         if error.shape != flux.shape:
@@ -297,8 +309,13 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
         if wave.shape != (d,):
             raise InputError(f"{path}: {WAVE_KEY} has shape {wave.shape}, expected ({d},) to match {d} pixels")
         wave_values = np.asarray(wave[...], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(wave_values))
+        if len(bad):  # checked here, so that the grid comparison across shards blames the file that is wrong
+            raise InputError(f"{path}: {WAVE_KEY} pixel {bad[0]} is {wave_values[bad[0]]}; expected a finite "
+                             f"wavelength ({len(bad)} of {d} pixels are not)")
         chunk_rows = flux.chunks[0] if flux.chunks else n
         params = read_params(path, f)
+        source = _source_attr(f)
     read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
     for column in read:
         if column not in params.columns:
@@ -311,14 +328,19 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
     if "snr" in params.columns and "snr" not in columns and not pd.api.types.is_numeric_dtype(params["snr"]):
         # unused by this run (not snr.method: column), but carried along with the rows: never fail on it
         params["snr"] = pd.to_numeric(params["snr"], errors="coerce")
-    return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params)
+    return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params,
+                     source=source)
 
 
 def read_source(path: str | os.PathLike) -> str | None:
     """The file's own account of where its spectra come from (root attribute ``source``, written by
     ``snrmoe simulate``); None when the file does not say (the real data set)."""
     with _h5open(Path(path)) as f:
-        value = f.attrs.get(SOURCE_ATTR)
+        return _source_attr(f)
+
+
+def _source_attr(f: h5py.File) -> str | None:
+    value = f.attrs.get(SOURCE_ATTR)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return None if value is None else str(value)

@@ -42,6 +42,7 @@ from ..core.snr import snr_norm
 from ..errors import ConfigError, InputError
 from .progress import counter
 from .shards import PARAM_COLUMNS, ShardWriter
+from .space import reason
 
 WAVE_MIN, WAVE_MAX = 7100.0, 8850.0
 RESOLUTION = 5000.0
@@ -498,7 +499,7 @@ def simulate_set(out_root: str | os.PathLike, train: tuple[int, int], val: int, 
             return [simulate_shard(path, n, seed, shard_id, pixels, block_rows, workers, bar.update)
                     for path, n, shard_id in jobs]
     except OSError as exc:  # permissions, a full disk, a read-only file system
-        raise InputError(f"{exc.filename or root}: cannot write the simulated set: {exc.strerror or exc}") from None
+        raise InputError(f"{exc.filename or root}: cannot write the simulated set: {reason(exc)}") from None
 
 
 def _check_destination(root: Path, shards: list[Path]) -> None:

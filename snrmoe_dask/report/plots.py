@@ -42,21 +42,14 @@ from matplotlib.ticker import MaxNLocator
 
 from .._version import __version__
 from ..errors import InputError
-from ..experiment.results_schema import AlphaChoice, Results, load_results
+from ..experiment.results_schema import AlphaChoice
 from ..io.atomic import atomic_file
 from .facts import BinFacts, Facts, build_facts
+from .files import (FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION,  # noqa: F401
+                    FIG_PERBIN, FIG_PRED_VS_TRUE, FIGURE_NAMES, PREDICTION_COLUMNS, check_predictions,
+                    check_results, written_by_snrmoe)
 from .formatting import as_float, ci_bounds, format_ci, format_count, format_delta, format_r2
 
-FIG_COMPARISON = "snr_oracle_moe_comparison.png"
-FIG_PERBIN = "snr_oracle_moe_perbin_r2.png"
-FIG_PRED_VS_TRUE = "snr_oracle_moe_pred_vs_true.png"
-FIG_DELTA_HEATMAP = "snr_oracle_moe_delta_heatmap.png"
-FIGURE_NAMES = (FIG_COMPARISON, FIG_PERBIN, FIG_PRED_VS_TRUE, FIG_DELTA_HEATMAP)
-# drawn as well when results.json has the matching section ("gate", "alpha")
-FIG_GATE_CONFUSION = "snr_oracle_moe_gate_confusion.png"
-FIG_ALPHA_CURVE = "snr_oracle_moe_alpha_curve.png"
-
-PREDICTION_COLUMNS = ("y_true", "snr", "bin", "y_global", "y_oracle")
 MODEL_LABELS = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "Deployed MoE",
                 "noisy_snr_routed": "Noisy-SNR routed"}
 MODEL_COLORS = {"global": "#4C72B0", "oracle": "#DD8452", "deployed": "#55A868", "noisy_snr_routed": "#8172B3"}
@@ -71,55 +64,12 @@ CORE_PERCENTILES = (0.5, 99.5)
 
 
 # ----------------------------------------------------------------------------- reading results
-def check_results(results: Any, where: str = "results") -> Results:
-    """The typed results (``experiment.results_schema``); InputError naming ``where`` and the first bad key."""
-    return load_results(results, where)
-
-
 def bin_marked(spec: Any, threshold: float) -> bool:
     """A bin earns ★ only when the lower bound of its ΔR² interval clears the threshold (a bin without an
     expert or without an interval never does). ``spec``: a results.json bin (dict or typed)."""
     get = spec.get if isinstance(spec, Mapping) else (lambda key, default=None: getattr(spec, key, default))
     lo, _ = ci_bounds(get("delta_r2_ci"))
     return not get("skipped", False) and math.isfinite(lo) and lo >= threshold
-
-
-def written_by_snrmoe(path: str | os.PathLike) -> bool:
-    """True when the PNG at ``path`` carries this tool's ``Software`` metadata."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            software = getattr(image, "text", {}).get("Software", "")
-    except (OSError, ValueError):
-        return False
-    return str(software).startswith("snrmoe-dask")
-
-
-# columns of numbers in predictions.csv (the deployable gate adds the last two); "bin" and "gate_bin" are names
-NUMBER_COLUMNS = ("y_true", "snr", "y_global", "y_oracle", "y_deployed", "y_noisy_snr")
-
-
-def check_predictions(predictions: Any, where: str = "predictions") -> pd.DataFrame:
-    """The predictions frame with the bin column as str and the number columns as float64; raises
-    InputError (prefixed by ``where``) on a missing column or a value that is not a number."""
-    if not isinstance(predictions, pd.DataFrame):
-        raise InputError(f"{where}: expected a pandas DataFrame, got {type(predictions).__name__}")
-    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
-    if missing:
-        raise InputError(f"{where}: missing column {missing[0]!r} "
-                         f"(expected columns {', '.join(PREDICTION_COLUMNS)})")
-    if predictions.empty:
-        raise InputError(f"{where}: no rows; expected one row per test spectrum")
-    numbers = {}
-    for column in (c for c in NUMBER_COLUMNS if c in predictions.columns):
-        values = pd.to_numeric(predictions[column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-        bad = np.flatnonzero(np.isnan(values))
-        if len(bad):
-            raise InputError(f"{where}: column {column!r} row {bad[0]}: {predictions[column].iloc[bad[0]]!r} "
-                             f"is not a number ({len(bad)} of {len(values)} rows)")
-        numbers[column] = values
-    return predictions.assign(bin=predictions["bin"].astype(str), **numbers)
 
 
 # ----------------------------------------------------------------------------- drawing helpers

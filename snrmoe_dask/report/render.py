@@ -21,17 +21,17 @@ import pandas as pd
 
 from ..errors import ConfigError, InputError
 from ..io.atomic import atomic_file
-from .plots import (
+from ..io.space import Need, reason
+from .files import (
     FIG_ALPHA_CURVE,
     FIG_GATE_CONFUSION,
+    FIG_SCALING,
     FIGURE_NAMES,
     PREDICTION_COLUMNS,
     check_predictions,
     check_results,
-    make_figures,
 )
-from .plots import written_by_snrmoe as png_written_by_snrmoe
-from .scaling import FIG_SCALING, plot_scaling
+from .files import written_by_snrmoe as png_written_by_snrmoe
 from .text import LANGS, write_report
 from .text import written_by_snrmoe as report_written_by_snrmoe
 
@@ -76,6 +76,9 @@ class Renderer:
     run's final results (its total time is known only after the results folder is written).
     """
 
+    # what drawing needs: imported while the run's pass runs (see run_experiment)
+    modules = ("snrmoe_dask.report.plots", "snrmoe_dask.report.scaling", "matplotlib.backends.backend_agg")
+
     def __init__(self, lang: str = "zh", report: str | os.PathLike | None = None,
                  img_dir: str | os.PathLike | None = None, day: date | None = None) -> None:
         if lang not in LANGS:  # fails now, not after the run
@@ -89,6 +92,7 @@ class Renderer:
             self.img_dir = self.report.parent / "img" if self.report else None
         self.out_dir: Path | None = None
         self.predictions: pd.DataFrame | None = None
+        self.not_written: dict[str, str] = {}  # what (a path) -> why, for the run's last line
         self.check()
 
     def targets(self) -> list[Path]:
@@ -101,6 +105,13 @@ class Renderer:
         for path in self.targets():
             _refuse_foreign(path)
 
+    def room(self) -> list[Need]:
+        """What the owner's copies need (a report of ~1 MB, figures of ~0.5 MB each), for the check before
+        the pass."""
+        needs = [Need("output.report", self.report, 1_000_000)] if self.report else []
+        return needs + ([Need("output.img_dir", self.img_dir / ALL_FIGURES[0], 500_000 * len(ALL_FIGURES))]
+                        if self.img_dir else [])
+
     def img_prefix(self) -> str:
         """The owner's report's image links: img_dir relative to the report's folder."""
         return Path(os.path.relpath(self.img_dir.resolve(), self.report.parent.resolve())).as_posix()
@@ -110,33 +121,78 @@ class Renderer:
 
         Figures (``plots.make_figures``): the card's four, plus img/snr_oracle_moe_gate_confusion.png
         when results has "gate", img/snr_oracle_moe_alpha_curve.png when it has "alpha" and
-        img/snr_oracle_moe_scaling.png when it has "scaling".
+        img/snr_oracle_moe_scaling.png when it has "scaling". The data files come first: when the
+        figures or the report fail (a full disk, a figure that cannot be drawn), neither is left in
+        ``out_dir``, which is published without them; a copy that cannot be written in the owner's
+        layout is left as it was. Either is named in :attr:`not_written` and the run goes on.
         """
-        self.check()  # again: a file may have appeared while the run went on
-        figures = make_figures(results, predictions, Path(out_dir) / "img")
-        scaling = plot_scaling(results, Path(out_dir) / "img")  # when results has "scaling"
-        figures += [scaling] if scaling is not None else []
-        self.predictions = predictions
-        write_report(results, out_dir, lang=self.lang, predictions=predictions)
-        if self.img_dir:
-            self.img_dir.mkdir(parents=True, exist_ok=True)
-            for figure in figures:
-                _copy_atomic(figure, self.img_dir / figure.name)
-        self._write_owner_report(results)
+        out_dir = Path(out_dir)
+        try:
+            figures = draw(results, predictions, out_dir, self.lang)
+            self.predictions = predictions
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the published data files come first
+            shutil.rmtree(out_dir / "img", ignore_errors=True)
+            (out_dir / "report.md").unlink(missing_ok=True)
+            shown = results.get("output_dir") or out_dir
+            self.not_written[f"the figures and report.md of {shown}"] = (
+                f"{_reason(exc)}; `snrmoe report {shown}` draws them from the results")
+            return
         self.out_dir = Path(results.get("output_dir") or out_dir)
+        if self.img_dir:
+            for figure in figures:
+                self._attempt(self.img_dir / figure.name, _copy_atomic, figure)
+            failed = [why for what, why in self.not_written.items() if Path(what).parent == self.img_dir]
+            if len(failed) > 1:  # one entry for the figures, not one per figure
+                for figure in figures:
+                    self.not_written.pop(str(self.img_dir / figure.name), None)
+                self.not_written[f"{len(failed)} figures in {self.img_dir}"] = failed[0]
+        self._write_owner_report(results)
 
     def finish(self, results: dict) -> None:
         """Rewrite the reports (results folder and owner's copy) with the run's final results."""
         if self.out_dir is None:
             return
-        self.check()
-        write_report(results, self.out_dir, lang=self.lang, predictions=self.predictions)
+        self._attempt(self.out_dir / "report.md", lambda path: write_report(
+            results, path.parent, lang=self.lang, predictions=self.predictions))
         self._write_owner_report(results)
 
     def _write_owner_report(self, results: dict) -> None:
         if self.report:
-            write_report(results, self.report.parent, lang=self.lang, name=self.report.name,
-                         img_prefix=self.img_prefix(), predictions=self.predictions)
+            self._attempt(self.report, lambda path: write_report(
+                results, path.parent, lang=self.lang, name=path.name, img_prefix=self.img_prefix(),
+                predictions=self.predictions))
+
+    def _attempt(self, path: Path, write, *args) -> None:
+        """``write(*args, path)``, or ``path`` and why into :attr:`not_written` (never a file this tool did
+        not write: it is refused again, as it may have appeared while the run went on)."""
+        try:
+            _refuse_foreign(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(*args, path)
+        except (OSError, InputError) as exc:
+            self.not_written[str(path)] = _reason(exc)
+        else:
+            self.not_written.pop(str(path), None)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a write failed, in a few words: the system's reason (No space left on device), or the message."""
+    if isinstance(exc, OSError):
+        return reason(exc)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
+
+
+def draw(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = "zh") -> list[Path]:
+    """``out_dir/img/*.png`` and ``out_dir/report.md`` from the results; the figures written."""
+    from .plots import make_figures  # matplotlib: loaded when a figure is drawn (a run loads it during its pass)
+    from .scaling import plot_scaling
+
+    figures = make_figures(results, predictions, Path(out_dir) / "img")
+    scaling = plot_scaling(results, Path(out_dir) / "img")  # when results has "scaling"
+    figures += [scaling] if scaling is not None else []
+    write_report(results, out_dir, lang=lang, predictions=predictions)
+    return figures
 
 
 def renderer(lang: str = "zh", report: str | os.PathLike | None = None,
@@ -147,7 +203,7 @@ def renderer(lang: str = "zh", report: str | os.PathLike | None = None,
 
 def render(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = "zh") -> None:
     """Write ``out_dir/img/*.png`` and ``out_dir/report.md`` from the results dict and the predictions table."""
-    Renderer(lang)(results, predictions, out_dir)
+    draw(results, predictions, out_dir, lang)
 
 
 def rebuild_report(results_dir: Path, lang: str = "zh") -> Path:

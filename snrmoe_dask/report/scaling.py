@@ -18,17 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..experiment.results_schema import Results, Scaling, load_results
 from .facts import Facts, build_facts
 from .formatting import format_count, format_delta, format_r2, table
 from .prose import prose
-from .plots import MODEL_COLORS, MODEL_LABELS, THRESHOLD_COLOR, save_figure
+from .files import FIG_SCALING
 
-FIG_SCALING = "snr_oracle_moe_scaling.png"
 X_LABEL = "Training spectra N (log scale)"
 EXTEND = 10.0  # the fitted curves are drawn up to this many times the largest N
 
@@ -83,8 +80,12 @@ def _scaling(results: Any) -> tuple[Results, Scaling]:
     return results, results.scaling
 
 
-def scaling_figure(results: Any) -> Figure:
+def scaling_figure(results: Any):
     """The two panels of ``snr_oracle_moe_scaling.png`` (R² and ΔR² against N) as a matplotlib Figure."""
+    from matplotlib import colormaps  # the section's text needs no matplotlib
+    from matplotlib.figure import Figure
+
+    from .plots import MODEL_COLORS, MODEL_LABELS, THRESHOLD_COLOR
     results, scaling = _scaling(results)
     points = scaling.points
     threshold = scaling.threshold if scaling.threshold is not None else results.threshold
@@ -146,6 +147,8 @@ def plot_scaling(results: Any, img_dir: str | os.PathLike) -> Path | None:
         return None
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
+    from .plots import save_figure
+
     return save_figure(scaling_figure(results), img_dir / FIG_SCALING)
 
 

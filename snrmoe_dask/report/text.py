@@ -25,7 +25,7 @@ from . import rules
 from .prose import LANGS, en, prose, zh
 from .facts import Facts, build_facts, shown_delta_disagrees
 from .formatting import code, format_ci, format_count, format_delta, format_number, format_r2, pct, seconds, table
-from .plots import FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION, FIG_PERBIN, FIG_PRED_VS_TRUE
+from .files import FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION, FIG_PERBIN, FIG_PRED_VS_TRUE
 from .scaling import scaling_section
 from .tracking import check_tracking_file, hub_block, roadmap_block, update_tracking_block  # noqa: F401 (the CLI's names)
 

@@ -237,7 +237,9 @@ def check(s: Statement, f: Facts) -> list[str]:
     raise KeyError(s.kind)
 
 
-REPAIR_LABELS = {"flux_negative": "flux < 0 → 0", "error_nan": "error NaN → nearest pixel", "error_nonpositive": "error ≤ 0 → 1e-6"}
+REPAIR_LABELS = {"flux_negative": "flux < 0 → 0", "error_nan": "error NaN → nearest pixel", "error_nonpositive": "error ≤ 0 → 1e-6",
+                 "flux_absurd": "flux > 10⁶ × its row's typical → nearest pixel",
+                 "error_absurd": "error > 10⁶ × its row's typical → nearest pixel"}
 
 
 def repairs_line(name: str, counts: dict[str, int], pixels: int) -> str:

@@ -229,7 +229,9 @@ def check(s: Statement, f: Facts) -> list[str]:
     raise KeyError(s.kind)
 
 
-REPAIR_LABELS = {"flux_negative": "flux < 0 → 0", "error_nan": "error 为 NaN → 最近像素", "error_nonpositive": "error ≤ 0 → 1e-6"}
+REPAIR_LABELS = {"flux_negative": "flux < 0 → 0", "error_nan": "error 为 NaN → 最近像素", "error_nonpositive": "error ≤ 0 → 1e-6",
+                 "flux_absurd": "flux 超过本行典型值 10⁶ 倍 → 最近像素",
+                 "error_absurd": "error 超过本行典型值 10⁶ 倍 → 最近像素"}
 
 
 def repairs_line(name: str, counts: dict[str, int], pixels: int) -> str:
