@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install -qq
 
 .PHONY: demo test venv clean
 
-# a current pip: the one bundled with Python resolves and installs these dependencies about half as fast
+# a current pip: the one bundled with Python 3.11 is much slower to resolve and install these dependencies
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
