@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -282,13 +283,20 @@ def test_a_peer_that_is_not_a_scheduler_is_one_line_quickly(behave, words, liste
     assert str(err.value).startswith(f"compute.scheduler: {address} ") and words in str(err.value)
 
 
+@pytest.fixture
+def closed_port():
+    """A port of 127.0.0.1 that refuses connections: bound, so that no other process takes it, but not listening."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 @pytest.mark.parametrize("address, words", [
     ("foo://bar", "compute.scheduler: foo://bar: unknown address scheme 'foo' (known schemes: "),
     ("tcp://127.0.0.1:{closed}", "compute.scheduler: cannot connect to tcp://127.0.0.1:{closed}: Connection refused"),
 ])
-def test_unknown_scheme_or_closed_port_is_one_line(address, words, tmp_path, capsys):
-    closed = free_port()
-    argv = run_args(tmp_path, tmp_path / "res") + ["--scheduler", address.format(closed=closed),
+def test_unknown_scheme_or_closed_port_is_one_line(address, words, tmp_path, capsys, closed_port):
+    argv = run_args(tmp_path, tmp_path / "res") + ["--scheduler", address.format(closed=closed_port),
                                                    "--set", "compute.connect_timeout=1"]
     from snrmoe_dask.io.simulate import simulate_set
 
@@ -298,6 +306,6 @@ def test_unknown_scheme_or_closed_port_is_one_line(address, words, tmp_path, cap
     start = time.monotonic()
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1].startswith("snrmoe: error: " + words.format(closed=closed)), err
+    assert err.strip().splitlines()[-1].startswith("snrmoe: error: " + words.format(closed=closed_port)), err
     assert "Traceback" not in err and time.monotonic() - start < 30
     assert not (tmp_path / "res").exists()
