@@ -206,8 +206,8 @@ def _demo_expectation(results: dict) -> str:
     """The demo's last lines: what it is expected to show, whether this run did, and where its report is."""
     seen = "as expected" if results["decision"] == "FAIL" else "not what this set is expected to give"
     return (f"expected: FAIL by the card's rule on the demo's {results['models']['global']['n_train']:,} simulated "
-            f"training spectra (dR2 below {results['threshold']:g} on this small simulated set; the demo shows the "
-            f"pipeline end to end, not the answer for real spectra). This run: {results['decision']}, {seen}.\n"
+            f"training spectra (dR2 below {results['threshold']:g} on this small set; the demo shows the pipeline "
+            f"end to end, not the card's answer). This run: {results['decision']}, {seen}.\n"
             f"report: {Path(results['output_dir']) / 'report.md'}")
 
 
