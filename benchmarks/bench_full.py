@@ -83,7 +83,7 @@ from threadpoolctl import threadpool_limits
 
 from snrmoe_dask.core import card
 from snrmoe_dask.errors import ConfigError
-from snrmoe_dask.experiment.config import load_config
+from snrmoe_dask.experiment.config_file import load_config
 from snrmoe_dask.io.simulate import count_label, simulate_set
 
 ROOT = Path(__file__).resolve().parent.parent

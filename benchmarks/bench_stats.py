@@ -33,7 +33,7 @@ from machine import (
 from snrmoe_dask import BinnedRidge, bin_statistics, open_shards
 from snrmoe_dask.engine.cluster import compute_context
 from snrmoe_dask.experiment import plan
-from snrmoe_dask.experiment.config import load_config
+from snrmoe_dask.experiment.config_file import load_config
 from snrmoe_dask.io.shards import inspect_shards
 from snrmoe_dask.io.simulate import count_label, simulate_set
 

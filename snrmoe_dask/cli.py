@@ -56,7 +56,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .experiment.config import load_config
+    from .experiment.config_file import load_config
 
     overrides = list(args.set or [])
     if args.scheduler:
@@ -192,7 +192,7 @@ def _cmd_report(args) -> int:
 
 def _cmd_demo(args) -> int:
     """Simulate the demo set once (5 x 20,000 train, 1,000 val, 1,000 test), then run config/demo.yaml."""
-    from .experiment.config import load_config
+    from .experiment.config_file import load_config
     from .experiment.driver import demo_config_path, ensure_demo_data
 
     root = ensure_demo_data(Path(args.data_dir), _progress(args))

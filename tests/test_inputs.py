@@ -20,7 +20,7 @@ import pytest
 from conftest import random_shard
 from snrmoe_dask.cli import main
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.experiment.config import load_config
+from snrmoe_dask.experiment.config_file import load_config
 from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, WAVE_KEY, read_params, write_shard
 from snrmoe_dask.report.text import update_tracking_block
 

@@ -17,7 +17,8 @@ from test_config import (  # the config suite's helpers (tests/ is on sys.path)
 from snrmoe_dask.core.partition import make_partition
 from snrmoe_dask.core.snr import Bins
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.experiment.config import config_to_dict, load_config
+from snrmoe_dask.experiment.config import config_to_dict
+from snrmoe_dask.experiment.config_file import load_config
 
 inf = math.inf
 CARD = {"H": [7, inf], "M": [4, 7], "L": [2, 4], "X": [0, 2]}

@@ -24,7 +24,7 @@ from snrmoe_dask.engine.cluster import compute_context
 from snrmoe_dask.engine.dataset import open_shards
 from snrmoe_dask.engine.statistics import bin_statistics
 from snrmoe_dask.experiment import plan
-from snrmoe_dask.experiment.config import load_config
+from snrmoe_dask.experiment.config_file import load_config
 from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, inspect_shards
 from snrmoe_dask.io.simulate import simulate_set
 

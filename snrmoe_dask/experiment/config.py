@@ -1,30 +1,25 @@
-"""Experiment configuration: the experiment card's YAML blocks as validated pydantic models.
+"""The config's schema: the experiment card's YAML blocks as validated pydantic models.
 
-``load_config(path, overrides)`` reads a YAML file, applies ``key.path=VALUE`` overrides and
-validates. Every mistake (unknown key, wrong type, bad value, bins that do not tile [0, inf))
-becomes one ``ConfigError`` line naming the file and the dotted key, e.g.
-``config/demo.yaml: model.alpha: must be >= 0, got -1``.
-
-Every key has the card's value (``LOGG-SNR-ORACLE-01``) as its default, so a file only needs to
-say what differs from the card.
+Each section's keys, types, defaults and rules (bins that tile [0, inf), routing that fits the
+experts, ...). Every key has the card's value (``LOGG-SNR-ORACLE-01``) as its default, so a file only
+needs to say what differs from the card; ``data.root`` has none (the card's data folder is named in
+``config/oracle_snr.yaml``). Reading a file, ``--set`` overrides and the one-line error messages are
+``experiment.config_file``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -48,7 +43,7 @@ Seed = Annotated[int, Field(ge=0)]
 
 class _Section(BaseModel):
     # strict: a number written as a string ("1.0"), a bool as a number, a float for an integer key
-    # are refused, not converted (the YAML loader reads 1e5 as a number, see _UniqueKeyLoader)
+    # are refused, not converted (the YAML loader reads 1e5 as a number, see experiment.yaml_file)
     model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
@@ -75,7 +70,9 @@ class ExperimentSection(_Section):
 
 class DataSection(_Section):
     source: str = "BOSZ simulated spectra"
-    root: str = "/datascope/subaru/user/swei20/data/bosz50000/z0/mag205_225_lowT_1M"
+    # the folder shard paths are relative to; None: the current directory. The card's data folder is
+    # named in config/oracle_snr.yaml, not here: a default in code would point every user at one machine's path
+    root: str | None = None
     train_shards: list[str] = Field(default=["train_200k_{0..4}/dataset.h5"], min_length=1)
     val_file: str | None = None
     test_file: str = "test_1k_0/dataset.h5"
@@ -158,7 +155,7 @@ class RoutingSection(_Section):
             if len(v) != 2 or len({c.strip() for c in v}) != 2:
                 raise ValueError(f"a grid needs exactly 2 distinct columns, got {list(v)!r}")
             return [c.strip() for c in v]
-        raise ValueError(f"must be 'snr', a params column name or a list of 2 column names, got {_short_repr(v)}")
+        raise ValueError(f"must be 'snr', a params column name or a list of 2 column names, got {short_repr(v)}")
 
     @field_validator("bins", mode="before")
     @classmethod
@@ -188,9 +185,9 @@ class EvaluationSection(_Section):
         for name in v:
             canonical = _METRIC_ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
             if canonical is None:
-                raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {_short_repr(name)}")
+                raise ValueError(f"must name metrics among 'R²' (or 'R2'), 'MAE', 'RMSE', got {short_repr(name)}")
             if canonical in names:
-                raise ValueError(f"names {_short_repr(name)} twice")
+                raise ValueError(f"names {short_repr(name)} twice")
             names.append(canonical)
         if "R2" not in names:
             raise ValueError(f"must include 'R²' (the decision is on ΔR²), got {list(v)!r}")
@@ -316,29 +313,6 @@ class ExperimentConfig(_Section):
         return make_partition(self.routing.by, self.routing.bins, self.snr.bins)
 
 
-# ----------------------------------------------------------------------------- loading
-def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read a YAML config, apply ``key.path=VALUE`` overrides (VALUE parsed as YAML), validate.
-
-    Raises ConfigError (one line naming the file and the dotted key) on any problem.
-    """
-    where = str(path)
-    raw = _read_yaml(Path(path))
-    overridden: list[tuple[str, str]] = []
-    for item in overrides:
-        dotted, value = _parse_override(where, item)
-        _set_path(where, raw, dotted, value, item)
-        overridden.append((dotted, item))
-    try:
-        cfg = ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: {_describe(exc, overridden)}") from None
-    except ConfigError as exc:  # raised by a validator outside pydantic's error types
-        raise ConfigError(f"{where}: {exc}") from None
-    cfg._source = where
-    return cfg
-
-
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as plain JSON-able data (``inf`` -> ``"inf"``), for provenance records."""
     return _json_safe(cfg.model_dump(mode="python"))
@@ -354,239 +328,24 @@ def check_feature_dim(cfg: ExperimentConfig, d: int) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a repeated key (PyYAML would silently keep the last one)."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            line = key_node.start_mark.line + 1
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-# YAML 1.1 (PyYAML) reads 1e5 and 2e-2, floats without a dot, as strings; YAML 1.2 and every user read
-# them as numbers. With strict numbers a string is refused, so they must load as floats.
-_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-                                       list("-+0123456789"))
-
-
-# Far beyond any config (routing.bins of a grid is 4 levels, a config a few hundred values); PyYAML's
-# parser recurses per level, and aliases can make a small file expand to billions of values.
-MAX_DEPTH = 32
-MAX_VALUES = 100_000
-
-
-class _TooLarge(yaml.YAMLError):
-    pass
-
-
-def _load_yaml_text(text: str) -> Any:
-    """YAML text -> data; _TooLarge (a YAMLError) when nested more than MAX_DEPTH levels or, with
-    aliases expanded, more than MAX_VALUES values."""
-    too_deep = f"nested too deeply (more than {MAX_DEPTH} levels of lists or mappings)"
-    try:
-        value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except RecursionError:
-        raise _TooLarge(too_deep) from None
-    sizes: dict[int, int] = {}  # expanded size of every list/mapping, by id: an alias is counted each time
-
-    def size(node: Any, depth: int) -> int:  # recursion bounded by MAX_DEPTH
-        if not isinstance(node, (dict, list)):
-            return 1
-        if depth > MAX_DEPTH:
-            raise _TooLarge(too_deep)
-        if id(node) not in sizes:
-            children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
-            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
-        return sizes[id(node)]
-
-    try:
-        values = size(value, 1)
-    except RecursionError:  # a self-referencing alias
-        raise _TooLarge(too_deep) from None
-    if values > MAX_VALUES:
-        raise _TooLarge(f"expands to {values:,} values (through aliases); expected a config of at most "
-                        f"{MAX_VALUES:,}")
-    return value
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return " ".join(f"{problem}{at}".split())
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
-    if not path.is_file():  # a FIFO or device: reading it could wait forever
-        raise ConfigError(f"{path}: is not a regular file, expected a YAML config file")
-    try:
-        raw = _load_yaml_text(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    if raw is None:
-        raise ConfigError(f"{path}: file is empty, expected a mapping of sections (experiment, data, snr, ...)")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    return raw
-
-
-def _parse_override(where: str, item: str) -> tuple[str, Any]:
-    dotted, sep, text = str(item).partition("=")
-    dotted = dotted.strip()
-    if not sep or not dotted:
-        raise ConfigError(f"{where}: override {_short_repr(item)}: expected KEY.PATH=VALUE, e.g. model.alpha=1e3")
-    if any(not part for part in dotted.split(".")):
-        raise ConfigError(f"{where}: override {_short_repr(item)}: {dotted!r} is not a dotted key such as model.alpha")
-    try:
-        value = _load_yaml_text(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: override {_short_repr(item)}: value is not valid YAML: {_yaml_problem(exc)}") from None
-    return dotted, value
-
-
-def _set_path(where: str, raw: dict[str, Any], dotted: str, value: Any, item: str) -> None:
-    """Set ``raw[a][b][c] = value`` for ``a.b.c``, refusing keys the models do not define."""
-    parts = dotted.split(".")
-    model: type[BaseModel] | None = ExperimentConfig
-    node = raw
-    for depth, part in enumerate(parts):
-        if model is not None:
-            if part not in model.model_fields:
-                prefix = ".".join(parts[:depth])
-                allowed = ", ".join(model.model_fields)
-                scope = f" in {prefix}" if prefix else ""
-                raise ConfigError(
-                    f"{where}: override {_short_repr(item)}: unknown key {dotted}{scope} (expected one of: {allowed})"
-                )
-            annotation = model.model_fields[part].annotation
-            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-            if model is None and depth < len(parts) - 1 and not _is_mapping_field(parts[: depth + 1]):
-                raise ConfigError(
-                    f"{where}: override {_short_repr(item)}: {'.'.join(parts[: depth + 1])} is not a section, "
-                    f"so {dotted} is not a key"
-                )
-        if depth == len(parts) - 1:
-            node[part] = value
-            return
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(
-                f"{where}: override {_short_repr(item)}: {'.'.join(parts[: depth + 1])} is not a mapping in the file"
-            )
-        node = child
-
-
-def _is_mapping_field(parts: list[str]) -> bool:
-    model: Any = ExperimentConfig
-    for part in parts:
-        model = model.model_fields[part].annotation
-    return getattr(model, "__origin__", None) is dict
-
-
 def _non_negative_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {_short_repr(v)}"
-                         + (_QUOTED if isinstance(v, str) else ""))
+        raise ValueError(f"must be a number >= 0, 'auto' or a list of numbers, got {short_repr(v)}"
+                         + (QUOTED_NUMBER_HINT if isinstance(v, str) else ""))
     x = float(v)
     if not math.isfinite(x) or x < 0:
         raise ValueError(f"must be >= 0, got {v!r}")
     return x
 
 
-_QUOTED = " (a string: write the number without quotes)"
-_MESSAGES = {
-    "greater_than": "must be > {gt}",
-    "greater_than_equal": "must be >= {ge}",
-    "less_than": "must be < {lt}",
-    "less_than_equal": "must be <= {le}",
-    "literal_error": "must be one of {expected}",
-    "int_type": "must be an integer",
-    "int_parsing": "must be an integer",
-    "int_from_float": "must be an integer",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "finite_number": "must be a finite number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "string_type": "must be a string",
-    "list_type": "must be a list",
-    "tuple_type": "must be a list of two numbers [low, high]",
-    "dict_type": "must be a mapping",
-    "model_type": "must be a mapping of keys",
-    "model_attributes_type": "must be a mapping of keys",
-    "too_short": "must have at least {min_length} item(s)",
-    "too_long": "must have at most {max_length} item(s)",
-}
+# added to "must be a number" when the value was a quoted number
+QUOTED_NUMBER_HINT = " (a string: write the number without quotes)"
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _short_repr(value: Any, limit: int = 60) -> str:
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for an error line."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> str:
-    model: Any = ExperimentConfig
-    for part in loc:
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return ""
-        model = fields[part].annotation
-    fields = getattr(model, "model_fields", None)
-    return f" (expected one of: {', '.join(fields)})" if fields else ""
-
-
-def _describe_one(err: dict[str, Any]) -> str:
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    key = _dotted(loc)
-    if kind == "extra_forbidden":
-        return f"{key}: unknown key{_allowed_keys(loc[:-1])}"
-    if kind == "missing":
-        return f"{key}: is required"
-    if kind == "value_error":
-        message = str(err["msg"]).removeprefix("Value error, ")
-        return f"{key}: {message}" if key else message
-    template = _MESSAGES.get(kind)
-    message = template.format(**err.get("ctx", {})) if template else str(err["msg"])
-    quoted = _QUOTED if kind in ("float_type", "int_type") and isinstance(err.get("input"), str) else ""
-    return f"{key}: {message}, got {_short_repr(err.get('input'))}{quoted}"
-
-
-def _describe(exc: ValidationError, overridden: list[tuple[str, str]]) -> str:
-    lines = []
-    for err in exc.errors():
-        line = _describe_one(err)
-        # a cross-field rule has no loc; its message starts with the key it is about
-        key = _dotted(tuple(err["loc"])) or line.partition(":")[0]
-        for dotted, item in reversed(overridden):  # the last override of a key is the one that holds
-            # the key itself, a key inside it, or (a mapping's own rule, e.g. snr.bins) a key it holds
-            if key == dotted or key.startswith((dotted + ".", dotted + "[")) or dotted.startswith(key + "."):
-                line += f" (set by override {_short_repr(item)})"
-                break
-        lines.append(line)
-    return "; ".join(lines)
 
 
 def _json_safe(value: Any) -> Any:
