@@ -24,7 +24,7 @@ from snrmoe_dask.core.gate import (
 from snrmoe_dask.core.ridge import RidgeModel
 from snrmoe_dask.core.snr import Bins
 from snrmoe_dask.errors import ConfigError, InputError
-from snrmoe_dask.report.plots import alpha_curve_figure, gate_confusion_figure
+from snrmoe_dask.report.gate_alpha_plots import alpha_curve_figure, gate_confusion_figure
 
 BINS = Bins.from_mapping({"X": [0, 2], "L": [2, 4], "M": [4, 7], "H": [7, None]})
 

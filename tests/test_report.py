@@ -29,9 +29,9 @@ from snrmoe_dask.cli import main
 from snrmoe_dask.errors import ConfigError, InputError
 from snrmoe_dask.io.shards import inspect_shard, read_source
 from snrmoe_dask.io.simulate import simulate_set
+from snrmoe_dask.report.gate_alpha_plots import alpha_curve_figure
 from snrmoe_dask.report.plots import (
     FIGURE_NAMES,
-    alpha_curve_figure,
     bin_marked,
     make_figures,
     plot_comparison,
@@ -63,7 +63,7 @@ def drawn(monkeypatch, draw, *args):
     import snrmoe_dask.report.plots as plots
 
     captured = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: captured.append(fig) or path)
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: captured.append(fig) or path)
     draw(*args)
     fig = captured[0]
     fig.canvas.draw()
@@ -219,10 +219,10 @@ def test_figure_4_puts_the_bins_on_x_and_the_threshold_where_the_eye_compares(re
 
 def test_the_alpha_curve_is_not_crushed_by_one_collapsed_value(tmp_path, monkeypatch):
     """Issue: one validation R² of −7.9 crushed the y range of every other curve."""
-    import snrmoe_dask.report.plots as plots
+    import snrmoe_dask.report.gate_alpha_plots as gate_alpha_plots
 
     captured = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: captured.append(fig) or path)
+    monkeypatch.setattr(gate_alpha_plots, "save_figure", lambda fig, path: captured.append(fig) or path)
     alphas = [1.0, 10.0, 100.0, 1000.0, 1e4, 1e5]
     curves = {"global": (alphas, [0.10, 0.15, 0.22, 0.28, 0.29, 0.13]),
               "H": (alphas, [-7.9, -1.2, 0.05, 0.30, 0.33, 0.20]), "M": (alphas, [0.2, 0.25, 0.3, 0.35, 0.3, 0.2])}

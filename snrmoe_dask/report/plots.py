@@ -15,9 +15,9 @@ the overall ΔR², Figure 2 the ★ on each bin's interval, Figure 4 the colour 
 Axis ranges come from the data (most of it, where a few values would crush the rest: those are drawn
 on the edge and counted); text boxes sit where no data are.
 
-Two more figures are drawn from plain arrays, and by :func:`make_figures` when results.json has
-their section: the deployable gate's confusion matrix ("gate") and validation R² against the Ridge
-alpha per model ("alpha").
+:func:`make_figures` draws these four, then the two of ``report.gate_alpha_plots`` when results.json
+has their section: the deployable gate's confusion matrix ("gate") and validation R² against the Ridge
+alpha per model ("alpha"). Colours, labels and the PNG writer are ``report.figure_style``.
 
 Figures are built on ``matplotlib.figure.Figure`` objects (no pyplot state), so drawing is
 thread-safe and independent of the interactive backend. Missing R² is drawn as "n/a", never as
@@ -37,28 +37,21 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .._version import __version__
-from ..errors import InputError
-from ..experiment.results_schema import AlphaChoice
-from ..io.atomic import atomic_file
 from .facts import BinFacts, Facts, build_facts
 from .files import (FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION,  # noqa: F401
                     FIG_PERBIN, FIG_PRED_VS_TRUE, FIGURE_NAMES, PREDICTION_COLUMNS, check_predictions,
                     check_results, written_by_snrmoe)
-from .formatting import as_float, ci_bounds, format_ci, format_count, format_delta, format_r2
+from .figure_style import (GAIN_COLOR, LOSS_COLOR, MODEL_COLORS, MODEL_LABELS, SMALL_GAIN_COLOR, THRESHOLD_COLOR,
+                           bin_colors, padded, save_figure, text_color)
+from .formatting import ci_bounds, format_ci, format_count, format_delta, format_r2
+from .gate_alpha_plots import alpha_curves, gate_confusion_figure, plot_alpha_curve
 
-MODEL_LABELS = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "Deployed MoE",
-                "noisy_snr_routed": "Noisy-SNR routed"}
-MODEL_COLORS = {"global": "#4C72B0", "oracle": "#DD8452", "deployed": "#55A868", "noisy_snr_routed": "#8172B3"}
 COMPARISON_MODELS = ("global", "oracle", "deployed", "noisy_snr_routed")
-GAIN_COLOR, SMALL_GAIN_COLOR, LOSS_COLOR, THRESHOLD_COLOR = "#1B7837", "#555555", "#B2182B", "#C44E52"
 DECISION_COLORS = {"PASS": GAIN_COLOR, "FAIL": LOSS_COLOR}
 METRIC_LABELS = {"r2": "R²", "mae": "MAE", "rmse": "RMSE"}
-SOFTWARE = f"snrmoe-dask {__version__}"  # PNG metadata "Software": marks the files this tool wrote
-DPI = 150
 # the axes show the values between these percentiles (and every value of a small set); the rest lie on the edge
 CORE_PERCENTILES = (0.5, 99.5)
 
@@ -73,18 +66,6 @@ def bin_marked(spec: Any, threshold: float) -> bool:
 
 
 # ----------------------------------------------------------------------------- drawing helpers
-def _save(fig: Figure, path: Path) -> Path:
-    """Write the PNG through a temporary file and ``os.replace`` so a reader never sees half a file."""
-    with atomic_file(path) as fh:
-        fig.savefig(fh, format="png", dpi=DPI, metadata={"Software": SOFTWARE})
-    return path
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """:func:`_save` for the report's other figure modules."""
-    return _save(fig, path)
-
-
 def core_range(values: Any, always: tuple[float, ...] = ()) -> tuple[float, float]:
     """(low, high) that shows most of ``values``: the CORE_PERCENTILES range and a tenth of it on each side
     (all of them when fewer than 200), widened to ``always``; a few extreme values would otherwise crush
@@ -104,11 +85,6 @@ def core_range(values: Any, always: tuple[float, ...] = ()) -> tuple[float, floa
     return (low, high) if high > low else (low - 0.5, high + 0.5)
 
 
-def _pad(low: float, high: float, share: float = 0.05) -> tuple[float, float]:
-    margin = share * (high - low)
-    return low - margin, high + margin
-
-
 def _subtitle(f: Facts) -> str:
     return (f"{f.results.experiment}  ·  n_train={format_count(f.n_train)}, n_test={format_count(f.n_test)}"
             f"  ·  decision: {f.decision}")
@@ -124,7 +100,7 @@ def _robustness_line(f: Facts) -> str:
     return f"{100 * rob.level:g}% CI {format_ci(rob.ci)} {where}: {rob.verdict}"
 
 
-def _noun(f: Facts) -> str:
+def _expert_cell_label(f: Facts) -> str:
     """What one expert covers: 'SNR bin', 'T_eff bin', 'T_eff × M_H cell'."""
     return f"{f.split} bin" if len(f.columns) == 1 else f"{f.split} cell"
 
@@ -137,17 +113,6 @@ def _bin_label(b: BinFacts, multiline: bool = False) -> str:
 
 def _ci_label(f: Facts) -> str:
     return f"{100 * f.robustness.level:g}% CI" if f.robustness else "95% CI"
-
-
-def _text_color(rgba) -> str:
-    """Black on light cells, white on dark ones (relative luminance)."""
-    r, g, b = rgba[:3]
-    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
-
-
-def _bin_colors(names: list[str]) -> dict[str, Any]:
-    palette = colormaps["Dark2"].colors
-    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def _error_bars(ax, xs: np.ndarray, values: np.ndarray, bounds: np.ndarray, **style) -> None:
@@ -206,10 +171,10 @@ def plot_comparison(results: Any, path: Path) -> Path:
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
     title = ("Oracle SNR-binned MoE vs Global Ridge: test R²" if f.snr_partition else
-             f"Oracle MoE (one expert per {_noun(f)}) vs Global Ridge: test R²")
+             f"Oracle MoE (one expert per {_expert_cell_label(f)}) vs Global Ridge: test R²")
     ax.set_title(title, fontsize=12, fontweight="bold")
     fig.suptitle(_subtitle(f), fontsize=9, color="0.35")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- figure 2
@@ -269,7 +234,7 @@ def plot_perbin(results: Any, path: Path) -> Path:
     ax.axvline((x[-2] + x[-1]) / 2, color="0.6", linewidth=0.8, linestyle=":")
     ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.34 * span)
     ax.set_xticks(x, labels, fontsize=9)
-    ax.set_xlabel(_noun(f))
+    ax.set_xlabel(_expert_cell_label(f))
     ax.set_ylabel("Test R²")
     ax.grid(axis="y", alpha=0.3, zorder=0)
     ax.set_axisbelow(True)
@@ -284,8 +249,8 @@ def plot_perbin(results: Any, path: Path) -> Path:
         handles.append(Patch(facecolor="white", edgecolor=MODEL_COLORS["oracle"], hatch="///",
                              label="no expert: served by Global"))
     fig.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=len(handles), frameon=False)
-    fig.suptitle(f"Test R² per {_noun(f)}: Global Ridge vs Oracle expert\n{_subtitle(f)}", fontsize=11)
-    return _save(fig, path)
+    fig.suptitle(f"Test R² per {_expert_cell_label(f)}: Global Ridge vs Oracle expert\n{_subtitle(f)}", fontsize=11)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- figure 3
@@ -296,11 +261,11 @@ def plot_pred_vs_true(results: Any, predictions: pd.DataFrame, path: Path) -> Pa
     f = results if isinstance(results, Facts) else build_facts(results, predictions)
     names = [b.name for b in f.bins] + [n for n in pd.unique(predictions["bin"]) if n not in {b.name for b in f.bins}]
     by_name = {b.name: b for b in f.bins}
-    colors = _bin_colors(names)
+    colors = bin_colors(names)
     counts = predictions["bin"].value_counts()
     y_true = predictions["y_true"].to_numpy(float)
     train = [v for v in (f.target.train_min, f.target.train_max) if v is not None]
-    lim = _pad(*core_range(predictions[["y_global", "y_oracle"]].to_numpy(float),
+    lim = padded(*core_range(predictions[["y_global", "y_oracle"]].to_numpy(float),
                            always=(float(np.min(y_true)), float(np.max(y_true)), *train)))
     size = 14 if len(predictions) <= 2000 else 6
 
@@ -357,10 +322,10 @@ def plot_pred_vs_true(results: Any, predictions: pd.DataFrame, path: Path) -> Pa
     widest = max(len(h.get_label()) for h in handles)
     fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), 4, 130 // widest)),
                fontsize=9, frameon=False)
-    fig.suptitle(f"Predicted vs true log g on the test set, coloured by {_noun(f)}\n"
+    fig.suptitle(f"Predicted vs true log g on the test set, coloured by {_expert_cell_label(f)}\n"
                  f"ΔR² (Oracle − Global) = {format_delta(f.delta)}"
                  + (f", CI {format_ci(f.delta_ci)}" if f.delta_ci else "") + f"\n{_subtitle(f)}", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- figure 4
@@ -399,12 +364,12 @@ def plot_delta_heatmap(results: Any, path: Path) -> Path:
             v = r2[i, j]
             rgba = r2_cmap(r2_norm(v)) if math.isfinite(v) else (0.85, 0.85, 0.85, 1)
             text = format_r2(v) + ("\n(= Global)" if i == 1 and skipped[j] else "")
-            ax_r2.text(j, i, text, ha="center", va="center", fontsize=10, color=_text_color(rgba))
+            ax_r2.text(j, i, text, ha="center", va="center", fontsize=10, color=text_color(rgba))
         dv = delta[0, j]
         rgba = d_cmap(d_norm(dv)) if math.isfinite(dv) else (0.85, 0.85, 0.85, 1)
         ci = format_ci(delta_ci[j])
         text = "no expert" if skipped[j] else format_delta(dv) + (f"\n{ci}" if ci else "")
-        ax_d.text(j, 0, text, ha="center", va="center", fontsize=9.5, fontweight="bold", color=_text_color(rgba))
+        ax_d.text(j, 0, text, ha="center", va="center", fontsize=9.5, fontweight="bold", color=text_color(rgba))
     for ax in (ax_r2, ax_d):
         ax.axvline(k - 1.5, color="white", linewidth=4)  # sets Overall apart from the bins
         ax.tick_params(length=0)
@@ -414,7 +379,7 @@ def plot_delta_heatmap(results: Any, path: Path) -> Path:
     ax_r2.set_xticks(np.arange(k), [""] * k)
     ax_d.set_yticks([0], ["ΔR²\n(Oracle − Global)"], fontsize=10.5)
     ax_d.set_xticks(np.arange(k), columns, fontsize=9)
-    ax_d.set_xlabel(_noun(f))
+    ax_d.set_xlabel(_expert_cell_label(f))
 
     cb_r2 = fig.colorbar(im_r2, cax=cax_r2)
     cb_r2.set_label("Test R²")
@@ -424,9 +389,9 @@ def plot_delta_heatmap(results: Any, path: Path) -> Path:
         cb.ax.yaxis.set_major_locator(MaxNLocator(5))
         cb.ax.tick_params(labelsize=8.5)
     cb_d.ax.axhline(f.threshold, color="black", linewidth=2.0)
-    fig.suptitle(f"ΔR² by {_noun(f)}: Oracle MoE vs Global Ridge (ΔR² cells: point estimate and CI)\n{_subtitle(f)}",
+    fig.suptitle(f"ΔR² by {_expert_cell_label(f)}: Oracle MoE vs Global Ridge (ΔR² cells: point estimate and CI)\n{_subtitle(f)}",
                  fontsize=10.5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -451,199 +416,3 @@ def make_figures(results: Any, predictions: pd.DataFrame, img_dir: str | os.Path
     if f.results.alpha is not None and alpha_curves(f.results.alpha)[0]:
         paths.append(plot_alpha_curve(f.results.alpha, img_dir / FIG_ALPHA_CURVE))
     return paths
-
-
-def plot_gate_confusion(gate: Any, path: Path) -> Path:
-    """The confusion matrix of results["gate"] (rows: true bin, columns: the gate's bin)."""
-    get = gate.get if isinstance(gate, Mapping) else (lambda key: getattr(gate, key, None))
-    if get("confusion") is None or get("names") is None:
-        raise InputError("results: 'gate' needs keys 'confusion' and 'names'")
-    return gate_confusion_figure(get("confusion"), get("names"), path)
-
-
-def alpha_curves(alpha: Any) -> tuple[dict[str, tuple[list[float], list[Any]]], dict[str, float]]:
-    """(curves, chosen) of results["alpha"] for :func:`alpha_curve_figure`: the global model, then the
-    experts; a model without a validation curve (it took the global alpha) is left out, and so are
-    alphas <= 0, which a log axis cannot show (a chosen alpha of 0 is then not starred)."""
-    if not isinstance(alpha, AlphaChoice):
-        alpha = AlphaChoice.model_validate(alpha)
-    curves: dict[str, tuple[list[float], list[Any]]] = {}
-    chosen: dict[str, float] = {}
-    for name, model in [("global", alpha.global_), *alpha.experts.items()]:
-        alphas, r2 = model.curve.alpha, model.curve.val_r2
-        if not alphas or not r2 or len(alphas) != len(r2):
-            continue
-        points = [(a, v) for a, v in zip(alphas, r2) if a > 0]
-        if not points:
-            continue
-        curves[str(name)] = ([a for a, _ in points], [v for _, v in points])
-        if model.alpha is not None and model.alpha > 0:
-            chosen[str(name)] = model.alpha
-    return curves, chosen
-
-
-def plot_alpha_curve(alpha: Any, path: Path) -> Path:
-    """Validation R² against alpha for every model of results["alpha"], the fixed alpha as a reference line."""
-    curves, chosen = alpha_curves(alpha)
-    fixed = (alpha.fixed_alpha if isinstance(alpha, AlphaChoice) else AlphaChoice.model_validate(alpha).fixed_alpha)
-    return alpha_curve_figure(curves, chosen, fixed if fixed is not None and fixed > 0 else None, path)
-
-
-# ----------------------------------------------------------------------------- deployable gate figures
-def _check_confusion(confusion: Any, names: list[str]) -> np.ndarray:
-    conf = np.asarray(confusion, dtype=np.float64)
-    k = len(names)
-    if k == 0 or conf.shape != (k, k):
-        raise InputError(f"gate confusion: expected a {k} x {k} matrix for bins {names}, got shape {conf.shape}")
-    if not np.isfinite(conf).all() or (conf < 0).any() or (conf != np.round(conf)).any():
-        raise InputError("gate confusion: expected non-negative integer counts")
-    return conf
-
-
-def gate_confusion_figure(confusion: Any, names: Any, path: str | os.PathLike) -> Path:
-    """Annotated heatmap of the gate's confusion matrix (K, K): rows = true bin, columns = predicted bin.
-
-    Colours are row-normalised (the share of each true bin's test spectra sent to each bin), so a
-    small bin is as readable as a large one; each cell shows its count and that share. names: (K,)
-    bin names in bin order. Returns the PNG's path (its folder is created if missing).
-    """
-    names = [str(n) for n in names]
-    conf = _check_confusion(confusion, names)
-    k = len(names)
-    row_sums = conf.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(row_sums > 0, conf / row_sums, np.nan)  # a bin with no test spectra: grey
-    total = float(conf.sum())
-    accuracy = float(np.trace(conf)) / total if total > 0 else math.nan
-
-    fig = Figure(figsize=(2.2 + 1.25 * k, 1.6 + 1.1 * k), layout="constrained")
-    ax = fig.add_subplot()
-    cmap = colormaps["Blues"].with_extremes(bad="#D9D9D9")
-    norm = Normalize(vmin=0.0, vmax=1.0)
-    im = ax.imshow(np.ma.masked_invalid(share), cmap=cmap, norm=norm, aspect="equal")
-    for i in range(k):
-        for j in range(k):
-            rgba = cmap(norm(share[i, j])) if math.isfinite(share[i, j]) else (0.85, 0.85, 0.85, 1)
-            text = format_count(conf[i, j]) + (f"\n{share[i, j]:.1%}" if math.isfinite(share[i, j]) else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=10,
-                    fontweight="bold" if i == j else "normal", color=_text_color(rgba))
-        # the correct-routing cell of each row is framed
-        ax.add_patch(Rectangle((i - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="black", linewidth=1.5))
-    ax.set_xticks(np.arange(k), names)
-    ax.set_yticks(np.arange(k), [f"{n}\nn={format_count(c)}" for n, c in zip(names, row_sums[:, 0])])
-    ax.set_xlabel("Predicted SNR bin (gate)")
-    ax.set_ylabel("True SNR bin")
-    ax.tick_params(length=0)
-    cb = fig.colorbar(im, ax=ax, shrink=0.85)
-    cb.set_label("Share of the true bin's test spectra")
-    acc_text = f"{accuracy:.1%}" if math.isfinite(accuracy) else "n/a"
-    fig.suptitle(f"Gate confusion matrix (rows: true bin)\naccuracy {acc_text}, n_test={format_count(total)}",
-                 fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)
-
-
-def _positive(value: Any, what: str) -> float:
-    v = as_float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise InputError(f"alpha curve: {what} must be a finite number > 0 (log axis), got {value!r}")
-    return v
-
-
-def _check_curve(name: str, curve: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(alphas, r2) of one model, sorted by alpha, both (A,) float64."""
-    try:
-        alphas, r2 = curve
-    except (TypeError, ValueError):
-        raise InputError(f"alpha curve {name!r}: expected (alphas, val_r2), got {curve!r}") from None
-    alphas = np.array([_positive(a, f"{name!r} alpha") for a in alphas], dtype=np.float64)
-    r2 = np.array([as_float(v) for v in r2], dtype=np.float64)
-    if alphas.size == 0 or alphas.shape != r2.shape:
-        raise InputError(f"alpha curve {name!r}: expected as many R² as alphas (>= 1), "
-                         f"got {alphas.size} alphas and {r2.size} R²")
-    order = np.argsort(alphas)
-    return alphas[order], r2[order]
-
-
-def _r2_at(alpha: float, alphas: np.ndarray, r2: np.ndarray) -> float:
-    """R² at ``alpha``: the curve's value at a listed alpha, else interpolated in log alpha."""
-    hit = np.flatnonzero(np.isclose(alphas, alpha, rtol=1e-9, atol=0.0))
-    if hit.size:
-        return float(r2[hit[0]])
-    ok = np.isfinite(r2)
-    if not ok.any():
-        return math.nan
-    return float(np.interp(np.log(alpha), np.log(alphas[ok]), r2[ok]))
-
-
-def alpha_y_range(values: np.ndarray) -> tuple[float, float]:
-    """The y range of the alpha curves: from the best value down to where most curves are; a curve that
-    collapses at one end (an expert at a tiny alpha, R² −7.9) would otherwise flatten all the others."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return 0.0, 1.0
-    top = float(values.max())
-    typical = float(np.percentile(values, 25))
-    low = max(float(values.min()), typical - 1.5 * max(top - typical, 0.01))
-    return _pad(low, top, 0.08)
-
-
-def alpha_curve_figure(curves: Mapping[str, Any], chosen: Mapping[str, Any], fixed_alpha: float | None,
-                       path: str | os.PathLike) -> Path:
-    """Validation R² against the Ridge alpha (log x axis), one line per model.
-
-    curves: {model name: (alphas (A,), validation R² (A,))}, e.g. "global" and the bin names;
-    chosen: {model name: selected alpha}, marked with a star on its curve; fixed_alpha: the
-    card's fixed penalty, drawn as a vertical reference line (None: no line). Missing R²
-    (None/NaN) leave gaps. The y range follows most of the values (:func:`alpha_y_range`); values
-    below it are drawn on its lower edge (▼) and counted in the legend.
-    Returns the PNG's path (its folder is created if missing).
-    """
-    if not isinstance(curves, Mapping) or not curves:
-        raise InputError("alpha curve: expected {model name: (alphas, val_r2)} with at least one model")
-    unknown = [n for n in chosen if n not in curves]
-    if unknown:
-        raise InputError(f"alpha curve: chosen alphas for models without a curve: {unknown}")
-    fixed = None if fixed_alpha is None else _positive(fixed_alpha, "the fixed alpha")
-    data = {str(name): _check_curve(str(name), curve) for name, curve in curves.items()}
-    others = [n for n in data if n not in MODEL_COLORS]
-    colors = {**_bin_colors(others), **{n: MODEL_COLORS[n] for n in data if n in MODEL_COLORS}}
-    low, high = alpha_y_range(np.concatenate([r2 for _, r2 in data.values()]))
-
-    fig = Figure(figsize=(8.4, 5.2), layout="constrained")
-    ax = fig.add_subplot()
-    below = 0
-    for name, (alphas, r2) in data.items():
-        label = MODEL_LABELS.get(name, name)
-        shown = np.clip(r2, low, None)
-        under = np.isfinite(r2) & (r2 < low)
-        below += int(under.sum())
-        if name in chosen:
-            a = _positive(chosen[name], f"the chosen alpha of {name!r}")
-            ax.plot([a], [max(_r2_at(a, alphas, r2), low)], marker="*", markersize=16, color=colors[name],
-                    markeredgecolor="black", linestyle="none", zorder=4)
-            label += f" (chosen α = {a:g})"
-        ax.plot(alphas, shown, marker="o", markersize=4, linewidth=1.6, color=colors[name], label=label, zorder=3)
-        if under.any():
-            ax.plot(alphas[under], shown[under], marker="v", markersize=8, color=colors[name], markeredgecolor="black",
-                    linestyle="none", zorder=4, clip_on=False)
-    if fixed is not None:
-        ax.axvline(fixed, color="0.25", linestyle="--", linewidth=1.3, label=f"fixed α = {fixed:g}", zorder=2)
-    ax.set_xscale("log")
-    ax.set_ylim(low, high)
-    ax.set_xlabel("Ridge α (log scale)")
-    ax.set_ylabel("Validation R²")
-    ax.grid(alpha=0.3, which="both", zorder=0)
-    handles, labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], marker="*", markersize=12, color="0.5", markeredgecolor="black", linestyle="none"))
-    labels.append("chosen α")
-    if below:
-        handles.append(Line2D([], [], marker="v", markersize=8, color="0.5", markeredgecolor="black", linestyle="none"))
-        labels.append(f"below the axis, drawn on its edge: {below}")
-    # outside the axes: with one curve per bin an inside legend would hide the curves' peaks
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8.5, frameon=False)
-    fig.suptitle("Validation R² vs Ridge α per model", fontsize=12)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)

@@ -85,7 +85,7 @@ def scaling_figure(results: Any):
     from matplotlib import colormaps  # the section's text needs no matplotlib
     from matplotlib.figure import Figure
 
-    from .plots import MODEL_COLORS, MODEL_LABELS, THRESHOLD_COLOR
+    from .figure_style import MODEL_COLORS, MODEL_LABELS, THRESHOLD_COLOR
     results, scaling = _scaling(results)
     points = scaling.points
     threshold = scaling.threshold if scaling.threshold is not None else results.threshold
@@ -147,7 +147,7 @@ def plot_scaling(results: Any, img_dir: str | os.PathLike) -> Path | None:
         return None
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
-    from .plots import save_figure
+    from .figure_style import save_figure
 
     return save_figure(scaling_figure(results), img_dir / FIG_SCALING)
 

@@ -199,7 +199,7 @@ def _gate(f: Facts, p: ModuleType, img: str) -> list[str]:
 def _alpha(f: Facts, p: ModuleType, img: str) -> list[str]:
     """Alpha chosen on the validation set: per model, the chosen alpha, its validation R², the gain over
     the fixed alpha, flags, and the figure of the curves."""
-    from .plots import alpha_curves
+    from .gate_alpha_plots import alpha_curves
 
     choice = f.results.alpha
     if choice is None:
