@@ -81,7 +81,7 @@ from machine import (
 )
 from threadpoolctl import threadpool_limits
 
-from snrmoe_dask.core import card
+from snrmoe_dask.core import card_defaults
 from snrmoe_dask.errors import ConfigError
 from snrmoe_dask.experiment.config_file import load_config
 from snrmoe_dask.io.simulate import count_label, simulate_set
@@ -697,7 +697,7 @@ def main() -> int:
 
     save()
     if args.resolve:
-        alpha = cfg.model.alpha / 2 if isinstance(cfg.model.alpha, (int, float)) else card.ALPHA / 2
+        alpha = cfg.model.alpha / 2 if isinstance(cfg.model.alpha, (int, float)) else card_defaults.ALPHA / 2
         summary.update(resolve([*overrides, *args.set], [*train_paths, test_path], args.workdir, alpha))
         save()
     if not args.skip_compare:

@@ -23,17 +23,17 @@ from ._version import __version__
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "BinStats": "core.stats", "PassResult": "core.fold", "sum_results": "core.fold", "NoiseSpec": "core.noise",
-    "add_noise": "core.noise", "make_partition": "core.partition",
+    "BinStats": "core.stats", "PassResult": "core.block_pass", "sum_results": "core.block_pass",
+    "NoiseSpec": "core.noise", "add_noise": "core.noise", "make_partition": "core.partition",
     "open_shards": "engine.dataset", "bin_statistics": "engine.statistics", "BinnedRidge": "engine.model",
     "evaluate": "experiment.evaluation", "load_test_set": "experiment.evaluation",
-    "simulate_set": "io.simulate", "CARD_BINS": "core.card", "scaling_curve": "experiment.scaling",
+    "simulate_set": "io.simulate", "CARD_BINS": "core.card_defaults", "scaling_curve": "experiment.scaling",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
-    from .core.card import BINS as CARD_BINS  # noqa: F401
-    from .core.fold import PassResult, sum_results  # noqa: F401
+    from .core.card_defaults import BINS as CARD_BINS  # noqa: F401
+    from .core.block_pass import PassResult, sum_results  # noqa: F401
     from .core.noise import NoiseSpec, add_noise  # noqa: F401
     from .core.partition import make_partition  # noqa: F401
     from .core.stats import BinStats  # noqa: F401

@@ -42,7 +42,7 @@ def _cmd_simulate(args) -> int:
 
 def _cmd_inspect(args) -> int:
     from .engine.cluster import compute_context
-    from .engine.survey import format_survey, survey
+    from .engine.inspect import format_survey, survey
     from .io.shards import resolve_shards
 
     paths = resolve_shards(None, args.paths)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snrmoe_dask.core.fold import PassResult, PassSpec, sorted_rows
+from snrmoe_dask.core.block_pass import PassResult, PassSpec, sorted_rows
 from snrmoe_dask.core.stats import BinStats
 from snrmoe_dask.engine.blocks import Block, plan_blocks
 from snrmoe_dask.engine.segment import load_block

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from snrmoe_dask.io import cache
-from snrmoe_dask.core.fold import PassResult, PassSpec
+from snrmoe_dask.core.block_pass import PassResult, PassSpec
 from snrmoe_dask.core.noise import NoiseSpec
 from snrmoe_dask.core.repair import RepairCounts
 from snrmoe_dask.core.snr import Bins

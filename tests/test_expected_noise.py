@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import file_blocks, fold_block_by_block
-from snrmoe_dask.core.fold import PassResult, PassSpec
+from snrmoe_dask.core.block_pass import PassResult, PassSpec
 from snrmoe_dask.core.noise import NoiseSpec, add_noise
 from snrmoe_dask.core.partition import make_partition
 from snrmoe_dask.core.ridge import solve_ridge

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from snrmoe_dask.cli import main
-from snrmoe_dask.core.card import BINS as CARD_BINS
+from snrmoe_dask.core.card_defaults import BINS as CARD_BINS
 from snrmoe_dask.core.noise import add_noise
 from snrmoe_dask.core.repair import repair_block
 from snrmoe_dask.core.snr import Bins, snr_norm

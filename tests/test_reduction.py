@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from snrmoe_dask import bin_statistics, open_shards, simulate_set, sum_results
-from snrmoe_dask.core.fold import CHAIN, prefix_sums, tree_split, tree_sum
+from snrmoe_dask.core.sum_order import CHAIN, prefix_sums, tree_split, tree_sum
 
 SHARDS = 2 * CHAIN + 3
 
@@ -86,12 +86,12 @@ def test_the_graph_adds_in_the_same_order_and_in_parallel(many):
 
 
 def test_reduce_graph_has_the_order_and_the_prefixes_of_tree_sum(monkeypatch):
-    """The dask graph against core.fold, on parts that record how they were added; node names say which
+    """The dask graph against core.sum_order, on parts that record how they were added; node names say which
     groups they sum."""
     import dask
     from dask import delayed
 
-    from snrmoe_dask.core.fold import fold_blocks
+    from snrmoe_dask.core.sum_order import fold_blocks
     from snrmoe_dask.engine import graph
 
     monkeypatch.setattr(graph, "add_into", lambda a, b, *after: (a, b))

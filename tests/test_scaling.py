@@ -20,7 +20,8 @@ from snrmoe_dask.engine import graph
 from snrmoe_dask.engine.blocks import plan_blocks, split_blocks
 from snrmoe_dask.errors import ConfigError, InputError
 from snrmoe_dask.experiment.config_file import load_config
-from snrmoe_dask.core.fold import prefix_sums, sum_results
+from snrmoe_dask.core.block_pass import sum_results
+from snrmoe_dask.core.sum_order import prefix_sums
 from snrmoe_dask.experiment.scaling import extrapolate
 from snrmoe_dask.report.scaling import FIG_SCALING, X_LABEL, scaling_figure, scaling_section
 from snrmoe_dask.report.text import render_report

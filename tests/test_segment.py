@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import file_blocks, fold_block_by_block
-from snrmoe_dask.core.fold import PassSpec
+from snrmoe_dask.core.block_pass import PassSpec
 from snrmoe_dask.core.noise import NoiseSpec
 from snrmoe_dask.core.partition import make_partition
 from snrmoe_dask.core.snr import snr_norm

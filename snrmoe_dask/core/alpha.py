@@ -27,7 +27,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import ConfigError, InputError
-from .card import ALPHA as CARD_ALPHA
+from .card_defaults import ALPHA as CARD_ALPHA
 from .ridge import RidgeModel, ScaledRidge, _check_alpha, heldout_r2, heldout_sse
 from .stats import BinStats
 

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from . import card
+from . import card_defaults
 
 TILE_ROWS = 16
 # Rows of a chunk are noised together while still in cache: ~256 KiB of float32 per chunk.
@@ -64,8 +64,8 @@ class NoiseSpec:
     statistics exactly instead of drawing it; ``none`` adds no noise (the level still scales the SNR).
     """
 
-    level: float = card.NOISE_LEVEL
-    seed: int = card.NOISE_SEED
+    level: float = card_defaults.NOISE_LEVEL
+    seed: int = card_defaults.NOISE_SEED
     mode: str = "sample"
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import ConfigError, InputError
-from . import pages
+from . import small_pages
 from .stats import BinStats, GramTiles
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class ScaledRidge:
         """(D, D) A, C-ordered, in its upper triangle (diagonal included; the lower one is not to be
         read), in ``out`` or a new array."""
         d = self.gram.d
-        out = pages.empty((d, d)) if out is None else out
+        out = small_pages.empty((d, d)) if out is None else out
         for t, (i0, i1, j0, j1) in enumerate(self.gram.tiles):
             out[i0:i1, j0:j1] = self.gram.tile(0, t)
         return out

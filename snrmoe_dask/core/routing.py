@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .fold import PassSpec
+from .block_pass import PassSpec
 from .ridge import RidgeModel
 from .snr import compute_snr
 

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from . import pages
+from . import small_pages
 from .buffers import owned_buffer
 from .noise import check_level
 
@@ -153,9 +153,9 @@ class GramTiles:
     @classmethod
     def empty(cls, k: int, d: int) -> "GramTiles":
         """Tiles to be overwritten whole (a solve's problem, a loaded entry), in ordinary pages (see
-        :mod:`~snrmoe_dask.core.pages`). A pass's accumulators stay in numpy's huge pages: it ran
-        20 % slower at 100,000 spectra with them in ordinary ones."""
-        return cls(k, d, pages.empty((k, int(_tile_offsets(d)[-1]))))
+        :mod:`~snrmoe_dask.core.small_pages`). A pass's accumulators stay in numpy's huge pages: the pass
+        ran slower with them in ordinary ones (docs/performance.md)."""
+        return cls(k, d, small_pages.empty((k, int(_tile_offsets(d)[-1]))))
 
     def tile(self, k: int, t: int) -> np.ndarray:
         i0, i1, j0, j1 = self.tiles[t]
@@ -204,7 +204,7 @@ class GramTiles:
 
     def dense(self) -> np.ndarray:
         """(K, D, D) the symmetric S_k: the tiles in place, their upper triangle mirrored below."""
-        out = pages.zeros((self.k, self.d, self.d))
+        out = small_pages.zeros((self.k, self.d, self.d))
         for k in range(self.k):
             for t, (i0, i1, j0, j1) in enumerate(self.tiles):
                 out[k, i0:i1, j0:j1] = self.tile(k, t)
@@ -479,7 +479,7 @@ class BinStats:
     def _combine(self, names: Sequence[str], members: Sequence[Sequence[int]]) -> "BinStats":
         def pick(a: np.ndarray) -> np.ndarray:
             # adds in member order, one bin at a time: no (members x D x D) temporary
-            out = pages.empty((len(members), *a.shape[1:]), dtype=a.dtype)
+            out = small_pages.empty((len(members), *a.shape[1:]), dtype=a.dtype)
             for i, m in enumerate(members):
                 out[i] = a[m[0]]
                 for j in m[1:]:

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..core import card
+from ..core import card_defaults
 from ..errors import InputError, InvalidParameterError
 from ..io.shards import (ERROR_KEY, FLUX_KEY, H5Rows, ShardInfo, aligned_block_rows, inspect_shards,
                          resolve_shards)
@@ -20,7 +20,7 @@ SHARD_FILES = "snrmoe_shard_files"
 DEFAULT_BLOCK_ROWS = 4096
 
 
-def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, target: str | None = card.TARGET,
+def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, target: str | None = card_defaults.TARGET,
                 block_rows: int = DEFAULT_BLOCK_ROWS, first_shard: int = 0, root: str | os.PathLike | None = None,
                 max_rows: int | None = None, columns: Sequence[str] = (), chunks: str = "files"):
     """Open HDF5 shards lazily as one ``xarray.Dataset``; nothing of size N x D is read.

@@ -3,7 +3,7 @@
 Graph for shards k = 0..K-1 with segments j:
 
     segment(k, 0), segment(k, 1), ... --added left to right--> shard(k) [--save to cache--]
-    shard(0..K-1) or load(k) from the cache --added in the fixed order of core.fold.tree_sum--> total
+    shard(0..K-1) or load(k) from the cache --added in the fixed order of core.sum_order.tree_sum--> total
     (groups of 8 shards left to right, the groups in a binary tree)
 
 The order of every floating-point sum is part of the graph, so the numbers are identical on the
@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from dask import delayed
 
-from ..core.fold import CHAIN, PassResult, PassSpec, tree_split
+from ..core.block_pass import PassResult, PassSpec
+from ..core.sum_order import CHAIN
 from .blocks import Block, plan_segments
 from .segment import add_into, segment_pass
 from .sources import RowSource
@@ -104,11 +105,11 @@ def then(fn: Callable, part, *args, name: str):
 def reduce_graph(parts: Sequence, name: str,
                  readers: Mapping[int, Callable[[list], Any]] | None = None) -> tuple[Any, dict[int, Any]]:
     """The delayed sum of ``parts`` (partial sums of this graph only: each is added into) in the order of
-    :func:`~snrmoe_dask.core.fold.tree_sum`: groups of CHAIN parts left to right (``{name}-group-{g}-add-{i}``),
+    :func:`~snrmoe_dask.core.sum_order.tree_sum`: groups of CHAIN parts left to right (``{name}-group-{g}-add-{i}``),
     then the groups in the binary tree (the node adding groups lo..hi-1 is ``{name}-{lo}-{hi}``).
 
     readers: {k: fn(blocks) -> delayed} for prefixes k of the parts: ``blocks`` are the delayed partial
-    sums whose sum right to left (:func:`~snrmoe_dask.core.fold.fold_blocks`) is the sum of the first k
+    sums whose sum right to left (:func:`~snrmoe_dask.core.sum_order.fold_blocks`) is the sum of the first k
     parts, bit for bit; fn's task must not change them, and every add that would change one waits for it.
     Returns (the total, {k: the reader's delayed value}).
     """

@@ -17,9 +17,9 @@ import numpy as np
 from pydantic import Field
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from ..core import card, pages
+from ..core import card_defaults, small_pages
 from ..core.alpha import AlphaChoice, alpha_grid, is_selection, select_alpha
-from ..core.fold import PassResult, PassSpec
+from ..core.block_pass import PassResult, PassSpec
 from ..core.params import Param, check_params
 from ..core.partition import Partition
 from ..core.ridge import RidgeModel, ScaledRidge, scaler_of
@@ -143,8 +143,8 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
     10.0
     """
 
-    def __init__(self, alpha: float | str | Sequence[float] = card.ALPHA, *,
-                 min_bin_samples: int = card.MIN_BIN_SAMPLES, scaler: str = "per-expert") -> None:
+    def __init__(self, alpha: float | str | Sequence[float] = card_defaults.ALPHA, *,
+                 min_bin_samples: int = card_defaults.MIN_BIN_SAMPLES, scaler: str = "per-expert") -> None:
         self.alpha = alpha
         self.min_bin_samples = min_bin_samples
         self.scaler = scaler
@@ -206,7 +206,7 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
         alphas = self._alphas(train, shared, params["alpha"], params["min_bin_samples"])
         self.n_features_in_ = train.d
         if getattr(self, "_work", None) is None or self._work.shape != (train.d, train.d):
-            self._work = pages.empty((train.d, train.d))  # one factorisation scratch for every solve
+            self._work = small_pages.empty((train.d, train.d))  # one factorisation scratch for every solve
         work = self._work
 
         def solve(name: str, stats, k: int, scaler) -> RidgeModel:
@@ -240,7 +240,8 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
             raise InputError(f"alpha={alpha!r} chooses alpha on validation statistics: pass val_stats to fit")
         grid = alpha_grid(alpha)
         # the card's alpha, when it is a candidate, is the one the gain of the choice is measured against
-        choice = select_alpha(train, self._val, grid, card.ALPHA if card.ALPHA in grid else None, min_samples, shared)
+        card_alpha = card_defaults.ALPHA if card_defaults.ALPHA in grid else None
+        choice = select_alpha(train, self._val, grid, card_alpha, min_samples, shared)
         self.alpha_choice_ = choice
         return {GLOBAL: choice.global_model.alpha, **choice.expert_alphas()}
 

@@ -1,7 +1,7 @@
 """The work of one task: a segment of consecutive blocks of one shard, read and folded in order.
 
 Each block is read and repaired one block ahead in a helper thread, then handed to the numpy fold of
-``core.fold``. No dask here; ``graph`` maps these functions over the segments.
+``core.block_pass``. No dask here; ``graph`` maps these functions over the segments.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import threadpoolctl
 from threadpoolctl import threadpool_limits
 
-from ..core.fold import PassResult, PassSpec, sorted_rows
+from ..core.block_pass import PassResult, PassSpec, sorted_rows
 from ..core.buffers import pass_running
 from ..core.repair import Absurd, RepairCounts, repair_block
 from ..core.stats import BinStats, ProductOverflow

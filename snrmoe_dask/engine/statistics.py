@@ -2,7 +2,7 @@
 
 For every bin of a partition (SNR bins by default, or cells of params columns) it sums the
 sufficient statistics of StandardScaler + Ridge over the noisy spectra of that bin, together with
-the per-row SNR and the repair counts, in one read of the data (see ``core.stats`` and ``core.fold``).
+the per-row SNR and the repair counts, in one read of the data (see ``core.stats`` and ``core.block_pass``).
 The result is a ``dask.delayed`` object: ``.compute()``, ``.persist()``, ``dask.compute`` and a
 ``distributed.Client`` all run it, and its tasks (one per segment of rows) show on the dashboard.
 """
@@ -20,8 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from dask import delayed
 
-from ..core import card
-from ..core.fold import PassResult, PassSpec, tree_sum
+from ..core import card_defaults
+from ..core.block_pass import PassResult, PassSpec
+from ..core.sum_order import tree_sum
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
@@ -39,9 +40,9 @@ SHIFT_ROWS = 1024  # rows whose mean is the shift c; fixed, so c does not depend
 PRECISIONS = ("float32", "float64")
 
 
-def bin_statistics(ds, *, target: str = card.TARGET, bins: Mapping[str, Sequence[float]] | None = None,
+def bin_statistics(ds, *, target: str = card_defaults.TARGET, bins: Mapping[str, Sequence[float]] | None = None,
                    by: str | Sequence[str] | np.ndarray | None = None,
-                   noise: NoiseSpec | Mapping[str, Any] | None = None, snr: str = card.SNR_METHOD,
+                   noise: NoiseSpec | Mapping[str, Any] | None = None, snr: str = card_defaults.SNR_METHOD,
                    precision: str = "float32", clip_flux: bool = True, features: bool = False,
                    block_rows: int | None = None, shift: tuple[np.ndarray, float] | None = None,
                    per_shard: bool = False, splits: int = 1, cache=None, label: str = "train"):
@@ -135,7 +136,7 @@ def statistics_and_prefixes(ds, readers: Callable[[list[int]], Mapping[int, Call
     task per chosen prefix of its parts (shards, or sub-shards with ``splits``) that reads their sum.
 
     readers(rows of each part) -> {k: fn(blocks) -> a delayed value} for some k in 1..parts: ``blocks``
-    are delayed partial sums of the pass whose :func:`~snrmoe_dask.core.fold.fold_blocks` is the sum
+    are delayed partial sums of the pass whose :func:`~snrmoe_dask.core.sum_order.fold_blocks` is the sum
     of the first k parts (bit for bit a pass over them); fn's task must not change them. The pass's
     adds wait for the readers of what they add into, so each prefix is read once, as soon as its parts
     are summed, and no D x D sums are held for it afterwards. Returns a delayed (total PassResult,
@@ -144,7 +145,7 @@ def statistics_and_prefixes(ds, readers: Callable[[list[int]], Mapping[int, Call
     plan = _plan(ds, **options)
     readers = readers([rows.n for rows in plan.parts])
     name = f"{label}-prefixes-{plan.token}"
-    entries, merged = _cache_entries(cache, plan, options.get("target", card.TARGET))
+    entries, merged = _cache_entries(cache, plan, options.get("target", card_defaults.TARGET))
     parts = _part_graphs(plan, name, cache, entries, label)
     if readers and (min(readers) < 1 or max(readers) > len(parts)):
         raise InputError(f"prefixes {sorted(readers)}: expected counts of parts between 1 and {len(parts)}")
@@ -167,9 +168,9 @@ class _Plan:
     files: list[Path] | None
 
 
-def _plan(ds, *, target: str = card.TARGET, bins=None, by=None, noise=None, snr: str = card.SNR_METHOD,
-          precision: str = "float32", clip_flux: bool = True, features: bool = False, block_rows: int | None = None,
-          shift=None, splits: int = 1) -> _Plan:
+def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=None,
+          snr: str = card_defaults.SNR_METHOD, precision: str = "float32", clip_flux: bool = True,
+          features: bool = False, block_rows: int | None = None, shift=None, splits: int = 1) -> _Plan:
     """The arguments of :func:`bin_statistics` checked and turned into the parts of a pass."""
     flux, error = _spectra(ds)
     y = sample_values(ds, target, "target")
@@ -251,7 +252,7 @@ def where(ds, sample: int) -> str:
 
 def _partition(bins, by) -> Partition:
     if by is None or (isinstance(by, str) and by == "snr"):
-        return make_partition("snr", {}, dict(card.BINS) if bins is None else bins)
+        return make_partition("snr", {}, dict(card_defaults.BINS) if bins is None else bins)
     if bins is None:
         raise ConfigError(f"bins: partitioning by {by if isinstance(by, (str, list, tuple)) else 'given values'} "
                           "needs bins {name: [low, high)}")
@@ -290,7 +291,7 @@ def _row_chunk(flux) -> int:
     return int(chunks[0][0]) if chunks else DEFAULT_BLOCK_ROWS
 
 
-def pass_shift(ds, *, target: str = card.TARGET, clip_flux: bool = True,
+def pass_shift(ds, *, target: str = card_defaults.TARGET, clip_flux: bool = True,
                block_rows: int | None = None) -> tuple[np.ndarray, float]:
     """(c (D,), y0): the fixed shift that ``bin_statistics(ds, ...)`` chooses (the means of the first rows of
     the first shard). Statistics of other spectra to be compared with or added to these (a validation

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..core import card
+from ..core import card_defaults
 from ..errors import ConfigError
 
 if TYPE_CHECKING:  # snr imports nothing from here, but keep the import lazy so config loads alone
@@ -49,7 +49,7 @@ class _Section(BaseModel):
 
 # ----------------------------------------------------------------------------- sections
 class ExperimentSection(_Section):
-    id: str = card.EXPERIMENT_ID
+    id: str = card_defaults.EXPERIMENT_ID
     date: str | None = None
     title: str | None = None
 
@@ -77,7 +77,7 @@ class DataSection(_Section):
     val_file: str | None = None
     test_file: str = "test_1k_0/dataset.h5"
     feature_dim: PosInt = 4096
-    target: str = card.TARGET
+    target: str = card_defaults.TARGET
 
     @field_validator("train_shards", mode="before")
     @classmethod
@@ -86,9 +86,9 @@ class DataSection(_Section):
 
 
 class SnrSection(_Section):
-    method: Literal["norm", "median", "column"] = card.SNR_METHOD
+    method: Literal["norm", "median", "column"] = card_defaults.SNR_METHOD
     # name -> (low, high), half-open [low, high); insertion order is the user's bin order
-    bins: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(card.BINS))
+    bins: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(card_defaults.BINS))
 
     @field_validator("bins", mode="before")
     @classmethod
@@ -107,7 +107,7 @@ class SnrSection(_Section):
 
 class ModelSection(_Section):
     type: Literal["Ridge"] = "Ridge"
-    alpha: float | Literal["auto"] | list[float] = card.ALPHA
+    alpha: float | Literal["auto"] | list[float] = card_defaults.ALPHA
     experts: PosInt | None = None
 
     @field_validator("alpha", mode="before")
@@ -129,10 +129,10 @@ class PreprocessingSection(_Section):
 
 
 class NoiseSection(_Section):
-    level: float = Field(default=card.NOISE_LEVEL, gt=0, allow_inf_nan=False)
+    level: float = Field(default=card_defaults.NOISE_LEVEL, gt=0, allow_inf_nan=False)
     apply: Literal["train"] = "train"
-    seed: Seed = card.NOISE_SEED
-    test_seed: Seed = card.TEST_SEED
+    seed: Seed = card_defaults.NOISE_SEED
+    test_seed: Seed = card_defaults.TEST_SEED
     test: Literal["fixed", "pre_noised"] = "fixed"
     mode: Literal["sample", "expected"] = "sample"
 
@@ -167,8 +167,8 @@ class EvaluationSection(_Section):
     metrics: list[str] = Field(default=["R2", "MAE", "RMSE"], min_length=1)
     per_bin: bool = True
     comparison: Literal["Global Ridge"] = "Global Ridge"
-    threshold: float = Field(default=card.THRESHOLD, allow_inf_nan=False)
-    min_bin_samples: NonNegInt = card.MIN_BIN_SAMPLES
+    threshold: float = Field(default=card_defaults.THRESHOLD, allow_inf_nan=False)
+    min_bin_samples: NonNegInt = card_defaults.MIN_BIN_SAMPLES
     bootstrap: NonNegInt = 2000
     deployable_gate: bool = False
     gate_fallback: float = Field(default=0.4, ge=0, le=1)

@@ -24,7 +24,7 @@ from . import plan
 from .config import ExperimentConfig, check_feature_dim, config_to_dict
 from .evaluation import check_scorable, load_test_set, score
 from .output_dir import claim_output_dir, protected_paths
-from .outputs import Render, provenance, results_size, write_outputs
+from .write_results import Render, provenance, results_size, write_outputs
 
 log = logging.getLogger(__name__)
 # what a run needs only after its pass (scikit-learn, scipy.stats): imported while the pass runs

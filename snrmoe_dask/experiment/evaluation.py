@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..core import card
-from ..core.fold import PassResult
+from ..core import card_defaults
+from ..core.block_pass import PassResult
 from ..core.metrics import check_r2_defined, regression_metrics
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
@@ -53,18 +53,18 @@ def check_scorable(y: np.ndarray, files: list[str] | tuple[str, ...] = (), targe
     check_r2_defined(np.asarray(y), where)
 
 
-def load_test_set(ds, *, partition: Partition, target: str = card.TARGET, noise: NoiseSpec | None = None,
-                  snr: str = card.SNR_METHOD, clip_flux: bool = True, pre_noised: bool = False,
+def load_test_set(ds, *, partition: Partition, target: str = card_defaults.TARGET, noise: NoiseSpec | None = None,
+                  snr: str = card_defaults.SNR_METHOD, clip_flux: bool = True, pre_noised: bool = False,
                   features: bool = False, precision: str = "float32") -> TestSet:
     """Read, repair and noise a test Dataset (e.g. ``open_shards(test_file)``) and bin it by ``partition``.
 
     noise: the test noise, drawn once from (noise.seed, shard, row) (default: the card's level with
-    seed ``card.TEST_SEED``); the SNR comes from the noise-free flux. ``pre_noised``: the flux already
+    seed ``card_defaults.TEST_SEED``); the SNR comes from the noise-free flux. ``pre_noised``: the flux already
     holds its noise and is used as it is (not clipped), with the SNR of the ``snr`` variable / level.
     features: also the gate's error-only features and the SNR of the noisy flux. precision: that of
     the training products; a spectrum whose squares overflow it is refused naming its file and row.
     """
-    noise = noise or NoiseSpec(seed=card.TEST_SEED)
+    noise = noise or NoiseSpec(seed=card_defaults.TEST_SEED)
     check_scorable(sample_values(ds, target, "target"), ds.attrs.get("files", []), target)
     where = ", ".join(ds.attrs.get("files", [])) or "the test set"
     if pre_noised:
@@ -96,9 +96,10 @@ def _delta(a: dict, b: dict) -> float | None:
 
 
 def score(model: BinnedRidge, test: TestSet, *, partition: Partition, train: PassResult | None = None,
-          snr_method: str = card.SNR_METHOD, threshold: float = card.THRESHOLD, bootstrap: int = 2000,
-          seed: int = card.TEST_SEED, gate_fallback: float | None = None, gate_seed: int = card.NOISE_SEED,
-          experiment: str = card.EXPERIMENT_ID, card_date: str | None = None,
+          snr_method: str = card_defaults.SNR_METHOD, threshold: float = card_defaults.THRESHOLD,
+          bootstrap: int = 2000, seed: int = card_defaults.TEST_SEED, gate_fallback: float | None = None,
+          gate_seed: int = card_defaults.NOISE_SEED, experiment: str = card_defaults.EXPERIMENT_ID,
+          card_date: str | None = None,
           train_target_range: tuple[float, float] | None = None) -> tuple[dict, pd.DataFrame]:
     """Route the test set, score every model overall and per bin, decide. Returns (results, predictions).
 
@@ -262,8 +263,8 @@ def metrics_dataset(results: Mapping[str, Any], decision: bool = True):
     )
 
 
-def evaluate(model: BinnedRidge, test, *, target: str = card.TARGET, noise: NoiseSpec | Mapping | None = None,
-             partition: Partition | None = None, bootstrap: int = 2000, seed: int = card.TEST_SEED,
+def evaluate(model: BinnedRidge, test, *, target: str = card_defaults.TARGET, noise: NoiseSpec | Mapping | None = None,
+             partition: Partition | None = None, bootstrap: int = 2000, seed: int = card_defaults.TEST_SEED,
              threshold: float | None = None):
     """Score a fitted :class:`BinnedRidge` on a test Dataset: metrics overall and per bin, with intervals.
 
@@ -275,7 +276,7 @@ def evaluate(model: BinnedRidge, test, *, target: str = card.TARGET, noise: Nois
     test : xarray.Dataset or TestSet
         E.g. ``open_shards(test_file)``: read, repaired, noised once and binned like the training set.
     noise : NoiseSpec or mapping, optional
-        The test noise (default: the training pass's level, with seed ``card.TEST_SEED``, 2025).
+        The test noise (default: the training pass's level, with seed ``card_defaults.TEST_SEED``, 2025).
     partition : Partition, optional
         The bins (default: the model's own), e.g. ``make_partition("snr", {}, {"low": [0, 3],
         "high": [3, None]})``. Required for a model that does not record its pass
@@ -318,14 +319,15 @@ def evaluate(model: BinnedRidge, test, *, target: str = card.TARGET, noise: Nois
         raise InputError("evaluate: the model does not record its bins (fitted on statistics built by hand, or "
                          "loaded from a models.h5 written by an older snrmoe); pass partition=")
     noise = NoiseSpec.of(noise) if noise is not None else NoiseSpec(
-        level=spec.noise.level if spec is not None else card.NOISE_LEVEL, seed=card.TEST_SEED)
-    snr_method = spec.snr_method if spec is not None else card.SNR_METHOD
+        level=spec.noise.level if spec is not None else card_defaults.NOISE_LEVEL, seed=card_defaults.TEST_SEED)
+    snr_method = spec.snr_method if spec is not None else card_defaults.SNR_METHOD
     if not isinstance(test, TestSet):
         test = load_test_set(test, partition=partition, target=target, noise=noise, snr=snr_method,
                              clip_flux=spec.clip_flux if spec is not None else True,
                              precision=spec.precision if spec is not None else "float32")
     results, _ = score(model, test, partition=partition, snr_method=snr_method,
-                       threshold=card.THRESHOLD if threshold is None else threshold, bootstrap=bootstrap, seed=seed)
+                       threshold=card_defaults.THRESHOLD if threshold is None else threshold, bootstrap=bootstrap,
+                       seed=seed)
     metrics = metrics_dataset(results, decision=threshold is not None)
     metrics.attrs.update(alpha=model.global_.alpha_, snr_method=snr_method, noise_level=noise.level,
                          partition=", ".join(partition.columns))

@@ -10,7 +10,7 @@ import logging
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..core import card
+from ..core import card_defaults
 from ..core.noise import NoiseSpec
 from ..errors import ConfigError, InvalidParameterError
 from .config import ExperimentConfig
@@ -57,9 +57,9 @@ def model_options(cfg: ExperimentConfig) -> dict[str, Any]:
     (the choice is then never worse on validation than the card's value, and the report measures the
     gain against it); ``auto``'s grid holds it already."""
     alpha = cfg.model.alpha
-    if isinstance(alpha, list) and card.ALPHA not in alpha:
-        log.info("model.alpha: the card's alpha %g joins the candidates %s", card.ALPHA, alpha)
-        alpha = [*alpha, card.ALPHA]
+    if isinstance(alpha, list) and card_defaults.ALPHA not in alpha:
+        log.info("model.alpha: the card's alpha %g joins the candidates %s", card_defaults.ALPHA, alpha)
+        alpha = [*alpha, card_defaults.ALPHA]
     return {"alpha": alpha, "min_bin_samples": cfg.evaluation.min_bin_samples,
             "scaler": "per-expert" if cfg.preprocessing.per_expert_scaler else "shared"}
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from ..core import card
+from ..core import card_defaults
 from ..core.metrics import decision_for
 from ..errors import InputError
 
@@ -259,7 +259,7 @@ class Partition(Record):
 class Results(Record):
     """The whole of results.json."""
 
-    experiment: Text = card.EXPERIMENT_ID
+    experiment: Text = card_defaults.EXPERIMENT_ID
     date: Text | None = None
     card_date: Text | None = None
     mvp: Text | None = None

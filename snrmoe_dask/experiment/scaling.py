@@ -3,7 +3,7 @@
 The per-shard statistics of one pass add up exactly, so the models trained on the first k shards are
 only D x D solves away. The curve is solved at a fixed number of training sizes (``points``, nearly
 geometric in N, always the first shard and the whole set, :func:`choose_points`); each prefix is the
-sum of the first k shards in the pass's own order (``core.fold.prefix_sums``), bit-identical to a pass
+sum of the first k shards in the pass's own order (``core.sum_order.prefix_sums``), bit-identical to a pass
 over those shards, solved one model at a time, scored on the test set with the paired bootstrap of the
 main results, and dropped: only its coefficients and scores are kept. Inside a run the points are
 tasks of the pass itself (:func:`curve_graph`), each run as soon as its prefix is summed, so the curve
@@ -20,10 +20,11 @@ import numpy as np
 from dask import delayed
 from sklearn.base import clone
 
-from ..core import card
+from ..core import card_defaults
 from ..core.buffers import pass_running
 from ..core.extrapolate import FORM, LEVEL, MIN_POINTS, fit_curve, threshold_crossing
-from ..core.fold import PassResult, fold_blocks, prefix_sums
+from ..core.block_pass import PassResult
+from ..core.sum_order import fold_blocks, prefix_sums
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition
 from ..engine.model import BinnedRidge, _computed
@@ -67,10 +68,10 @@ def _test_set(test: Any, spec, partition: Partition, noise, target: str) -> Test
     """The test spectra binned like the training pass (as ``evaluate`` reads them)."""
     if isinstance(test, TestSet):
         return test
-    level = spec.noise.level if spec is not None else card.NOISE_LEVEL
-    noise = NoiseSpec.of(noise) if noise is not None else NoiseSpec(level=level, seed=card.TEST_SEED)
+    level = spec.noise.level if spec is not None else card_defaults.NOISE_LEVEL
+    noise = NoiseSpec.of(noise) if noise is not None else NoiseSpec(level=level, seed=card_defaults.TEST_SEED)
     return load_test_set(test, partition=partition, target=target, noise=noise,
-                         snr=spec.snr_method if spec is not None else card.SNR_METHOD,
+                         snr=spec.snr_method if spec is not None else card_defaults.SNR_METHOD,
                          clip_flux=spec.clip_flux if spec is not None else True)
 
 
@@ -95,7 +96,7 @@ def point_of(results: dict, parts: int) -> dict:
 def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: TestSet, val: PassResult | None,
                 partition: Partition, threshold: float, bootstrap: int, seed: int) -> dict:
     """One point of the curve: the models solved on the sum of the first k parts (the partial sums
-    ``blocks``, unchanged, see ``core.fold.fold_blocks``), one at a time, and scored on the test set.
+    ``blocks``, unchanged, see ``core.sum_order.fold_blocks``), one at a time, and scored on the test set.
 
     Solved on one BLAS thread whatever else runs (a factorisation's bits may depend on the thread
     count), so a point is the same on every scheduler. Returns the point with its ``timings_s``."""
@@ -114,8 +115,8 @@ def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: 
 
 
 def curve_graph(ds, *, model: BinnedRidge, test: TestSet, val: PassResult | None, partition: Partition,
-                points: int = POINTS, threshold: float = card.THRESHOLD, bootstrap: int = 2000,
-                seed: int = card.TEST_SEED, cache=None, label: str = "train", **options):
+                points: int = POINTS, threshold: float = card_defaults.THRESHOLD, bootstrap: int = 2000,
+                seed: int = card_defaults.TEST_SEED, cache=None, label: str = "train", **options):
     """The pass of ``bin_statistics(ds, **options)`` and the points of its scaling curve in one graph: a
     delayed (total PassResult, [point, ...]), the points but the last (the whole set: the run's own main
     results) in order of N. Each point is a task reading its prefix of the pass's partial sums as soon as
@@ -141,9 +142,9 @@ def _token(blocks) -> str:
 
 
 def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None, test: Any, val: Any = None,
-                  partition: Partition | None = None, target: str = card.TARGET, noise: Any = None,
-                  bootstrap: int = 2000, seed: int = card.TEST_SEED, threshold: float = card.THRESHOLD,
-                  points: int = POINTS) -> dict:
+                  partition: Partition | None = None, target: str = card_defaults.TARGET, noise: Any = None,
+                  bootstrap: int = 2000, seed: int = card_defaults.TEST_SEED,
+                  threshold: float = card_defaults.THRESHOLD, points: int = POINTS) -> dict:
     """R² and ΔR² against the training-set size, from the per-shard statistics of one pass.
 
     At ``points`` training sizes (nearly geometric in N, always the first result and all of them) the
@@ -164,7 +165,7 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
     partition : Partition, optional
         The bins (default: those of the pass).
     target, noise
-        The target variable and test noise (default: the pass's level, seed ``card.TEST_SEED``).
+        The target variable and test noise (default: the pass's level, seed ``card_defaults.TEST_SEED``).
     bootstrap, seed : int
         Resamples and seed of the 95 % paired bootstrap intervals (0: none); the seed also draws the
         parameters for the interval of the threshold crossing.

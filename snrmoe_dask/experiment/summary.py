@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.card import RHO_BAR
+from ..core.card_defaults import RHO_BAR
 from .verdict import describe
 
 METRIC_TITLES = {"r2": "R2", "mae": "MAE[dex]", "rmse": "RMSE[dex]"}

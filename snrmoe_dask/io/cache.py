@@ -60,8 +60,8 @@ import psutil
 import xxhash
 
 from .._version import __version__
-from ..core import pages
-from ..core.fold import PassResult, PassSpec
+from ..core import small_pages as pages
+from ..core.block_pass import PassResult, PassSpec
 from ..core.repair import RepairCounts
 from ..core.stats import BinStats, GramTiles
 from ..errors import InputError

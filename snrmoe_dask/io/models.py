@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from ..core.fold import PassSpec
+from ..core.block_pass import PassSpec
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition, make_partition
 from ..core.ridge import RidgeModel

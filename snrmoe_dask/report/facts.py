@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ..core.card import BINS as CARD_BINS
+from ..core.card_defaults import BINS as CARD_BINS
 from ..experiment.diagnostics import prediction_checks
 from ..experiment.verdict import robustness
 from ..experiment.results_schema import (

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.card import EXPECTED_SHARE, R2_CEILING
+from ..core.card_defaults import EXPECTED_SHARE, R2_CEILING
 from .facts import Facts
 
 SHRINKAGE_SLOPE = 0.8  # a slope of prediction on truth below this is a visible regression to the mean

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .._version import __version__
-from ..core.card import RHO_BAR
+from ..core.card_defaults import RHO_BAR
 from ..io.atomic import write_text
 from . import rules
 from .prose import LANGS, en, prose, zh
@@ -72,11 +72,11 @@ def _upstream(p: ModuleType) -> list[str]:
 def _glance(f: Facts, p: ModuleType) -> list[str]:
     premises = rules.premises(f)
     caveated = any(s.warn for s in premises)
-    thr = f"{f.threshold:g}"
+    threshold_text = f"{f.threshold:g}"
     L = p.LABELS
     hypothesis = table([L["hypothesis"], L["expected"], L["actual"], L["verdict"]],
-                       [[f"H1: ΔR² ≥ {thr}", f"≥ {thr}", _with_ci(format_delta(f.delta), f.delta_ci, True),
-                         STATUS[f.decision].split()[0]]])
+                       [[f"H1: ΔR² ≥ {threshold_text}", f"≥ {threshold_text}",
+                         _with_ci(format_delta(f.delta), f.delta_ci, True), STATUS[f.decision].split()[0]]])
     g, o = f.global_, f.oracle
     rows = [["Global Ridge R²", _with_ci(format_r2(g.r2), g.r2_ci)], ["Oracle MoE R²", _with_ci(format_r2(o.r2), o.r2_ci)],
             ["ΔR²", _with_ci(format_delta(f.delta), f.delta_ci, True)]]
@@ -252,9 +252,9 @@ def _conclusion(f: Facts, p: ModuleType) -> list[str]:
     trained = f.trained
     best = max(trained, key=lambda b: b.delta) if trained else None
     worse = [b for b in trained if b.loses()]
-    thr, L = f"{f.threshold:g}", p.LABELS
-    gate_rows = [[f"ΔR² ≥ {thr}", p.VERDICT["PASS"], p.NEXT_STEP["PASS"]],
-                 [f"ΔR² < {thr}", p.VERDICT["FAIL"], p.NEXT_STEP["FAIL"]]]
+    threshold_text, L = f"{f.threshold:g}", p.LABELS
+    gate_rows = [[f"ΔR² ≥ {threshold_text}", p.VERDICT["PASS"], p.NEXT_STEP["PASS"]],
+                 [f"ΔR² < {threshold_text}", p.VERDICT["FAIL"], p.NEXT_STEP["FAIL"]]]
     chosen = 0 if f.decision == "PASS" else 1
     gate_rows[chosen] = [f"**👉 {c}**" for c in gate_rows[chosen]]
     return [p.HEADINGS["conclusion"], "", p.HEADINGS["finding"], "", p.finding(f, best, worse), "",

@@ -252,11 +252,11 @@ def repairs_line(name: str, counts: dict[str, int], pixels: int) -> str:
 
 # ----------------------------------------------------------------------------- sections
 def goal(f: Facts) -> list[str]:
-    thr = f"{f.threshold:g}"
+    threshold_text = f"{f.threshold:g}"
     lines = ["Measure how much headroom **one expert per SNR bin** gives under oracle routing:", "",
              "- Core question: is an SNR-based MoE worth building?",
-             f"- Acceptance: **Oracle ΔR² ≥ {thr}** relative to one global model",
-             f"- If ΔR² < {thr}: the MoE is not worth it; move to whitening/conditional models (Gate-4)",
+             f"- Acceptance: **Oracle ΔR² ≥ {threshold_text}** relative to one global model",
+             f"- If ΔR² < {threshold_text}: the MoE is not worth it; move to whitening/conditional models (Gate-4)",
              "- Oracle routing uses each test spectrum's true SNR: ΔR² measures the headroom under perfect routing, "
              "not what a deployable model achieves, nor necessarily an upper bound for one (soft routing may beat it)"]
     if not f.snr_partition:

@@ -244,11 +244,11 @@ def repairs_line(name: str, counts: dict[str, int], pixels: int) -> str:
 
 # ----------------------------------------------------------------------------- sections
 def goal(f: Facts) -> list[str]:
-    thr = f"{f.threshold:g}"
+    threshold_text = f"{f.threshold:g}"
     lines = ["验证 **“按 SNR 分专家”** 在 oracle 路由下能带来多少提升空间（headroom）：", "",
              "- 核心问题：SNR-based MoE 是否值得做？",
-             f"- 验收标准：**Oracle ΔR² ≥ {thr}**（相对 Global 单模型）",
-             f"- 若 ΔR² < {thr}：MoE 不值得做，转向 whitening/conditional（Gate-4）",
+             f"- 验收标准：**Oracle ΔR² ≥ {threshold_text}**（相对 Global 单模型）",
+             f"- 若 ΔR² < {threshold_text}：MoE 不值得做，转向 whitening/conditional（Gate-4）",
              "- Oracle 路由使用每条测试光谱的真实 SNR：ΔR² 衡量完美路由下的提升空间，不是可部署模型的表现，"
              "也不保证是它的上限（软路由可能超过它）"]
     if not f.snr_partition:

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 from dask import delayed
 
-from ..core import card
+from ..core import card_defaults
 from ..core.repair import RepairCounts
 from ..core.snr import Bins, snr_norm
 from ..io.shards import aligned_block_rows, inspect_shard
@@ -29,7 +29,7 @@ def _scan(source: ShardFile, blocks: list[Block]) -> tuple[RepairCounts, np.ndar
 def survey_shard(path: str | Path, compute: Callable, block_rows: int = 4096, bins: Bins | None = None) -> dict:
     """N, D, wavelength range, repairs needed, SNR quantiles and per-bin counts of one shard."""
     info = inspect_shard(path)
-    bins = bins or Bins.from_mapping(card.BINS)
+    bins = bins or Bins.from_mapping(card_defaults.BINS)
     rows = aligned_block_rows(block_rows, info.chunk_rows)
     blocks = plan_blocks(np.zeros(info.n, np.int64), np.arange(info.n), rows)[0]
     source = ShardFile(str(info.path))

@@ -2,11 +2,11 @@
 
 numpy asks the kernel for transparent huge pages for every array of 4 MiB or more. The first touch
 of such an array can stall while the kernel finds (and, on a VM, the host backs) free 2 MiB pages,
-most of all on a machine whose memory is full of page cache: on the 2-core VM this project is
-measured on, a fresh 537 MB array took 3 s to fill against 0.6 s in
-ordinary pages, and each of the five 70 MB problems of a re-solve 0.2 s against 0.05 s. A pass's
-accumulators are not made here: they are few, recycled, and added to block after block, and the
-100,000-spectrum pass ran 20 % slower with them in ordinary pages.
+most of all on a machine whose memory is full of page cache; ordinary pages need no such search, so a
+fresh solve's problem or a loaded cache entry fills faster in them. A pass's accumulators are not made
+here: they are few, recycled, and added to block after block, and the pass ran slower with them in
+ordinary pages. The measurements, and the machine they were taken on, are in docs/performance.md
+("Why 3 s for a re-solve ... were out of reach").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""core.pages: large arrays in ordinary pages behave as numpy's own (zeros, writable, picklable)."""
+"""core.small_pages: large arrays in ordinary pages behave as numpy's own (zeros, writable, picklable)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import pickle
 import numpy as np
 import pytest
 
-from snrmoe_dask.core import pages
+from snrmoe_dask.core import small_pages
 from snrmoe_dask.core.stats import GramTiles
 
 
 @pytest.mark.parametrize("shape,dtype", [((1024, 1024), np.float64), ((3, 700, 700), np.float32), (10, np.float64)])
 def test_arrays_are_numpy_arrays_of_that_shape(shape, dtype):
-    zeros, empty = pages.zeros(shape, dtype), pages.empty(shape, dtype)
+    zeros, empty = small_pages.zeros(shape, dtype), small_pages.empty(shape, dtype)
     for a in (zeros, empty):
         assert a.shape == np.empty(shape).shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
     assert not zeros.any()
@@ -22,9 +22,9 @@ def test_arrays_are_numpy_arrays_of_that_shape(shape, dtype):
 
 
 def test_large_arrays_live_in_their_own_mapping():
-    large = pages.empty((1024, 1024))  # 8 MiB: not numpy's allocation
+    large = small_pages.empty((1024, 1024))  # 8 MiB: not numpy's allocation
     assert not large.flags.owndata
-    assert pages.empty(100).flags.owndata
+    assert small_pages.empty(100).flags.owndata
 
 
 def test_empty_tiles_take_what_they_are_given():
