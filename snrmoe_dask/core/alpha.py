@@ -3,17 +3,16 @@
 For ``model.alpha: auto`` (a log grid) or a list of candidates, every model (the global one and
 each expert) is solved on its training statistics for each candidate alpha and scored by
 ``ridge.heldout_r2`` on the validation statistics of the same cell (sums over the validation
-spectra, see :mod:`snrmoe_dask.stats`; the model is in raw feature space, so the validation sums
+spectra, see :mod:`snrmoe_dask.core.stats`; the model is in raw feature space, so the validation sums
 may use any shift c, y0). The fixed alpha (the card's 100000) is always a candidate: the choice is
 never worse on validation than the fixed alpha, and its R² there gives the "gain over the card".
 
 Many alphas, one matrix: the scaled Gram A of a model is built once (``ridge.ScaledRidge``), then
 either factorised once per alpha (Cholesky of A + alpha I, what ``ridge.solve_ridge`` does), or
 decomposed once, A = U diag(lam) U^T, after which solve(A + alpha I, b) = U diag(1/(lam + alpha)) U^T b
-costs O(D^2) per alpha (``EigenRidge``, ~10 ms at D = 4096). Measured at D = 4096 on 2 cores
-(OpenBLAS, quiet machine): one Cholesky solve on the prepared Gram 0.27 s (``solve_ridge``, which
-rebuilds the Gram each time, 0.41 s); one eigh 5.3-6.1 s, i.e. ~20 Cholesky solves (the
-tridiagonal reduction inside eigh is memory-bound). So the eigen path is taken only from
+costs O(D^2) per alpha (``EigenRidge``). One eigendecomposition costs as much as many Cholesky
+factorisations (the tridiagonal reduction inside eigh is memory-bound; the measurements are in
+docs/performance.md, "Measurements behind choices in the code"), so the eigen path is taken only from
 ``EIGEN_MIN_ALPHAS`` candidates on; "auto" (15 values with the card's 1e5) factorises per alpha.
 """
 
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 AUTO_GRID = tuple(float(a) for a in 10.0 ** np.arange(0.0, 7.01, 0.5))
 # A validation cell needs two spectra for an R² (one has no spread of y).
 MIN_VAL_SAMPLES = 2
-# From this many alphas on, one eigh per model beats one Cholesky per alpha (eigh ~ 20 Cholesky at D = 4096).
+# From this many alphas on, one eigh per model beats one Cholesky per alpha (docs/performance.md).
 EIGEN_MIN_ALPHAS = 22
 GLOBAL = "global"
 

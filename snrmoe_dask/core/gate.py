@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # scikit-learn is imported where the gate is fitted or scored
 FEATURE_NAMES = ("mean", "std", "min", "max", "median", "sum", "p25", "p75", "skewness", "kurtosis")
 N_FEATURES = len(FEATURE_NAMES)
 # Rows per chunk of quality_features: a 32-row float64 chunk of 4096 pixels is 1 MiB, so the
-# scratch arrays stay in cache; whole-block temporaries (128 MiB each) were ~2x slower.
+# scratch arrays stay in cache, which whole-block temporaries (128 MiB each) do not (docs/performance.md).
 _FEATURE_CHUNK_ROWS = 32
 # The quantiles of the features, with numpy's default ('linear') interpolation.
 _QUANTILES = (0.25, 0.5, 0.75)
@@ -68,7 +68,8 @@ def _moment_columns(rows: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.
     """
     b, d = rows.shape
     c, c2 = work[0, :b], work[1, :b]
-    # Cast once, then work in place: a mixed float32 - float64 subtraction was 2x slower than this.
+    # Cast once, then work in place: a mixed float32 - float64 subtraction converts and allocates on
+    # every operation (docs/performance.md).
     np.copyto(c, rows)
     total = c.sum(axis=1)
     # Centre in float64: a float32 difference would lose the shape of a nearly flat error vector.
@@ -99,8 +100,8 @@ def _feature_chunk(rows: np.ndarray, work: np.ndarray, sort_work: np.ndarray) ->
     :func:`quality_features` allocates once and reuses for every chunk.
     """
     b, d = rows.shape
-    # One sort per row gives min, max, median and quartiles: numpy's SIMD sort is ~8x faster
-    # here than np.partition with the six order statistics the linear quantiles need.
+    # One sort per row gives min, max, median and quartiles: numpy's SIMD sort beats np.partition with
+    # the six order statistics the linear quantiles need (docs/performance.md).
     sorted_rows = sort_work[:b]
     np.copyto(sorted_rows, rows)
     sorted_rows.sort(axis=1)

@@ -1,6 +1,6 @@
 """Per-bin sufficient statistics of Ridge + StandardScaler: sums that add up exactly.
 
-For the spectra i of bin k, with a fixed shift c (D,) and a fixed scalar y0 (DESIGN.md):
+For the spectra i of bin k, with a fixed shift c (D,) and a fixed scalar y0 (docs/design.md):
 
     n_k = count                  s_k = sum (x_i - c)              S_k = sum (x_i - c)(x_i - c)^T
     t_k = sum (y_i - y0)         u_k = sum (x_i - c)(y_i - y0)    q_k = sum (y_i - y0)^2

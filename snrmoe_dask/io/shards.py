@@ -1,6 +1,6 @@
 """Shard file backend: find, validate, open lazily, read row blocks, write.
 
-The only module that knows the HDF5 layout of a shard (see ``shared/mission/reference.md``):
+The only module that knows the HDF5 layout of a shard (described in ``docs/data.md``):
 
     spectrumdataset/wave          float32 (D,)
     dataset/arrays/flux/value     float32 (N, D)
@@ -175,7 +175,7 @@ def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
     A fixed-format frame is a group with attributes pandas_type="frame", ndim=2, nblocks and
     ``*_variety``="regular", and datasets axis0 (column names), axis1 (index), and per block
     ``block{i}_items`` (its column names) and ``block{i}_values`` (rows x its columns, ``transposed``).
-    Opening PyTables for it costs tens of milliseconds a shard; this costs about a millisecond.
+    Opening PyTables for it costs far more per shard than this read (docs/performance.md).
     """
     groups = _pandas_groups(f)
     if len(groups) != 1:
