@@ -325,7 +325,7 @@ def soft_route(expert_preds: np.ndarray, global_pred: np.ndarray, proba: np.ndar
 def noisy_snr(noisy_flux: np.ndarray, error: np.ndarray, level: float) -> np.ndarray:
     """(N,) float64 ``||noisy flux|| / ||error * level||`` per row of noisy_flux, error (N, D).
 
-    The SNR a deployed model can measure: :func:`snrmoe_dask.snr.snr_norm` on the noisy flux
+    The SNR a deployed model can measure: :func:`snrmoe_dask.core.snr.snr_norm` on the noisy flux
     instead of the noise-free one (which routes the oracle).
     """
     return snr_norm(noisy_flux, error, level)

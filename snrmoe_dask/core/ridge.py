@@ -1,6 +1,6 @@
 """Ridge regression with a StandardScaler in front, solved from per-bin statistics (no data pass).
 
-From the sums of :mod:`snrmoe_dask.stats` (ddof = 0, as scikit-learn's StandardScaler):
+From the sums of :mod:`snrmoe_dask.core.stats` (ddof = 0, as scikit-learn's StandardScaler):
 
     mu = c + s/n        M = S - s s^T / n        sigma_j = sqrt(M_jj / n)  (1 for ~constant features)
     C_xy = u - s t / n  A = diag(1/sigma) M diag(1/sigma) + alpha I       b = diag(1/sigma) C_xy

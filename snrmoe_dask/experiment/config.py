@@ -218,7 +218,7 @@ class ComputeSection(_Section):
     scheduler: str = "threads"
     workers: PosInt = 2
     precision: Literal["float32", "float64"] = "float32"
-    cache: bool = True  # keep each shard's finished statistics (see snrmoe_dask.cache)
+    cache: bool = True  # keep each shard's finished statistics (see io.cache and docs/cache.md)
     cache_dir: str | None = None  # None: .snrmoe-cache beside the results folder (cache: false turns it off)
     # the cache's size cap: least recently used entries are evicted (io.cache.DEFAULT_MAX_GB)
     cache_max_gb: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 20.0
