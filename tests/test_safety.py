@@ -337,13 +337,13 @@ def dying(path, *a, **k):  # SIGKILL once the first cache entry's temporary file
 cache._write = dying
 """
 SIGNAL_IN_RESULTS_WRITE = """
-from snrmoe_dask.experiment import outputs
-write_json = outputs.write_json
+from snrmoe_dask.experiment import write_results
+write_json = write_results.write_json
 def interrupted(*a, **k):  # the signal comes once results.json is in the hidden folder
     write_json(*a, **k)
     os.kill(os.getpid(), signal.{signal})
     time.sleep(5)
-outputs.write_json = interrupted
+write_results.write_json = interrupted
 """
 
 
