@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import numbers
 import operator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from dask import delayed
 from ..core import card
 from ..core.fold import PassResult, PassSpec, tree_sum
 from ..core.noise import NoiseSpec
+from ..core.params import check_number
 from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
 from ..errors import ConfigError, InputError
@@ -177,8 +177,7 @@ def _plan(ds, *, target: str = card.TARGET, bins=None, by=None, noise=None, snr:
     noise = NoiseSpec.of(noise)
     if snr not in SNR_METHODS:
         raise ConfigError(f"snr: expected one of {', '.join(SNR_METHODS)}, got {snr!r}")
-    if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or splits < 1:
-        raise ConfigError(f"splits: expected an integer >= 1, got {splits!r}")
+    splits = check_number("splits", splits, "an integer >= 1", integer=True, test=lambda n: n >= 1)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: expected float32 or float64, got {precision!r}")
     table_snr = sample_values(ds, "snr", "the snr column") if snr == "column" else None

@@ -15,7 +15,7 @@ from ..core import card
 from ..core.fold import PassResult
 from ..core.metrics import check_r2_defined, regression_metrics
 from ..core.noise import NoiseSpec
-from ..core.partition import Partition, make_partition
+from ..core.partition import Partition
 from ..core.repair import RepairCounts
 from ..engine.segment import check_rows_fit
 from ..engine.spectra import load_spectra
