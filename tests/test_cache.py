@@ -25,6 +25,7 @@ from snrmoe_dask.core.snr import Bins
 from snrmoe_dask.core.stats import BinStats
 from snrmoe_dask import bin_statistics, open_shards
 from snrmoe_dask.engine import graph
+from snrmoe_dask.errors import InputError
 from snrmoe_dask.io.cache import ShardCache, clear_cache, list_cache, shard_key, verify_cache
 from snrmoe_dask.io.digest import block_digest, shard_digest
 from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, inspect_shard, read_rows
@@ -172,7 +173,7 @@ def test_pass_arguments_change_the_key(shard, argument):
 
 def test_version_changes_the_key(shard, monkeypatch):
     key = key_of(shard)
-    monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+    monkeypatch.setattr(cache.keys, "CACHE_VERSION", cache.keys.CACHE_VERSION + 1)
     assert key_of(shard) != key
 
 
@@ -206,7 +207,7 @@ def test_shape_and_path_change_the_key(shard, tmp_path):
 def test_unreadable_shard_is_a_one_line_error(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
-    with pytest.raises(cache.InputError, match=str(bad)):
+    with pytest.raises(InputError, match=str(bad)):
         key_of(bad)
 
 
@@ -298,7 +299,7 @@ def test_failed_overwrite_keeps_the_old_entry(tmp_path, monkeypatch):
     key = "56" * 32
     old = make_result(seed=1)
     store.save(key, old)
-    monkeypatch.setattr(cache.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("rename failed")))
+    monkeypatch.setattr(cache.store.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("rename failed")))
     with pytest.raises(OSError, match="rename failed"):
         store.save(key, make_result(seed=2))
     monkeypatch.undo()
@@ -343,7 +344,7 @@ def test_clear_removes_only_ours(tmp_path, shard_factory):
     fresh = tmp_path / f".{'f7' * 32}.{'1' * 32}.tmp"
     for tmp in (stale, fresh):
         tmp.write_bytes(b"partial")
-    old = time.time() - cache.STALE_TEMP_S - 60
+    old = time.time() - cache.maintenance.STALE_TEMP_S - 60
     os.utime(stale, (old, old))
     foreign = shard_factory(str(tmp_path / "foreign.h5"), n=10, d=4)  # an HDF5 file that is not ours
     other = tmp_path / "other.h5"
@@ -443,7 +444,7 @@ def test_shard_rewritten_with_restored_mtime_is_recomputed(shards, tmp_path, cap
     assert (size, mtime) == (st.st_size, st.st_mtime_ns)  # what the old key looked at is unchanged
     assert inode == st.st_ino or kind == "replaced by a copy of another"
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.cached_pass"):
         after = run_pass(shards[:2], store)
     assert_same(after, run_pass(shards[:2]))  # = a pass over the files as they are now
     if kind == "truncated and re-extended":
@@ -491,10 +492,10 @@ def test_forged_identity_is_served_stale_and_verify_drops_it(shards, tmp_path, m
     root or a clock change could) is served from the cache; ``cache verify`` finds it and drops it."""
     store = ShardCache(tmp_path / "cache", min_gflop=0)
     before = run_pass(shards[:2], store)
-    forged = {str(p.resolve()): cache._file_identity(p) for p in shards[:2]}
+    forged = {str(p.resolve()): cache.keys._file_identity(p) for p in shards[:2]}
     _edit(shards[1], FLUX_KEY, lambda flux: flux / 2)
-    real_identity = cache._file_identity
-    monkeypatch.setattr(cache, "_file_identity", lambda p: forged.get(str(Path(p).resolve())) or real_identity(p))
+    real_identity = cache.keys._file_identity
+    monkeypatch.setattr(cache.keys, "_file_identity", lambda p: forged.get(str(Path(p).resolve())) or real_identity(p))
     assert_same(run_pass(shards[:2], ShardCache(tmp_path / "cache", min_gflop=0)), before)  # the limit
     lines, changed = verify_cache(tmp_path / "cache")
     status = {line.split()[0]: line for line in lines[:-1]}
@@ -592,7 +593,7 @@ def test_upper_triangle_and_digests_of_the_raw_blocks_are_stored(shards, tmp_pat
 # ----------------------------------------------------------------------------- size: rule, cap, free space
 def test_small_shards_are_not_cached(shards, tmp_path, caplog):
     store = ShardCache(tmp_path / "cache", min_gflop=(2 * ROWS + 1) * D ** 2 / 1e9)
-    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.cached_pass"):
         assert_same(run_pass(shards[:2], store), run_pass(shards[:2]))
     assert "train_0 (too small to cache)" in caplog.text
     assert not (tmp_path / "cache").exists()  # 400 rows in all: their sum is not cached either
@@ -607,14 +608,14 @@ def test_config_defaults_are_the_library_defaults():
     assert (compute.cache_max_gb, compute.cache_min_gflop, compute.cache_max_ratio) == (
         cache.DEFAULT_MAX_GB, cache.DEFAULT_MIN_GFLOP, cache.DEFAULT_MAX_RATIO)
     # at D = 4096 an entry (4 bins: 269 MB) is kept once it is at most a quarter of the spectra it sums
-    assert ShardCache("x").worth(32_809, 4096, 4) and not ShardCache("x").worth(32_808, 4096, 4)
-    assert cache.entry_bytes(32_809, 4096, 4) <= 0.25 * cache.data_bytes(32_809, 4096)
-    assert ShardCache("x").worth(15_259, 256, 4) and not ShardCache("x").worth(15_258, 256, 4)  # the flops rule
+    assert ShardCache("x").worth_storing(32_809, 4096, 4) and not ShardCache("x").worth_storing(32_808, 4096, 4)
+    assert cache.store.entry_bytes(32_809, 4096, 4) <= 0.25 * cache.store.data_bytes(32_809, 4096)
+    assert ShardCache("x").worth_storing(15_259, 256, 4) and not ShardCache("x").worth_storing(15_258, 256, 4)  # the flops rule
 
 
 def test_an_entry_never_outgrows_the_spectra_it_sums(shards, tmp_path, caplog):
     store = ShardCache(tmp_path / "cache", min_gflop=0, max_ratio=1e-9)
-    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.cached_pass"):
         assert_same(run_pass(shards[:2], store), run_pass(shards[:2]))
     assert "too small to cache" in caplog.text and not (tmp_path / "cache").exists()
     store = ShardCache(tmp_path / "cache", min_gflop=0)
@@ -637,7 +638,7 @@ def _backdate(store: ShardCache, keys: list[str]) -> None:
 
 def test_cap_evicts_the_least_recently_used_never_one_in_use(tmp_path, caplog):
     size = _entry_bytes(tmp_path)
-    need = sum(a.nbytes for a in cache._stored(make_result(), None)[1].values()) + cache.HDF5_OVERHEAD
+    need = sum(a.nbytes for a in cache.entry_file._stored(make_result(), None)[1].values()) + cache.entry_file.HDF5_OVERHEAD
     assert size < need  # the estimate of a write is generous
     store = ShardCache(tmp_path / "cache", max_gb=(3 * size + need - 1) / 1e9)  # 3 entries, or 2 and a write
     keys = [f"{i:02x}" * 32 for i in range(1, 7)]
@@ -651,10 +652,10 @@ def test_cap_evicts_the_least_recently_used_never_one_in_use(tmp_path, caplog):
     assert all(store.path(k).exists() for k in (keys[0], keys[2], keys[3]))
     assert "evicted (least recently used" in caplog.text
     _backdate(store, [keys[2], keys[0], keys[3]])
-    store.use(keys[2])  # the run needs it: keys[0] goes although keys[2] is older
+    store.mark_in_use(keys[2])  # the run needs it: keys[0] goes although keys[2] is older
     assert store.save(keys[4], make_result()) is not None
     assert not store.path(keys[0]).exists() and store.path(keys[2]).exists()
-    store.use(keys[3], keys[4])  # every entry in use: the write is skipped, nothing is evicted
+    store.mark_in_use(keys[3], keys[4])  # every entry in use: the write is skipped, nothing is evicted
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="snrmoe_dask.io.cache"):
         assert store.save(keys[5], make_result(), {"source": "train_5/dataset.h5"}) is None
@@ -667,7 +668,7 @@ def test_cap_evicts_the_least_recently_used_never_one_in_use(tmp_path, caplog):
 
 def test_write_is_skipped_when_the_disk_is_short(tmp_path, monkeypatch, caplog, shards):
     usage = shutil._ntuple_diskusage(total=100 * 10**9, used=98 * 10**9, free=2 * 10**9)
-    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage)  # 2 GB free < the 2 % margin
+    monkeypatch.setattr(cache.store.shutil, "disk_usage", lambda path: usage)  # 2 GB free < the 2 % margin
     store = ShardCache(tmp_path / "cache", min_gflop=0)
     with caplog.at_level(logging.WARNING, logger="snrmoe_dask.io.cache"):
         assert store.save("ab" * 32, make_result()) is None
@@ -691,7 +692,7 @@ def test_a_hit_marks_the_entry_and_its_parts_as_used(tmp_path):
 def test_a_cache_that_cannot_be_written_costs_the_cache_not_the_run(shards, tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.engine.statistics"):
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.engine.cached_pass"):
         assert_same(run_pass(shards[:2], ShardCache(blocker / "cache", min_gflop=0)), run_pass(shards[:2]))
     assert caplog.text.count("not cached (the run goes on)") == 3  # two shards and their sum
     assert blocker.read_text() == "not a folder"

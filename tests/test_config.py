@@ -111,8 +111,8 @@ def test_numbers_written_as_strings_are_refused(tmp_path: Path, text: str, key: 
     ("compute:\n  workers: 2.0\n", "compute.workers"), ("noise:\n  level: true\n", "noise.level"),
     ("preprocessing:\n  clip_flux: 1\n", "preprocessing.clip_flux"),
     ("preprocessing:\n  clip_flux: 'true'\n", "preprocessing.clip_flux"),
-    ("snr:\n  bins: {H: ['4', .inf], L: [0, 4]}\n", "snr.bins: bin 'H' has edge '4'"),
-    ("routing:\n  by: T_eff\n  bins: {a: [-.inf, '5000'], b: [5000, .inf]}\n", "routing.bins: bin 'a' has edge '5000'"),
+    ("snr:\n  bins: {H: ['4', .inf], L: [0, 4]}\n", "snr.bins: bin 'H' edge: expected a number or 'inf', got '4'"),
+    ("routing:\n  by: T_eff\n  bins: {a: [-.inf, '5000'], b: [5000, .inf]}\n", "routing.bins: bin 'a' edge: expected a number or 'inf', got '5000'"),
 ])
 def test_other_loose_types_are_refused(tmp_path: Path, text: str, key: str) -> None:
     assert f": {key}" in _error(_write(tmp_path, text))

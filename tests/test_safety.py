@@ -329,12 +329,12 @@ def test_racing_runs_leave_one_runs_folder(data, tmp_path, references):
 
 # ----------------------------------------------------------------------------- 4. signals and leftovers
 KILL_IN_CACHE_WRITE = """
-from snrmoe_dask.io import cache
-write = cache._write
+from snrmoe_dask.io.cache import store
+write = store._write
 def dying(path, *a, **k):  # SIGKILL once the first cache entry's temporary file is written
     write(path, *a, **k)
     os.kill(os.getpid(), signal.SIGKILL)
-cache._write = dying
+store._write = dying
 """
 SIGNAL_IN_RESULTS_WRITE = """
 from snrmoe_dask.experiment import write_results

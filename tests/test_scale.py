@@ -85,7 +85,7 @@ def test_added_shard_costs_one_shard(data, cold, tmp_path, caplog):
     cache = tmp_path / "cache"
     assert main(args(data, tmp_path / "two", "{0..1}", "--set", f"compute.cache_dir={cache}")) == 0
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.cached_pass"):
         assert main(args(data, tmp_path / "three", "{0..2}", "--set", f"compute.cache_dir={cache}")) == 0
     assert "train pass: 2 shard(s) from the cache" in caplog.text and "1 to compute" in caplog.text
     assert numbers(tmp_path / "three") == numbers(cold)  # cold: the same three shards without a cache

@@ -259,7 +259,7 @@ def test_split_sub_shards_are_cached_apart(data, tmp_path, caplog):
     assert main(args(data, tmp_path / "a", 2, *splits, cache=cache)) == 0
     assert len(list(cache.glob("*.h5"))) == 7  # 3 shards x 2 parts, and their sum (a re-solve loads one entry)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.statistics"):
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.engine.cached_pass"):
         assert main(args(data, tmp_path / "b", 2, *splits, cache=cache)) == 0
     assert "train pass: 6 shard(s) from the cache" in caplog.text and "0 to compute" in caplog.text
     assert "part 2/2" in caplog.text

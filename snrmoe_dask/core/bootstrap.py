@@ -9,14 +9,14 @@ child 0), so a bin's interval depends only on the seed, the bin's position and i
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import numpy as np
 import scipy.stats
 from sklearn.metrics import r2_score
 
-from ..errors import ConfigError, InputError
+from ..errors import InputError
+from .params import check_number
 
 MODELS = ("global", "oracle", "delta")
 # Elements per resampled (batch, n) array: bounds the bootstrap's memory at ~32 MiB per array.
@@ -56,10 +56,8 @@ def paired_r2_interval(y_true: np.ndarray, y_global: np.ndarray, y_oracle: np.nd
 def _check_args(arrays: dict[str, np.ndarray], bin_idx: np.ndarray, names: Sequence[str], n_resamples,
                 seed, level) -> None:
     for key, value in (("n_resamples", n_resamples), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ConfigError(f"bootstrap {key}: expected an integer >= 0, got {value!r}")
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
-        raise ConfigError(f"bootstrap level: expected a number in (0, 1), got {level!r}")
+        check_number(f"bootstrap {key}", value, "an integer >= 0", integer=True, test=lambda v: v >= 0)
+    check_number("bootstrap level", level, "a number in (0, 1)", test=lambda v: 0 < v < 1)
     n = len(arrays["y_true"])
     for key, a in arrays.items():
         if a.shape != (n,):

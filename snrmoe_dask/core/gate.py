@@ -20,13 +20,13 @@ spectrum, 0.8 GB for 10 million), so it is fitted in memory.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import InputError
+from .params import check_number
 from .ridge import RidgeModel
 from .snr import Bins, snr_norm
 
@@ -164,9 +164,8 @@ def _check_features(features: Any, n_features: int | None = None) -> np.ndarray:
 
 
 def _check_n_classes(n_classes: Any) -> int:
-    if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes < 1:
-        raise ConfigError(f"gate: n_classes must be an integer >= 1 (the number of SNR bins), got {n_classes!r}")
-    return int(n_classes)
+    return check_number("gate: n_classes", n_classes, "an integer >= 1 (the number of SNR bins)", integer=True,
+                        test=lambda n: n >= 1)
 
 
 def _check_labels(labels: Any, n: int, n_classes: int) -> np.ndarray:
@@ -287,10 +286,8 @@ def _check_routing_inputs(expert_preds: Any, global_pred: Any) -> tuple[np.ndarr
 
 
 def _check_fallback(fallback: Any) -> float:
-    if (isinstance(fallback, bool) or not isinstance(fallback, numbers.Real) or not math.isfinite(fallback)
-            or not 0.0 <= fallback <= 1.0):
-        raise ConfigError(f"evaluation.gate_fallback: expected a probability in [0, 1], got {fallback!r}")
-    return float(fallback)
+    return check_number("evaluation.gate_fallback", fallback, "a probability in [0, 1]",
+                        test=lambda p: 0.0 <= p <= 1.0)
 
 
 def _check_proba(proba: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -365,9 +362,8 @@ def one_hot(bin_idx: np.ndarray, n_classes: int) -> np.ndarray:
 def _finite_or_none(value: Any, key: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"gate_summary: {key} must be a number or None, got {value!r}")
-    return float(value) if math.isfinite(value) else None
+    value = check_number(f"gate_summary: {key}", value, "a number or None", error=InputError)
+    return value if math.isfinite(value) else None
 
 
 def rho_score(r2_deployed: float | None, r2_global: float | None, r2_oracle: float | None,

@@ -23,7 +23,7 @@ its rows. Throughput: ~125 M values/s per thread, as fast as default_rng's own d
 
 from __future__ import annotations
 
-import numbers
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from . import card_defaults
+from .params import check_number
 
 TILE_ROWS = 16
 # Rows of a chunk are noised together while still in cache: ~256 KiB of float32 per chunk.
@@ -41,16 +42,13 @@ _LIMITS = {"seed": 2 ** 128, "shard": 2 ** 32, "row0": TILE_ROWS * 2 ** 32, "n_r
 
 
 def _check_index(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < _LIMITS[name]:
-        raise ConfigError(f"{name}: expected an integer in [0, {_LIMITS[name]}), got {value!r}")
-    return int(value)
+    return check_number(name, value, f"an integer in [0, {_LIMITS[name]})", integer=True,
+                        test=lambda v: 0 <= v < _LIMITS[name])
 
 
 def check_level(level: Any, key: str = "noise.level") -> float:
     """The noise level as a float: finite and > 0 (it scales the noise and divides the SNR)."""
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not np.isfinite(level) or level <= 0:
-        raise ConfigError(f"{key}: expected a finite number > 0, got {level!r}")
-    return float(level)
+    return check_number(key, level, "a finite number > 0", test=lambda v: math.isfinite(v) and v > 0)
 
 
 NOISE_MODES = ("sample", "expected", "none")

@@ -1,4 +1,12 @@
-"""Declarative checks of parameters, in one place: each parameter is a type (with its constraints) and a
+"""Checks of parameters, in one place, each raising one line that names the key and the value.
+
+:func:`check_number` checks one scalar, for the library's functions and the config's values:
+
+    check_number("model.alpha", alpha, "a finite number >= 0", test=lambda a: math.isfinite(a) and a >= 0)
+    # ConfigError: model.alpha: expected a finite number >= 0, got -1
+
+A bool is never a number there, nor is a string; numpy's scalars are. :class:`Param` and
+:func:`check_params` declare an estimator's parameters: each is a type (with its constraints) and a
 phrase saying what is expected; a value that does not fit raises one line naming the parameter.
 
     ALPHA = Param(Annotated[float, Field(ge=0, allow_inf_nan=False)], "a finite number >= 0")
@@ -12,10 +20,22 @@ error is a ``ValueError`` (and ``TypeError``), as scikit-learn's ``InvalidParame
 from __future__ import annotations
 
 import functools
+import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from ..errors import InvalidParameterError
+from ..errors import ConfigError, InvalidParameterError
+
+
+def check_number(key: str, value: Any, expected: str, *, integer: bool = False,
+                 test: Callable[[Any], bool] | None = None, error: type[Exception] = ConfigError) -> Any:
+    """``value`` as an ``int`` (``integer=True``) or a ``float``, when it is an integral (or real) number,
+    not a bool, for which ``test`` holds; otherwise ``error("<key>: expected <expected>, got <value!r>")``.
+    A NaN fails every comparison, so a ``test`` such as ``v >= 0`` refuses it too."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or (test is not None and not test(value)):
+        raise error(f"{key}: expected {expected}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from . import small_pages
+from .params import check_number
 from .stats import BinStats, GramTiles
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,7 @@ class RidgeModel:
 
 
 def _check_alpha(alpha, key: str = "model.alpha") -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha < 0:
-        raise ConfigError(f"{key}: expected a finite number >= 0, got {alpha!r}")
-    return float(alpha)
+    return check_number(key, alpha, "a finite number >= 0", test=lambda a: math.isfinite(a) and a >= 0)
 
 
 def _scale(var: np.ndarray, mean: np.ndarray, shift: np.ndarray, n: int) -> np.ndarray:

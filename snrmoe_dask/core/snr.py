@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from .noise import check_level
+from .params import check_number
 
 SNR_METHODS = ("norm", "median", "column")
 # Rows per chunk of the median method: bounds its float64 temporaries to ~32 MiB at D = 4096.
@@ -110,9 +110,7 @@ def _edge(key: str, name: str, value, *, upper: bool) -> float:
             return math.inf
         if text.startswith("-") and text[1:] in _INF_SPELLINGS:
             return -math.inf
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ConfigError(f"{key}: bin {name!r} has edge {value!r}; expected a number or 'inf'")
-    return float(value)
+    return check_number(f"{key}: bin {name!r} edge", value, "a number or 'inf'", test=lambda v: not math.isnan(v))
 
 
 def _fmt(low: float, high: float) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import card_defaults
+from ..core.params import check_number
 from ..errors import InputError, InvalidParameterError
 from ..io.shards import (ERROR_KEY, FLUX_KEY, H5Rows, ShardInfo, aligned_block_rows, inspect_shards,
                          resolve_shards)
@@ -107,8 +108,8 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
 
 
 def _first_rows(infos: list[ShardInfo], max_rows: int) -> list[ShardInfo]:
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise InputError(f"max_rows: expected a positive number of spectra, got {max_rows!r}")
+    max_rows = check_number("max_rows", max_rows, "a positive number of spectra", integer=True,
+                            test=lambda n: n >= 1, error=InputError)
     out, left = [], max_rows
     for info in infos:
         if left <= 0:

@@ -97,8 +97,9 @@ def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: i
     return total
 
 
-def then(fn: Callable, part, *args, name: str):
-    """A task applying ``fn(result, *args) -> result`` after ``part`` (e.g. writing it to the cache)."""
+def apply_after(fn: Callable, part, *args, name: str):
+    """A task named ``name`` that applies ``fn(result, *args) -> result`` to ``part``'s result once it is
+    computed (e.g. writing it to the cache)."""
     return delayed(fn, pure=False)(part, *args, dask_key_name=name)
 
 

@@ -9,11 +9,8 @@ The result is a ``dask.delayed`` object: ``.compute()``, ``.persist()``, ``dask.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import numbers
-import operator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -21,15 +18,16 @@ import numpy as np
 from dask import delayed
 
 from ..core import card_defaults
-from ..core.block_pass import PassResult, PassSpec
-from ..core.sum_order import tree_sum
+from ..core.block_pass import PassSpec
 from ..core.noise import NoiseSpec
+from ..core.params import check_number
 from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
 from ..errors import ConfigError, InputError
 from .blocks import Block, plan_blocks, split_blocks
 from .dataset import DEFAULT_BLOCK_ROWS, shard_files
-from .graph import ShardRows, reduce_graph, shard_graph, sum_shard, then, tree_graph
+from .cached_pass import CachedPass
+from .graph import ShardRows, reduce_graph, shard_graph, tree_graph
 from .segment import load_block
 from .sources import ArrayRows, RowSource, ShardFile
 
@@ -92,7 +90,7 @@ def bin_statistics(ds, *, target: str = card_defaults.TARGET, bins: Mapping[str,
         Results kept on disk, per shard and (without ``per_shard``) summed over the shard list:
         used only when the Dataset is straight from shard files. The cache is looked up now, when
         the graph is built (a cached shard becomes a load task, a missing one a pass and a save
-        task); entries are read and written only when the graph runs.
+        task); entries are read and written only when the graph runs (see ``engine.cached_pass``).
 
     Returns
     -------
@@ -121,13 +119,16 @@ def bin_statistics(ds, *, target: str = card_defaults.TARGET, bins: Mapping[str,
     # every task is named after the output it serves: a total's partial sums are added into in place,
     # so they must never be the tasks of a per-shard result (see engine.graph)
     name = f"{label}-{'shards' if per_shard else 'total'}-{plan.token}"
-    entries, merged = _cache_entries(cache, plan, target)
-    if merged is not None and merged.found and not per_shard:
-        return _load_merged(cache, merged, entries, plan, name, label)
-    parts = _part_graphs(plan, name, cache, entries, label)
+    cached = _through_cache(cache, plan, target)
+    if cached is not None and not per_shard:
+        total = cached.load_total(name, label)
+        if total is not None:
+            return total
+    parts = cached.part_graphs(name, label) if cached is not None else _part_graphs(plan, name)
     if per_shard:
         return delayed(list, pure=True)(parts, dask_key_name=name)
-    return _save_merged(tree_graph(parts, name), cache, merged, name)
+    total = tree_graph(parts, name)
+    return cached.save_total(total, name) if cached is not None else total
 
 
 def statistics_and_prefixes(ds, readers: Callable[[list[int]], Mapping[int, Callable[[list], Any]]], *,
@@ -145,12 +146,13 @@ def statistics_and_prefixes(ds, readers: Callable[[list[int]], Mapping[int, Call
     plan = _plan(ds, **options)
     readers = readers([rows.n for rows in plan.parts])
     name = f"{label}-prefixes-{plan.token}"
-    entries, merged = _cache_entries(cache, plan, options.get("target", card_defaults.TARGET))
-    parts = _part_graphs(plan, name, cache, entries, label)
+    cached = _through_cache(cache, plan, options.get("target", card_defaults.TARGET))
+    parts = cached.part_graphs(name, label) if cached is not None else _part_graphs(plan, name)
     if readers and (min(readers) < 1 or max(readers) > len(parts)):
         raise InputError(f"prefixes {sorted(readers)}: expected counts of parts between 1 and {len(parts)}")
     total, read = reduce_graph(parts, name, readers)
-    total = _save_merged(total, cache, merged, name)
+    if cached is not None:
+        total = cached.save_total(total, name)
     return delayed(tuple, pure=True)([total, delayed(dict, pure=True)(read, dask_key_name=f"{name}-read")],
                                      dask_key_name=name)
 
@@ -178,8 +180,7 @@ def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=N
     noise = NoiseSpec.of(noise)
     if snr not in SNR_METHODS:
         raise ConfigError(f"snr: expected one of {', '.join(SNR_METHODS)}, got {snr!r}")
-    if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or splits < 1:
-        raise ConfigError(f"splits: expected an integer >= 1, got {splits!r}")
+    splits = check_number("splits", splits, "an integer >= 1", integer=True, test=lambda n: n >= 1)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: expected float32 or float64, got {precision!r}")
     table_snr = sample_values(ds, "snr", "the snr column") if snr == "column" else None
@@ -235,12 +236,12 @@ def sample_values(ds, name: str, what: str = "a variable") -> np.ndarray:
         raise InputError(f"{name}: expected numbers, got dtype {var.dtype}") from None
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
-        raise InputError(f"{where(ds, bad[0])}: {name} is {values[bad[0]]} ({len(bad)} values are NaN or inf); "
-                         "expected finite numbers")
+        raise InputError(f"{describe_row(ds, bad[0])}: {name} is {values[bad[0]]} ({len(bad)} values are NaN or "
+                         "inf); expected finite numbers")
     return values
 
 
-def where(ds, sample: int) -> str:
+def describe_row(ds, sample: int) -> str:
     """'<file>: row r' for a sample of a Dataset opened from shard files, else 'sample i'."""
     files = ds.attrs.get("files")
     if files and "shard" in ds.variables and "row" in ds.variables:
@@ -339,200 +340,14 @@ def _token(flux, error, files: list[Path] | None, shard: np.ndarray, row: np.nda
     return tokenize(spectra, shard, row, values, spec, block_rows, SEGMENT_ROWS, splits)
 
 
-# ----------------------------------------------------------------------------- the cache
-@dataclass(eq=False)
-class _Entry:
-    """A result's place in the cache: its key, what its file records, and an entry to load instead
-    of a pass (``found``, with its bins merged into ``groups`` when they are finer) or None."""
-
-    key: str
-    meta: dict
-    content: Any  # io.cache.Content
-    store: bool  # worth caching (cache.worth)
-    found: str | None = None
-    groups: dict[str, list[str]] | None = None
-    rows: ShardRows | None = None  # a shard's rows (None for the merged entry)
+def _part_graphs(plan: _Plan, name: str) -> list:
+    """The delayed result of every part, each a pass; task names start with ``name``."""
+    return [shard_graph(rows, plan.spec, plan.block_rows, SEGMENT_ROWS, name) for rows in plan.parts]
 
 
-def _cache_entries(cache, plan: _Plan, target: str) -> tuple[list[_Entry] | None, _Entry | None]:
-    """The cache entries of the parts and of their sum (None without a cache, or for arrays that are not
-    shard files; no merged entry for a single part)."""
+def _through_cache(cache, plan: _Plan, target: str) -> CachedPass | None:
+    """The pass's entries in ``cache`` (looked up now, see :mod:`.cached_pass`); None without a cache, or
+    for arrays that are not shard files (only those are cached)."""
     if cache is None or not plan.files:
-        return None, None
-    entries = [_shard_entry(cache, rows, path, plan.spec, target, plan.block_rows)
-               for rows, path in zip(plan.parts, plan.paths)]
-    merged = _merged_entry(cache, entries, plan.paths, plan.spec) if len(entries) > 1 else None
-    return entries, merged
-
-
-def _part_name(rows: ShardRows, path: Path) -> str:
-    return path.parent.name + (f" part {rows.split[0] + 1}/{rows.split[1]}" if rows.split else "")
-
-
-def _load_merged(cache, merged: _Entry, entries: list[_Entry], plan: _Plan, name: str, label: str):
-    """A task loading the merged entry of this shard list, which the cache holds (or finer bins of it)."""
-    cache.use(merged.key, merged.found, *(e.key for e in entries), *(e.found for e in entries))
-    log.info("%s pass: %d shard(s) from the cache in one merged entry%s, 0 to compute", label, len(entries),
-             " (merged bins)" if merged.groups else "")
-    return delayed(_load_total, pure=False)(cache, merged, entries, plan.spec, plan.block_rows,
-                                            dask_key_name=f"{name}-cached-{merged.key}")
-
-
-def _part_graphs(plan: _Plan, name: str, cache, entries: list[_Entry] | None, label: str) -> list:
-    """The delayed result of every part: through the cache when there is one (a load, or a pass saved
-    when worth it; ``entries`` of the parts), else a pass; task names start with ``name``."""
-    if entries is None:
-        return [shard_graph(rows, plan.spec, plan.block_rows, SEGMENT_ROWS, name) for rows in plan.parts]
-    parts, cached, computed = [], [], []
-    for e, path in zip(entries, plan.paths):
-        part = _part_name(e.rows, path)
-        if e.found:
-            parts.append(delayed(_load_or_pass, pure=False)(cache, e, plan.spec, plan.block_rows,
-                                                            dask_key_name=f"{name}-cached-{e.key}"))
-            cached.append(part + (" (merged bins)" if e.groups else ""))
-            continue
-        graph = shard_graph(e.rows, plan.spec, plan.block_rows, SEGMENT_ROWS, name)
-        parts.append(then(_save, graph, cache, e, name=f"{name}-save-{e.key}") if e.store else graph)
-        computed.append(part + ("" if e.store else " (too small to cache)"))
-    log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
-             len(computed), computed)
-    return parts
-
-
-def _save_merged(total, cache, merged: _Entry | None, name: str):
-    """``total`` followed by a task saving it as the merged entry of its shard list, when worth it."""
-    if merged is None:
-        return total
-    return then(_save, total, cache, merged, name=f"{name}-save-{merged.key}") if merged.store else total
-
-
-def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpec) -> _Entry:
-    """The entry of the sum of ``entries`` in list order; ``found`` set when the cache holds it (or
-    finer bins of it)."""
-    from ..io.cache import Content, merged_key
-
-    sources = [str(path) for path in paths]
-    rows = sum(e.rows.n for e in entries)
-    meta = {"source": f"{sources[0]} + {len(sources) - 1} more", "rows": rows, "sources": sources,
-            "parts": [e.key for e in entries], "base_key": merged_key([e.meta["base_key"] for e in entries]),
-            "names": list(spec.bins.names), "edges": _edges(spec)}
-    blocks = [(i, b.row0, b.rows) for i, e in enumerate(entries) for b in e.rows.blocks]
-    merged = _Entry(merged_key([e.key for e in entries]), meta, Content(tuple(sources), blocks),
-                    cache.worth(rows, len(spec.c), spec.bins.n_cells))
-    if merged.store:
-        _find(cache, merged, spec)
-    return merged
-
-
-def _shard_entry(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int) -> _Entry:
-    """One shard's entry; ``found`` set when the cache holds it (or finer bins of it). A shard too
-    small for the cache (``cache.worth``) neither loads nor stores: its pass costs about a load."""
-    from ..io.cache import Content, key_facts, key_of
-
-    values = (rows.target, rows.table_snr, rows.bins)
-    facts = key_facts(path, spec, target, block_rows, SEGMENT_ROWS, rows.index, values)
-    base = key_of(key_facts(path, replace(spec, bins=None), target, block_rows, SEGMENT_ROWS, rows.index, values))
-    meta = {"source": str(path), "rows": rows.n, "base_key": base, "names": list(spec.bins.names),
-            "edges": _edges(spec), "facts": facts}
-    if rows.split:
-        meta.update(base_key=_split_key(base, rows.split), split=list(rows.split))
-    entry = _Entry(_split_key(key_of(facts), rows.split), meta,
-                   Content((str(path),), [(0, b.row0, b.rows) for b in rows.blocks]),
-                   cache.worth(rows.n, len(spec.c), spec.bins.n_cells), rows=rows)
-    if entry.store:
-        _find(cache, entry, spec)
-        if entry.found is None:
-            why = cache.why_missed(facts)
-            if why:
-                log.info("%s: recomputing its statistics: %s", path, why)
-    return entry
-
-
-def _split_key(key: str, split: tuple[int, int] | None) -> str:
-    """The cache key of sub-shard (j, parts) of the shard whose key is ``key`` (the blocks of each
-    part follow from the shard's rows, the block size and ``parts``, all in the key)."""
-    return key if split is None else hashlib.sha256(f"{key} part {split[0]} of {split[1]}".encode()).hexdigest()
-
-
-def _find(cache, entry: _Entry, spec: PassSpec) -> None:
-    """Set ``entry.found`` (and ``groups``) to the entry itself when cached, else to a finer one."""
-    if cache.path(entry.key).is_file():
-        entry.found = entry.key
-    else:
-        entry.found, entry.groups = _finer_entry(cache, entry.meta["base_key"], spec)
-    cache.use(entry.key, entry.found)
-
-
-def _save(result: PassResult, cache, entry: _Entry) -> PassResult:
-    """Cache ``result``; a failed write (read-only folder, full disk...) costs the cache, not the run."""
-    try:
-        cache.save(entry.key, result, entry.meta, entry.content)
-    except OSError as exc:
-        log.warning("%s: statistics of %s not cached (the run goes on): %s", cache.root, entry.meta["source"], exc)
-    return result
-
-
-def _edges(spec: PassSpec) -> list[list[float]] | None:
-    """[[low, high], ...] of an SNR partition in bin order (None for column partitions)."""
-    if not spec.bins.is_snr:
         return None
-    axis = spec.bins.axes[0]
-    return [[float(lo), float(hi)] for lo, hi in zip(axis.low, axis.high)]
-
-
-def _finer_entry(cache, base: str, spec: PassSpec) -> tuple[str | None, dict[str, list[str]] | None]:
-    """A cached result of the same shard(s) and pass whose SNR bins merge into ``spec``'s bins.
-
-    Each new bin must be the union of whole cached bins; the statistics then add up exactly
-    (BinStats.merge), so merging bins needs no pass. Returns (key, {new bin: [cached bins]}).
-    """
-    edges = _edges(spec)
-    if edges is None:
-        return None, None
-    for key, meta in cache.metas():
-        if meta.get("base_key") != base or not meta.get("edges"):
-            continue
-        old = list(zip(meta["names"], meta["edges"]))
-        groups = {}
-        for name, (lo, hi) in zip(spec.bins.names, edges):
-            inside = [(n, a, b) for n, (a, b) in old if lo <= a and b <= hi]
-            # the cached bins tile [0, inf) without gaps, so whole bins cover [lo, hi) iff the ends match
-            if not inside or min(a for _, a, _ in inside) != lo or max(b for _, _, b in inside) != hi:
-                break
-            groups[name] = [n for n, _, _ in inside]
-        else:
-            return key, groups
-    return None, None
-
-
-def _loaded(cache, entry: _Entry, spec: PassSpec) -> PassResult | None:
-    """The entry's cached result, its bins merged into ``entry.groups`` when given; None when the
-    file turned out damaged (the cache logged and dropped it) or went away."""
-    result = cache.load(entry.found) if entry.found else None
-    if result is not None:
-        if entry.groups is not None:
-            result.stats = result.stats.merge(entry.groups)
-        result.spec = spec
-    return result
-
-
-def _load_or_pass(cache, entry: _Entry, spec: PassSpec, block_rows: int) -> PassResult:
-    """A shard's cached result; if it cannot be loaded, the shard summed here in the graph's order
-    (and cached when worth it)."""
-    result = _loaded(cache, entry, spec)
-    if result is None:
-        result = sum_shard(entry.rows, spec, block_rows, SEGMENT_ROWS)
-        if entry.store:
-            _save(result, cache, entry)
-    return result
-
-
-def _load_total(cache, merged: _Entry, entries: list[_Entry], spec: PassSpec, block_rows: int) -> PassResult:
-    """The merged entry; if it cannot be loaded, the shards' results summed here in the graph's fixed
-    tree (each loaded or passed as :func:`_load_or_pass`), and cached again."""
-    result = _loaded(cache, merged, spec)
-    if result is None:
-        # every part is this task's own: the partial sums are added into in place
-        result = tree_sum((_load_or_pass(cache, entry, spec, block_rows) for entry in entries), operator.iadd)
-        _save(result, cache, merged)
-    return result
+    return CachedPass(cache, plan.parts, plan.paths, plan.spec, target, plan.block_rows, SEGMENT_ROWS)

@@ -15,11 +15,11 @@ from ..core import card_defaults
 from ..core.block_pass import PassResult
 from ..core.metrics import check_r2_defined, regression_metrics
 from ..core.noise import NoiseSpec
-from ..core.partition import Partition, make_partition
+from ..core.partition import Partition
 from ..core.repair import RepairCounts
 from ..engine.segment import check_rows_fit
 from ..engine.spectra import load_spectra
-from ..engine.statistics import partition_labels, sample_values, where as sample_where
+from ..engine.statistics import describe_row, partition_labels, sample_values
 from ..errors import InputError
 from .diagnostics import prediction_checks
 from .verdict import verdict
@@ -73,7 +73,7 @@ def load_test_set(ds, *, partition: Partition, target: str = card_defaults.TARGE
         spectra = load_spectra(ds, noise=NoiseSpec(noise.level, noise.seed, "none"), snr="column", clip_flux=False)
     else:
         spectra = load_spectra(ds, noise=noise, snr=snr, clip_flux=clip_flux)
-    check_rows_fit(spectra.flux, spectra.error, lambda i: sample_where(ds, i), noise.level, precision)
+    check_rows_fit(spectra.flux, spectra.error, lambda i: describe_row(ds, i), noise.level, precision)
     try:  # by SNR or by table columns: the partition reads what it routes on
         bins = partition.assign(partition_labels(ds, partition, spectra.snr))
     except InputError as exc:

@@ -1,9 +1,10 @@
 """Content digests of shards, taken from the bytes a pass reads: xxHash's XXH3, 128 bits.
 
 A block's digest covers its raw flux and error values as read (float32, before any repair); a
-shard's digest combines its block digests in block order. XXH3 hashes ~11 GB/s on one core (about
-0.09 s per GB here, against ~1.1 s per GB for sha256 or blake2b), so the pass pays about one
-percent of a read for it. These digests detect change, not tampering: XXH3 is not cryptographic.
+shard's digest combines its block digests in block order. The pass hashes every byte it reads, so
+the hash must cost little beside the read: XXH3 is many times faster than sha256 or blake2b (its
+measured share of a pass is in docs/performance.md, from benchmarks/). These digests detect change,
+not tampering: XXH3 is not cryptographic.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import erf
 
+from ..core.params import check_number
 from ..core.snr import snr_norm
 from ..errors import ConfigError, InputError
 from .progress import counter
@@ -396,9 +397,7 @@ def spectra(params: pd.DataFrame, wave: np.ndarray,
 
 # ----------------------------------------------------------------------------- writing
 def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name}={value!r}: expected an integer >= {minimum}")
-    return int(value)
+    return check_number(name, value, f"an integer >= {minimum}", integer=True, test=lambda n: n >= minimum)
 
 
 def shard_rng(seed: int, shard: int) -> np.random.Generator:

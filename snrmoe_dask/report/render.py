@@ -32,7 +32,8 @@ from .files import (
     check_results,
 )
 from .files import written_by_snrmoe as png_written_by_snrmoe
-from .text import LANGS, write_report
+from .prose import LANGS
+from .text import write_report
 from .text import written_by_snrmoe as report_written_by_snrmoe
 
 ALL_FIGURES = (*FIGURE_NAMES, FIG_GATE_CONFUSION, FIG_ALPHA_CURVE, FIG_SCALING)

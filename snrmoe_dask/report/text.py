@@ -22,7 +22,7 @@ from .._version import __version__
 from ..core.card_defaults import RHO_BAR
 from ..io.atomic import write_text
 from . import rules
-from .prose import LANGS, en, prose, zh
+from .prose import en, prose, zh
 from .facts import Facts, build_facts, shown_delta_disagrees
 from .formatting import code, format_ci, format_count, format_delta, format_number, format_r2, pct, seconds, table
 from .files import FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION, FIG_PERBIN, FIG_PRED_VS_TRUE
@@ -268,7 +268,6 @@ def _ratio(score_a, score_b, attr: str) -> str:
 
 
 def _appendix(f: Facts, p: ModuleType) -> list[str]:
-    L = p.LABELS
     names = {"global": "Global Ridge", "oracle": "Oracle MoE", "deployed": "Deployed MoE",
              "noisy_snr_routed": p.MODEL["noisy_snr_routed"]}
     rows = [[names[key], *[format_r2(getattr(s, k)) for k in f.metrics], format_count(m.n_train), format_count(m.n_test)]

@@ -311,7 +311,7 @@ def model_rows(f: Facts) -> list[list[str]]:
     scaling = (f"{f.scaler}（用全部训练光谱拟合一个，Global Ridge 与所有专家共用）" if f.shared_scaler
                else f"{f.scaler}（每个专家用本{unit(f)}的训练光谱单独拟合，Global Ridge 用全部训练光谱）")
     clip = "flux 的负值截为 0" if f.clips_flux else "flux 不截断"
-    routing = (f"Oracle：每条测试光谱按真实（无噪声）SNR 交给所在区间的专家；未训练专家的区间由 Global Ridge 预测"
+    routing = ("Oracle：每条测试光谱按真实（无噪声）SNR 交给所在区间的专家；未训练专家的区间由 Global Ridge 预测"
                if f.snr_partition else f"Oracle：每条测试光谱按参数表中真实的 {f.split} 交给所在{unit(f)}的专家")
     if f.results.gate is not None:
         routing += "；另评估了可部署门控（见下文）"
