@@ -81,9 +81,14 @@ from machine import (
 )
 from threadpoolctl import threadpool_limits
 
-from snrmoe_dask.core import card_defaults
 from snrmoe_dask.errors import ConfigError
-from snrmoe_dask.experiment.config_file import load_config
+
+try:
+    from snrmoe_dask.core.card_defaults import ALPHA as CARD_ALPHA
+    from snrmoe_dask.experiment.config_file import load_config
+except ImportError:  # the release before 2026-12 (e1ebf4f), for alternating runs against it
+    from snrmoe_dask.core.card import ALPHA as CARD_ALPHA
+    from snrmoe_dask.experiment.config import load_config
 from snrmoe_dask.io.simulate import count_label, simulate_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -697,7 +702,7 @@ def main() -> int:
 
     save()
     if args.resolve:
-        alpha = cfg.model.alpha / 2 if isinstance(cfg.model.alpha, (int, float)) else card_defaults.ALPHA / 2
+        alpha = cfg.model.alpha / 2 if isinstance(cfg.model.alpha, (int, float)) else CARD_ALPHA / 2
         summary.update(resolve([*overrides, *args.set], [*train_paths, test_path], args.workdir, alpha))
         save()
     if not args.skip_compare:

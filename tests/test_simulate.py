@@ -203,7 +203,7 @@ def test_ridge_learns_log_g_but_not_perfectly():
 
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_gives_one_line_errors():
-    with pytest.raises(ConfigError, match="pixels=0"):
+    with pytest.raises(ConfigError, match="pixels: expected an integer >= 16, got 0"):
         sim.make_wave(0)
     with pytest.raises(InputError, match="log_g"):
         sim.spectra(fixed_stars().drop(columns="log_g"), WAVE)
@@ -211,5 +211,5 @@ def test_bad_input_gives_one_line_errors():
         sim.spectra(fixed_stars(), WAVE, np.zeros((1, 2)))
     with pytest.raises(ConfigError, match="train="):
         sim.simulate_set("/nonexistent", train=(1,), val=0, test=0, seed=0)
-    with pytest.raises(ConfigError, match="block_rows=0"):
+    with pytest.raises(ConfigError, match="block_rows: expected an integer >= 1, got 0"):
         sim.simulate_shard("/nonexistent/dataset.h5", 10, seed=0, shard=0, block_rows=0)
