@@ -237,9 +237,10 @@ def test_previous_results_folder_is_replaced_only_when_all_ours(data, tmp_path, 
 PAUSE = """
 from snrmoe_dask.engine import graph
 segment_pass = graph.segment_pass
-def paused(*a, **k):  # the first task of the pass waits until the test says go
+def paused(*a, **k):  # the first task of the pass waits until the test says go (or gives up: no orphan)
     Path(os.environ["READY"]).touch()
-    while not Path(os.environ["GO"]).exists():
+    give_up = time.time() + 600
+    while not Path(os.environ["GO"]).exists() and time.time() < give_up:
         time.sleep(0.05)
     return segment_pass(*a, **k)
 graph.segment_pass = paused
