@@ -158,7 +158,7 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
     digests: list[bytes] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") as pool:
         pending = pool.submit(load_block, source, blocks[0], spec.clip_flux, reader, digests)
-        # the sums are zeroed while the first block is read (a fresh buffer's page faults: up to 0.6 s)
+        # the sums are zeroed while the first block is read: a fresh buffer's page faults overlap the read
         result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec, digests=digests)
         at = 0
         for i, block in enumerate(blocks):

@@ -10,6 +10,9 @@ The only module that knows the HDF5 layout of a shard (described in ``docs/data.
 Everything here is file access; the numerics live elsewhere. Like xarray's backends, the lazy
 arrays hold only a path and a key and open the file inside each read, so a graph built on
 them pickles and runs under processes and on a dask.distributed cluster.
+
+One module, though over 500 lines: the layout's checks, its readers and its writer are one
+specification of the file (the keys, dtypes and chunking each side must agree on).
 """
 
 from __future__ import annotations

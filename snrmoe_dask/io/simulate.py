@@ -23,6 +23,9 @@ so the SNR distribution does not depend on the pixel count.
 Determinism: ``C`` and ``T`` are rounded to multiples of 2^-18, which makes the float64 product
 exact in any summation order, so a spectrum is bit-identical whatever the block size, BLAS
 threading or worker count.
+
+One module, though over 500 lines: the stellar model, the noise-free spectra and the shard writer
+are one simulator whose parts are tuned together (the line list, the continuum and the SNR scale).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
-"""The report's words in English (``--lang en``): the same names as ``prose_zh``, each saying the same
-statement of ``rules`` as an English reader would write it."""
+"""The report's words in English (``--lang en``): the same names as ``zh``, each saying the same
+statement of ``rules`` as an English reader would write it.
+
+One module, though over 500 lines: every sentence of the report in one language, side by side
+with ``zh`` name for name, so that a translator reads one file."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """The report's words in Chinese (the card's body language): headings, labels and one sentence per
 statement of ``rules``. Model names (Global Ridge, Oracle MoE), the card's stage names and units stay
-as the card writes them; everything else is Chinese. ``prose_en`` has the same names in English."""
+as the card writes them; everything else is Chinese. ``en`` has the same names in English.
+
+One module, though over 500 lines: every sentence of the report in one language, side by side
+with ``en`` name for name, so that a translator reads one file."""
 
 from __future__ import annotations
 
