@@ -104,8 +104,8 @@ def _run(cfg, lang: str, progress: bool, roadmap: Path | None = None, hub: Path 
                 not_written.append(f"{flag} {path} ({reason(exc) if isinstance(exc, OSError) else exc})")
         try:
             print_summary(results, wall_s=time.time() - started if started is not None else None)
-            if render.report:
-                print(f"report in the owner's layout: {render.report} (figures in {render.img_dir})")
+            if render.owner_line():
+                print(render.owner_line())
             sys.stdout.flush()
         except StdoutError as exc:
             not_written.append(f"the summary on standard output ({exc.strerror})")

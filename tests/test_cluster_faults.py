@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from snrmoe_dask.cli import main
+from snrmoe_dask.errors import ConfigError
 from snrmoe_dask.io.shards import PARAM_COLUMNS, write_shard
 
 REPO = Path(__file__).resolve().parent.parent
@@ -289,6 +290,16 @@ def closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
+
+
+def test_a_refused_connection_is_one_line_at_once(closed_port):
+    """Issue 22: nothing listening took the whole compute.connect_timeout (37 s at 30 s) to say so."""
+    from snrmoe_dask.engine.cluster import check_scheduler
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=f"cannot connect to tcp://127.0.0.1:{closed_port}: Connection refused$"):
+        check_scheduler(f"tcp://127.0.0.1:{closed_port}", timeout=30)
+    assert time.monotonic() - start < 2
 
 
 @pytest.mark.parametrize("address, words", [

@@ -13,10 +13,12 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.container import ErrorbarContainer
 from matplotlib.image import imread
@@ -24,7 +26,7 @@ from matplotlib.text import Text
 from PIL import Image
 from sklearn.metrics import r2_score
 
-from report_cases import make_predictions, make_results, one_m_style, with_gate
+from report_cases import make_predictions, make_results, one_m_style, ten_k_fail, with_gate
 from snrmoe_dask.cli import main
 from snrmoe_dask.errors import ConfigError, InputError
 from snrmoe_dask.io.shards import inspect_shard, read_source
@@ -66,7 +68,7 @@ def drawn(monkeypatch, draw, *args):
     monkeypatch.setattr(plots, "save_figure", lambda fig, path: captured.append(fig) or path)
     draw(*args)
     fig = captured[0]
-    fig.canvas.draw()
+    FigureCanvasAgg(fig).draw()  # a real draw: the layout runs, as when saved (the base canvas draws nothing)
     return fig
 
 
@@ -77,6 +79,34 @@ def texts_of(fig) -> list[str]:
 def overlapping(extents) -> list[tuple[int, int]]:
     """Pairs of display boxes that overlap."""
     return [(i, j) for i in range(len(extents)) for j in range(i + 1, len(extents)) if extents[i].overlaps(extents[j])]
+
+
+def layout_clashes(fig) -> list[tuple[str, str]]:
+    """Pairs of the figure's texts whose display boxes overlap: the suptitle, the legends, the axes' titles,
+    labels and visible tick labels, and the text boxes drawn in the axes (by their box, when they have one)."""
+    renderer = fig.canvas.get_renderer()
+    found: list[tuple[str, Any]] = []
+
+    def add(what: str, artist) -> None:
+        if artist is not None and artist.get_visible() and (not isinstance(artist, Text) or artist.get_text()):
+            patch = artist.get_bbox_patch() if isinstance(artist, Text) else None
+            found.append((what, (patch or artist).get_window_extent(renderer)))
+
+    add("suptitle", fig._suptitle)
+    for i, legend in enumerate(fig.legends):
+        add(f"legend {i}", legend)
+    for i, ax in enumerate(fig.axes):
+        add(f"axes {i} title", ax.title)
+        add(f"axes {i} x label", ax.xaxis.label)
+        add(f"axes {i} y label", ax.yaxis.label)
+        for k, axis in enumerate((ax.xaxis, ax.yaxis)):
+            low, high = sorted(axis.get_view_interval())
+            for t in axis.get_ticklabels():  # those drawn: within the axis' limits
+                if low - 1e-9 <= t.get_position()[k] <= high + 1e-9:
+                    add(f"axes {i} {'xy'[k]} tick {t.get_text()!r}", t)
+        for t in ax.texts:
+            add(f"axes {i} text {t.get_text().splitlines()[0]!r}", t)
+    return [(a, b) for k, (a, ea) in enumerate(found) for b, eb in found[k + 1:] if ea.overlaps(eb)]
 
 
 def image_links(report: str) -> list[str]:
@@ -176,6 +206,26 @@ def test_figure_1_draws_every_interval_and_keeps_its_box_clear_of_the_data(monke
     data += [c.get_window_extent() for c in ax.collections]
     assert not [d for d in data if np.isfinite(d.get_points()).all() and extent.overlaps(d)]
     assert not any("INCONCLUSIVE" in t for t in texts_of(fig))
+
+
+@pytest.mark.parametrize("case", ["10k FAIL", "1M style"])
+def test_figures_2_and_3_lay_out_their_texts_without_overlaps(case, monkeypatch):
+    """Issue 24: on the 10,000-spectrum FAIL, Figure 3's suptitle ran into the panels' titles and its legend
+    into the x labels (equal-aspect panels in a constrained layout), and Figure 2's boxes into each other."""
+    results = ten_k_fail() if case == "10k FAIL" else one_m_style()
+    if case == "10k FAIL":  # the run's numbers, and so its boxes' widths
+        for name, (a, b) in zip("LMHX", [(0.1489, 0.0927), (0.1532, 0.1778), (0.1719, 0.0004), (0.1625, 0.0234)]):
+            results["bins"][name]["global"]["r2"], results["bins"][name]["expert"]["r2"] = a, b
+            results["bins"][name]["delta_r2_ci"] = [-0.3076, -0.0793]
+    predictions = make_predictions(make_results())
+    for draw, args in ((plot_perbin, (results,)), (plot_pred_vs_true, (results, predictions))):
+        fig = drawn(monkeypatch, draw, *args, Path("unused.png"))
+        assert layout_clashes(fig) == [], draw.__name__
+        for ax in fig.axes:  # and the boxes inside their axes, not cut at its top
+            inside = ax.get_window_extent()
+            for t in ax.texts:
+                box = t.get_bbox_patch().get_window_extent()
+                assert inside.y0 <= box.y0 and box.y1 <= inside.y1 and inside.x0 <= box.x0 and box.x1 <= inside.x1
 
 
 def test_figure_3_keeps_text_off_the_data_and_its_axes_on_the_data(monkeypatch):

@@ -123,6 +123,20 @@ def test_the_robustness_is_stated_once_and_a_small_test_set_is_a_premise():
     assert "✅ 判定稳健" in render_report(robust, "zh") and "若上述前提成立" not in render_report(robust, "zh")
 
 
+def test_models_at_the_same_edge_of_the_alpha_grid_are_named_in_one_phrase():
+    """All five models at alpha = 1e4, the grid's lowest, were listed one by one, the edge repeated five times."""
+    results = ten_k_fail()
+    alpha = results["alpha"]
+    expert = {**alpha["global"], "source": "validation"}
+    alpha["experts"] = {name: dict(expert) for name in "LMH"}
+    alpha["experts"]["X"] = {**expert, "alpha": 1e6, "val_r2": 0.0301}  # the other edge: a phrase of its own
+    zh_text, en_text = render_report(results, "zh"), render_report(results, "en")
+    assert ("(Global Ridge and the experts of bins L, M and H at α = 10,000 (the grid's lowest); the bin X expert "
+            "at α = 1,000,000 (the grid's highest))") in en_text
+    assert "Global Ridge 与 L、M、H 区间的专家 α = 10,000（网格下端）；X 区间的专家 α = 1,000,000（网格上端）" in zh_text
+    assert en_text.count("the grid's lowest") == zh_text.count("网格下端") == 1
+
+
 def test_the_10k_fail_states_its_premises_and_only_what_its_figures_show():
     """Issue: the FAIL on 10,000 spectra with alpha chosen at the edge of its grid, no bootstrap, and R²
     still climbing was written as the final word; the scaling section described bands and fits it lacked."""

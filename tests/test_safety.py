@@ -500,7 +500,8 @@ def full_disk_at(monkeypatch, *folders: Path) -> None:
 
 
 def last_line(capsys, code: int) -> str:
-    err = capsys.readouterr().err
+    """The run's last line on stderr; ``capsys`` may also be output already read (``capsys.readouterr()``)."""
+    err = (capsys.readouterr() if hasattr(capsys, "readouterr") else capsys).err
     assert "Traceback" not in err and "Logging error" not in err, err
     line = err.strip().splitlines()[-1]
     assert line.startswith("snrmoe: "), err
@@ -522,13 +523,28 @@ def test_owner_copies_on_a_full_disk_still_publish_the_results(data, tmp_path, m
     hub = tmp_path / "hub.md"
     full_disk_at(monkeypatch, owner)
     code = main(run_args(data, out, "--set", f"output.report={owner}/exp_{{date}}.md", "--hub", str(hub)))
-    line = last_line(capsys, code)
+    printed = capsys.readouterr()
+    assert "owner's layout" not in printed.out  # the summary names no file that was not written
+    line = last_line(printed, code)
     assert code == 3
     assert line.startswith(f"snrmoe: error: the results are complete in {out}, but not written: 4 figures in "
                            f"{owner / 'img'} (No space left on device); {owner}/exp_"), line
     assert_published(out)
     assert DEMO_BLOCK in hub.read_text()  # the steps after the failure still ran
     assert list(owner.rglob("*")) == [owner / "img"]  # no temporary files, nothing half-written
+
+
+def test_summary_names_the_owner_copy_only_when_it_was_written(tmp_path):
+    from snrmoe_dask.report.render import renderer
+
+    render = renderer("en", tmp_path / "exp.md")
+    assert render.owner_line() is None  # nothing written yet (the figures failed: never written)
+    render._attempt(render.report, lambda path: path.write_text("x"))
+    assert render.owner_line() == f"report in the owner's layout: {render.report} (figures in {tmp_path / 'img'})"
+    render.not_written[f"2 figures in {render.img_dir}"] = "No space left on device"
+    assert render.owner_line() == f"report in the owner's layout: {render.report}"
+    render._attempt(render.report, lambda path: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    assert render.owner_line() is None
 
 
 def test_tracking_block_on_a_full_disk_is_named_after_the_results(data, tmp_path, monkeypatch, capsys):

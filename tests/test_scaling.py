@@ -248,6 +248,16 @@ def test_bad_splits_are_one_line_errors(data, train, tmp_path, capsys):
     assert re.match(r"snrmoe: error: train_900_0: \d block\(s\) of rows cannot be split into 20 parts", err[-1])
 
 
+def test_log_numbers_the_points_k_of_K(train, data, caplog):
+    """'scaling: point k/K' (k-th of K points), not 'point of k parts'."""
+    parts = bin_statistics(train, per_shard=True).compute()
+    with caplog.at_level(logging.INFO, logger="snrmoe_dask.experiment.scaling"):
+        curve = scaling_curve(parts, test=open_shards("test_400_0/dataset.h5", root=data), bootstrap=0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scaling: point")]
+    assert [line.split(",")[0] for line in lines] == ["scaling: point 1/3", "scaling: point 2/3", "scaling: point 3/3"]
+    assert [line.split(", ")[1] for line in lines] == [f"N={p['n_train']:,}" for p in curve["points"]]
+
+
 def test_scaling_curve_refuses_what_is_not_per_shard_statistics(train, data):
     with pytest.raises(InputError, match="per_shard=True"):
         scaling_curve(bin_statistics(train), test=open_shards("test_400_0/dataset.h5", root=data))

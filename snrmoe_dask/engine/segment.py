@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 
 
 def load_block(source: RowSource, block: Block, clip_flux: bool = True, reader: RowReader | None = None,
-               digests: list[bytes] | None = None) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
+               digests: list[bytes] | None = None, warn: bool = True) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
     """Read and repair one block: flux, error (rows, D) float32, and the repair counts.
 
     With a ``reader`` the arrays may live in its buffers, valid until its next read. With
     ``digests``, the digest of the block's values as read (before the repairs) is appended to it.
+    ``warn=False``: no warning for absurd values (for a read of rows that the pass reads again and names).
     """
     try:
         flux, error = source.read(block, reader)
@@ -49,7 +50,7 @@ def load_block(source: RowSource, block: Block, clip_flux: bool = True, reader: 
         row, _, why = str(exc).partition(": ")
         where = int(row.split()[1]) + block.row0 if row.startswith("row ") else block.row0
         raise InputError(f"{source.name}: row {where}: {why or exc}") from None
-    for first in found:  # the counts reach results.json; the log names where
+    for first in found if warn else ():  # the counts reach results.json; the log names where
         n = counts.flux_absurd if first.kind == "flux" else counts.error_absurd
         log.warning("%s: row %d, pixel %d: %s value %.3g is %.2g times its row's typical %.3g: replaced by its "
                     "nearest pixel's (%d such %s values in rows %d:%d; repairs.%s_absurd)", source.name,

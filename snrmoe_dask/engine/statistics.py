@@ -318,7 +318,8 @@ def _shift(source: RowSource, blocks: list[Block], y: np.ndarray, clip_flux: boo
         run = Block(first.shard, first.row0, first.start, b.stop)
     rows = min(run.rows, SHIFT_ROWS)
     head = Block(first.shard, first.row0, first.start, first.start + rows)
-    flux, _, _ = load_block(source, head, clip_flux)
+    # the pass reads these rows again and warns of their absurd values: once per run, not twice
+    flux, _, _ = load_block(source, head, clip_flux, warn=False)
     return flux.mean(axis=0, dtype=np.float64), float(y[head.start:head.stop].mean())
 
 

@@ -199,8 +199,11 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
 
             with timer.phase("scaling"):
                 parts = len(train_ds.attrs["files"]) * cfg.evaluation.scaling_splits
+                last = point_of(results, parts)
+                log.info("scaling: point %d/%d, N=%s, dR2 %+.4f (the whole set: the run's own results)",
+                         len(points) + 1, len(points) + 1, f"{last['n_train']:,}", last["delta_r2"])
                 results["scaling"] = {"splits": cfg.evaluation.scaling_splits,
-                                      **curve([*points, point_of(results, parts)], **plan.curve_options(cfg))}
+                                      **curve([*points, last], **plan.curve_options(cfg))}
         results["data"] = {"n_train": int(train.stats.n.sum()), "n_test": len(test.y),
                            "pixels": train_ds.sizes["pixel"], "train_files": train_ds.attrs["files"],
                            "test_file": test_ds.attrs["files"][0],

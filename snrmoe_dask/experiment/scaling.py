@@ -94,9 +94,11 @@ def point_of(results: dict, parts: int) -> dict:
 
 
 def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: TestSet, val: PassResult | None,
-                partition: Partition, threshold: float, bootstrap: int, seed: int) -> dict:
+                partition: Partition, threshold: float, bootstrap: int, seed: int,
+                number: tuple[int, int] = (0, 0)) -> dict:
     """One point of the curve: the models solved on the sum of the first k parts (the partial sums
     ``blocks``, unchanged, see ``core.sum_order.fold_blocks``), one at a time, and scored on the test set.
+    number: (i, K), this point's place among the curve's K points, for the log line.
 
     Solved on one BLAS thread whatever else runs (a factorisation's bits may depend on the thread
     count), so a point is the same on every scheduler. Returns the point with its ``timings_s``."""
@@ -109,7 +111,7 @@ def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: 
                            bootstrap=bootstrap, seed=seed)
     point = point_of(results, k)
     point["timings_s"] = {"solve": round(solved - start, 3), "score": round(time.perf_counter() - solved, 3)}
-    log.info("scaling: point of %d parts, N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", k,
+    log.info("scaling: point %d/%d, N=%s, dR2 %+.4f (solve %.2f s, score %.2f s)", *number,
              f"{point['n_train']:,}", point["delta_r2"], *point["timings_s"].values())
     return point
 
@@ -125,10 +127,10 @@ def curve_graph(ds, *, model: BinnedRidge, test: TestSet, val: PassResult | None
     val_value = delayed(val, pure=True) if val is not None else None
 
     def readers(rows: list[int]) -> dict:
-        chosen = choose_points(rows, points)[:-1]
-        return {k: (lambda blocks, k=k: delayed(solve_point, pure=True)(
-            blocks, k, model, test_value, val_value, partition, threshold, bootstrap, seed,
-            dask_key_name=f"{label}-scaling-point-{k}-{_token(blocks)}")) for k in chosen}
+        chosen = choose_points(rows, points)  # the last, the whole set, is the run's own results
+        return {k: (lambda blocks, k=k, i=i: delayed(solve_point, pure=True)(
+            blocks, k, model, test_value, val_value, partition, threshold, bootstrap, seed, (i, len(chosen)),
+            dask_key_name=f"{label}-scaling-point-{k}-{_token(blocks)}")) for i, k in enumerate(chosen[:-1], 1)}
 
     total_and_points = statistics_and_prefixes(ds, readers, label=label, cache=cache, **options)
     return delayed(lambda pair: (pair[0], [pair[1][k] for k in sorted(pair[1])]), pure=True)(
@@ -217,8 +219,9 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
         partition = spec.bins
     test = _test_set(test, spec, partition, noise, target)
     model = model if model is not None else BinnedRidge()
-    chosen = set(choose_points([int(p.stats.n.sum()) for p in parts], points))
-    solved = [solve_point([prefix], k, model, test, val, partition, threshold, bootstrap, seed)
+    chosen = choose_points([int(p.stats.n.sum()) for p in parts], points)
+    solved = [solve_point([prefix], k, model, test, val, partition, threshold, bootstrap, seed,
+                          (chosen.index(k) + 1, len(chosen)))
               for k, prefix in prefix_sums(parts, at=lambda k, last: k in chosen)]
     return curve(solved, threshold, bootstrap, seed)
 

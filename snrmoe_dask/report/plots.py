@@ -221,8 +221,9 @@ def plot_perbin(results: Any, path: Path) -> Path:
         column = np.append(tops[:, i], 0.0)
         top = float(np.nanmax(column)) if np.isfinite([g[i], o[i]]).any() else 0.06 * span
         ci_text = format_ci(d_ci[i])
-        # the R² of both bars here, above the data, rather than inside the bars where the error bars run
-        values = f"Global {format_r2(g[i])} · {'Oracle' if i == len(bins) else 'expert'} {format_r2(o[i])}"
+        # the R² of both bars here, above the data, rather than inside the bars where the error bars run; one
+        # value a line, so that a box is no wider than its group's column and never reaches its neighbour's
+        values = f"Global {format_r2(g[i])}\n{'Oracle' if i == len(bins) else 'expert'} {format_r2(o[i])}"
         if skip:
             text, color = f"Global {format_r2(g[i])}\nno expert", SMALL_GAIN_COLOR
         else:
@@ -232,7 +233,7 @@ def plot_perbin(results: Any, path: Path) -> Path:
         ax.text(xi, top + 0.03 * span, text, ha="center", va="bottom", fontsize=8, fontweight="bold", color=color,
                 zorder=5, bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=color, linewidth=0.8))
     ax.axvline((x[-2] + x[-1]) / 2, color="0.6", linewidth=0.8, linestyle=":")
-    ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.34 * span)
+    ax.set_ylim(ymin - (0.08 * span if ymin < 0 else 0), ymax + 0.48 * span)  # room for the boxes' four lines
     ax.set_xticks(x, labels, fontsize=9)
     ax.set_xlabel(_expert_cell_label(f))
     ax.set_ylabel("Test R²")
@@ -298,7 +299,6 @@ def plot_pred_vs_true(results: Any, predictions: pd.DataFrame, path: Path) -> Pa
             ax.axhline(value, color="0.55", linestyle=":", linewidth=1.0, zorder=1)
         ax.set_xlim(lim)
         ax.set_ylim(lim)
-        ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.set_xlabel("True log g [dex]")
         scores = [f"R² = {format_r2(score.r2)}"] + [f"{METRIC_LABELS[k]} = {format_r2(getattr(score, k))} dex"
@@ -325,6 +325,12 @@ def plot_pred_vs_true(results: Any, predictions: pd.DataFrame, path: Path) -> Pa
     fig.suptitle(f"Predicted vs true log g on the test set, coloured by {_expert_cell_label(f)}\n"
                  f"ΔR² (Oracle − Global) = {format_delta(f.delta)}"
                  + (f", CI {format_ci(f.delta_ci)}" if f.delta_ci else "") + f"\n{_subtitle(f)}", fontsize=11)
+    # laid out first, then squared: the constrained layout of equal-aspect panels gave them boxes taller than
+    # its own, over the suptitle and the legend; squaring a laid-out panel only shrinks it inside its box
+    fig.get_layout_engine().execute(fig)
+    fig.set_layout_engine("none")
+    for ax in axes:
+        ax.set_aspect("equal")
     return save_figure(fig, path)
 
 

@@ -94,6 +94,7 @@ class Renderer:
         self.out_dir: Path | None = None
         self.predictions: pd.DataFrame | None = None
         self.not_written: dict[str, str] = {}  # what (a path) -> why, for the run's last line
+        self.written: set[str] = set()  # the owner's copies written (the summary names only these)
         self.check()
 
     def targets(self) -> list[Path]:
@@ -172,8 +173,21 @@ class Renderer:
             write(*args, path)
         except (OSError, InputError) as exc:
             self.not_written[str(path)] = _reason(exc)
+            self.written.discard(str(path))
         else:
             self.not_written.pop(str(path), None)
+            self.written.add(str(path))
+
+    def owner_line(self) -> str | None:
+        """The summary's line naming the owner's copy of the report, or None when it was not written (a
+        claim about a file that is not there would contradict the run's last line). The figures' folder
+        is named only when every figure drawn was copied there."""
+        if not self.report or str(self.report) not in self.written:
+            return None
+        figures_failed = any(Path(what).parent == self.img_dir or what.endswith(f" figures in {self.img_dir}")
+                             for what in self.not_written)
+        return (f"report in the owner's layout: {self.report}"
+                + ("" if figures_failed else f" (figures in {self.img_dir})"))
 
 
 def _reason(exc: BaseException) -> str:

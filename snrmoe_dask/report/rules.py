@@ -76,14 +76,15 @@ def _alpha_edge(f: Facts) -> Statement | None:
     if choice is None:
         return None
     models = [("global", choice.global_)] + list(choice.experts.items())
-    edges = []
+    edges: dict[tuple, list[str]] = {}  # (alpha, edge) -> the models there, so that the prose says each once
     for name, model in models:
         grid = [a for a in model.curve.alpha]
         if model.source == "global" or len(grid) < 2 or model.alpha is None:
             continue
         if model.alpha in (min(grid), max(grid)):
-            edges.append((name, model.alpha, "low" if model.alpha == min(grid) else "high"))
-    return Statement("alpha_edge", {"models": edges}) if edges else None
+            edges.setdefault((model.alpha, "low" if model.alpha == min(grid) else "high"), []).append(name)
+    return (Statement("alpha_edge", {"models": [(names, a, e) for (a, e), names in edges.items()]})
+            if edges else None)
 
 
 def _alpha_untuned(f: Facts) -> Statement | None:

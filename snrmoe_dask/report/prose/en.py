@@ -81,8 +81,15 @@ def _ci(ci: Any) -> str:
     return format_ci(ci) or "n/a"
 
 
-def _alpha_model(name: str, f: Facts) -> str:
-    return "Global Ridge" if name == "global" else f"the bin {name} expert"
+def _alpha_models(models: list[str], f: Facts) -> str:
+    """'Global Ridge and the experts of bins L, M and X' for the models named ("global" or a bin)."""
+    experts = [m for m in models if m != "global"]
+    said = ["Global Ridge"] if "global" in models else []
+    if len(experts) == 1:
+        said.append(f"the {unit(f)} {experts[0]} expert")
+    elif experts:
+        said.append(f"the experts of {unit(f)}s {names(experts)}")
+    return " and ".join(said)
 
 
 def _negatives(found: list[tuple[str, str, float]], f: Facts) -> str:
@@ -112,8 +119,8 @@ def premise(s: Statement, f: Facts) -> str:
         return (f"⚠️ The input files are simulated (their source attribute: {SEP.join(code(x) for x in d['sources'])}), "
                 f"not real BOSZ/PFS spectra; the conclusion holds for this simulated set only.")
     if s.kind == "alpha_edge":
-        models = SEP.join(f"{_alpha_model(n, f)} at α = {format_number(a)} (the grid's {'lowest' if e == 'low' else 'highest'})"
-                          for n, a, e in d["models"])
+        models = "; ".join(f"{_alpha_models(n, f)} at α = {format_number(a)} (the grid's "
+                           f"{'lowest' if e == 'low' else 'highest'})" for n, a, e in d["models"])
         return (f"⚠️ Alpha was chosen at the edge of its candidate grid ({models}): the validation curve may still rise "
                 f"beyond it, so the best alpha may lie outside the grid.")
     if s.kind == "alpha_untuned":

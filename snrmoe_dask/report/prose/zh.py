@@ -80,8 +80,13 @@ def _ci(ci: Any) -> str:
     return format_ci(ci) or "n/a"
 
 
-def _alpha_model(name: str, f: Facts) -> str:
-    return "Global Ridge" if name == "global" else f"{name} {unit(f)}的专家"
+def _alpha_models(models: list[str], f: Facts) -> str:
+    """'Global Ridge 与 L、M、X 区间的专家' for the models named ("global" or a bin)."""
+    experts = [m for m in models if m != "global"]
+    said = ["Global Ridge"] if "global" in models else []
+    if experts:
+        said.append(f"{names(experts)} {unit(f)}的专家")
+    return " 与 ".join(said)
 
 
 def _negatives(found: list[tuple[str, str, float]], f: Facts) -> str:
@@ -112,7 +117,7 @@ def premise(s: Statement, f: Facts) -> str:
         return (f"⚠️ 输入文件是模拟数据（文件的 source 属性：{SEP.join(code(x) for x in d['sources'])}），"
                 f"不是真实的 BOSZ/PFS 光谱；结论只适用于这批模拟数据。")
     if s.kind == "alpha_edge":
-        models = SEP.join(f"{_alpha_model(n, f)} α = {format_number(a)}（网格{'下' if e == 'low' else '上'}端）"
+        models = "；".join(f"{_alpha_models(n, f)} α = {format_number(a)}（网格{'下' if e == 'low' else '上'}端）"
                           for n, a, e in d["models"])
         return f"⚠️ α 选在候选网格的边缘：{models}；验证曲线在网格之外可能仍在上升，最优 α 可能不在网格内。"
     if s.kind == "alpha_untuned":
