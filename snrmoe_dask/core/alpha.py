@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import scipy.linalg
 
 from ..errors import ConfigError, InputError
 from .card_defaults import ALPHA as CARD_ALPHA
@@ -139,6 +138,8 @@ class EigenRidge:
     @classmethod
     def of(cls, problem: ScaledRidge) -> "EigenRidge":
         """Decompose A once (O(D^3), about 20 Cholesky solves at D = 4096); then O(D^2) per alpha."""
+        import scipy.linalg  # at first use: a command needs it only after its pass (see snrmoe_dask._preload)
+
         evals, evecs = scipy.linalg.eigh(problem.upper(), lower=False, check_finite=False, driver="evd")
         # A is positive semi-definite; a slightly negative eigenvalue is rounding
         np.clip(evals, 0.0, None, out=evals)

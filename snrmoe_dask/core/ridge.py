@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from ..errors import InputError
 from . import small_pages
@@ -168,6 +167,8 @@ class ScaledRidge:
 
         work: a (D, D) float64 C-ordered scratch to factorise in (its values are overwritten): reusing
         one across models and alphas spares the page faults of a fresh D x D array each time."""
+        import scipy.linalg  # at first use: a command needs it only after its pass (see snrmoe_dask._preload)
+
         alpha = _check_alpha(alpha)
         try:
             # the transpose of the C-ordered copy is Fortran-ordered, its lower triangle A's upper one:

@@ -30,7 +30,7 @@ def print_summary(results: dict, wall_s: float | None = None) -> None:
     """The lines users read first: the decision (the card's rule) and its robustness, the models' table
     (per-bin rows unless evaluation.per_bin is false), then the deployable gate, the noisy-SNR
     baseline and the chosen alphas when the run has them. wall_s: the whole command's wall time
-    (default: the run's ``timings_s.total``, which ends before the outputs are written)."""
+    (default: the run's ``timings_s.total``, which ends once the results folder is written)."""
 
     def fmt(v, spec="{:.4f}"):
         return "   n/a" if v is None else spec.format(v)
@@ -88,7 +88,7 @@ def print_summary(results: dict, wall_s: float | None = None) -> None:
     lines += repair_lines(results)
     lines.append(f"next step: {results['next_step']}")
     wall = f"wall time {wall_s:.1f} s (the whole command)" if wall_s is not None else \
-        f"wall time {results['timings_s']['total']:.1f} s (the run, before writing the outputs)"
+        f"wall time {results['timings_s']['total']:.1f} s (the run, imports and start-up aside)"
     lines.append(f"{wall}; report: {Path(results.get('output_dir', '.')) / 'report.md'}")
     print("\n".join(lines))
 
