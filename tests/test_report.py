@@ -705,7 +705,9 @@ def test_logs_a_person_can_tail(tiny, tmp_path):
     shards = args.index('data.train_shards=["train_600_{0..1}/dataset.h5"]')
     args[shards] = 'data.train_shards=["train_3k_{0..1}/dataset.h5"]'
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "snrmoe_dask.cli", *args], capture_output=True, text=True, timeout=300)
+    # the installed command, as users run it: its exit skips the interpreter's teardown (cli.entry)
+    command = Path(sys.executable).with_name("snrmoe")
+    run = subprocess.run([str(command), *args], capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - started
     assert run.returncode == 0, run.stderr[-2000:]
     for stderr in (simulate.stderr, run.stderr):
@@ -727,6 +729,7 @@ def test_logs_a_person_can_tail(tiny, tmp_path):
     wall = float(re.search(r"wall time ([\d.]+) s \(the whole command\)", run.stdout).group(1))
     assert results["timings_s"]["total"] < wall <= elapsed + 0.2 and wall > elapsed - 2.0
     assert not pid.exists()  # removed at exit
+    assert run.stdout.rstrip().endswith("report.md")  # the summary's last line, flushed before the exit
 
 
 def test_quiet_with_a_log_leaves_stderr_to_warnings_and_errors(tiny, tmp_path, capsys):
