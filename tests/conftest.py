@@ -15,6 +15,16 @@ from snrmoe_dask.engine.segment import load_block
 from snrmoe_dask.engine.sources import ShardFile
 from snrmoe_dask.io.shards import PARAM_COLUMNS, write_shard
 
+# The files that take longest, first: pytest-xdist hands whole files to its workers in collection order
+# (--dist loadfile), so a long file collected last would run alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_cluster_scale.py", "test_cluster_faults.py", "test_safety.py", "test_compose.py",
+                 "test_scale.py", "test_report.py", "test_notebook.py", "test_scaling.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a file, as written
+
 
 def random_shard(path: Path, n: int = 300, d: int = 32, seed: int = 0, chunk_rows: int = 64) -> Path:
     """A shard of spectrum-like random data (positive flux ~1, error ~0.3) in the real layout."""
