@@ -236,12 +236,19 @@ def cold(paths: list[Path]) -> dict:
             "resident_before": before, "resident_after_drop": after}
 
 
+def snrmoe_run(overrides: list[str]) -> list[str]:
+    """The ``snrmoe run`` command line of CONFIG with ``--set`` overrides, in a fresh interpreter that
+    imports the package PYTHONPATH names (``-P``: not one in the working folder, which ``-m`` would put
+    first, so that runs of another release's checkout measure that release)."""
+    return [sys.executable, "-P", "-m", "snrmoe_dask.cli", "run", str(CONFIG), "-q",
+            *(arg for o in overrides for arg in ("--set", o))]
+
+
 def run_command(overrides: list[str], files: list[Path], out: Path) -> dict:
     """The whole ``snrmoe run`` command in a fresh process, cold, timed from its start to its exit as a
     user times it (interpreter, imports, the run, figures, report); its peak RSS and its results."""
     page = cold(files)
-    cmd = [sys.executable, "-m", "snrmoe_dask.cli", "run", str(CONFIG), "-q",
-           *(arg for o in [*overrides, "compute.cache=false"] for arg in ("--set", o))]
+    cmd = snrmoe_run([*overrides, "compute.cache=false"])
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak, child = 0, psutil.Process(proc.pid)
@@ -291,9 +298,7 @@ def resolve(overrides: list[str], files: list[Path], workdir: Path, alpha: float
     out = {}
     for step, extra in (("fill", []), ("resolve", [f"model.alpha={alpha:g}"])):
         drop_page_cache(files)
-        cmd = [sys.executable, "-m", "snrmoe_dask.cli", "run", str(CONFIG), "-q",
-               *(arg for o in [*common, *extra, f"output.dir={json.dumps(str(workdir / 'results' / step))}"]
-                 for arg in ("--set", o))]
+        cmd = snrmoe_run([*common, *extra, f"output.dir={json.dumps(str(workdir / 'results' / step))}"])
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         out[f"{step}_s"] = round(time.perf_counter() - start, 3)

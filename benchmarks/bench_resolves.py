@@ -39,8 +39,7 @@ def main() -> int:
         shutil.rmtree(out, ignore_errors=True)
         overrides = [*bf.set_overrides(root, shards, rows, args.test, args.pixels, 4096, usable_cores(), out),
                      "compute.cache=true", f"compute.cache_dir={json.dumps(str(cache))}", f"model.alpha={args.alpha:g}"]
-        cmd = [sys.executable, "-m", "snrmoe_dask.cli", "run", str(bf.CONFIG), "-q",
-               *(a for o in overrides for a in ("--set", o))]
+        cmd = bf.snrmoe_run(overrides)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - start
