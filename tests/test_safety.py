@@ -49,7 +49,9 @@ def cli(*args: str, **popen) -> subprocess.Popen:
 
 def patched(preamble: str, *args: str, **popen) -> subprocess.Popen:
     """``snrmoe ARGS`` in a new process that first runs ``preamble`` (to pause, kill or signal it mid-run)."""
-    script = f"import os, signal, sys, time\nfrom pathlib import Path\n{preamble}\n" \
+    # a process that hangs dumps every thread's stack and ends, so that the test fails saying where
+    script = "import faulthandler; faulthandler.dump_traceback_later(100, exit=True)\n" \
+             f"import os, signal, sys, time\nfrom pathlib import Path\n{preamble}\n" \
              "from snrmoe_dask.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)

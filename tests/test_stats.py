@@ -266,6 +266,26 @@ def test_an_accumulator_buffer_is_reused_only_when_nobody_can_read_it():
     assert buffers.pooled() == 0  # nothing is kept once no pass task runs
 
 
+def test_an_accumulator_freed_while_its_thread_holds_the_pool_lock_does_not_wait():
+    # the collector runs finalisers in whichever thread allocates: also inside owned_buffer, which holds the
+    # pool's lock; a finaliser that waited for it there hung that task, and the process at exit, for good
+    import threading
+
+    from snrmoe_dask.core import buffers
+
+    def free_under_the_lock() -> None:
+        with buffers.pass_running():
+            owner = GramTiles(2, 8)
+            with buffers._lock:
+                del owner  # its finaliser runs here, in this thread
+            assert buffers.pooled() == 0  # not kept: a buffer the pool cannot take is simply freed
+
+    thread = threading.Thread(target=free_under_the_lock, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the finaliser waited for a lock its own thread holds"
+
+
 @pytest.mark.parametrize("d", [5, 129, 300])
 def test_packed_upper_round_trips_through_the_tiles(d):
     from snrmoe_dask.core.stats import packed_start

@@ -46,9 +46,15 @@ def _give_back(buffer: np.ndarray) -> None:
     # a view (a tile someone kept, a slice) holds a reference to its base: such a buffer is never reused
     if sys.getrefcount(buffer) != _UNSHARED:
         return
-    with _lock:
+    # Never wait: the collector runs finalisers in whichever thread allocates, also one that holds the
+    # lock (inside owned_buffer), and waiting there would hang that thread, and the exit, for good.
+    if not _lock.acquire(blocking=False):
+        return
+    try:
         if _running and len(_pool) < _KEEP:
             _pool.append(buffer)
+    finally:
+        _lock.release()
 
 
 def owned_buffer(owner: object, shape: tuple[int, int], zero: bool) -> np.ndarray:
@@ -62,7 +68,7 @@ def owned_buffer(owner: object, shape: tuple[int, int], zero: bool) -> np.ndarra
         buffer = np.empty(shape)
     if zero:
         buffer.fill(0.0)
-    weakref.finalize(owner, _give_back, buffer)
+    weakref.finalize(owner, _give_back, buffer).atexit = False  # at exit there is no next accumulator
     return buffer
 
 
