@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
 
 import dask
@@ -42,11 +43,21 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
     else one ConfigError names the first a worker does not see.
     """
     if scheduler in LOCAL_SCHEDULERS:
+        # The threads are this context's own and are told to end with it, however it ends: a signal raised
+        # in the main thread while a pool starts a worker (dask's pools are kept for the process) can leave
+        # that worker unregistered, waiting for work for ever, and the interpreter's exit waiting on it.
+        pool = _thread_pool(workers) if scheduler == "threads" else None
+        options = {"pool": pool} if pool is not None else {}
+
         def compute(obj):
             bar = _local_progress(obj) if progress else contextlib.nullcontext()
             with bar, _collector_spares_old_objects():  # each task runs on one BLAS thread itself (engine.segment)
-                return dask.compute(obj, scheduler=scheduler, num_workers=workers)[0]
-        yield compute
+                return dask.compute(obj, scheduler=scheduler, num_workers=workers, **options)[0]
+        try:
+            yield compute
+        finally:
+            if pool is not None:  # a task still running (a signal) finishes; nothing waits for it here
+                pool.shutdown(wait=False, cancel_futures=True)
         return
 
     from distributed import Client, LocalCluster
@@ -82,6 +93,14 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                     dist_progress(future, notebook=False)  # a text bar: works without ipywidgets
                 return future.result()
         yield compute
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of ``workers`` threads like dask's own (contextvars, such as numpy's error state, reach the tasks)."""
+    import dask.threaded
+
+    kind = getattr(dask.threaded, "ContextAwareThreadPoolExecutor", ThreadPoolExecutor)
+    return kind(workers, thread_name_prefix="snrmoe-task")
 
 
 # The largest first message a scheduler sends (its handshake: a few hundred bytes); a peer whose
