@@ -76,12 +76,29 @@ def _segment_inputs(shard: ShardRows, block_rows: int, segment_rows: int):
                None if shard.bins is None else shard.bins[rows])
 
 
+class _Arguments:
+    """A task's arguments, opaque to dask: ``delayed`` would otherwise walk every field of every task's
+    spec, blocks and source while the graph is built, milliseconds a task (they hold no dask object)."""
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+def _apply(fn: Callable, arguments: _Arguments):
+    return fn(*arguments.args, **arguments.kwargs)
+
+
 def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
     """A delayed :class:`PassResult` of one shard: its segments summed in row order; task names start
     with ``name`` (the graph's output and token)."""
-    parts = [delayed(segment_pass, pure=True)(*inputs, spec=spec, dask_key_name=f"{name}-segment-{shard.label}-{i}")
+    parts = [_task(segment_pass, _Arguments(*inputs, spec=spec), dask_key_name=f"{name}-segment-{shard.label}-{i}")
              for i, inputs in enumerate(_segment_inputs(shard, block_rows, segment_rows))]
     return _chain(parts, f"{name}-shard-{shard.label}")
+
+
+_task = delayed(_apply, pure=True)
 
 
 def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 import threadpoolctl
-from threadpoolctl import threadpool_limits
 
 from ..core.block_pass import PassResult, PassSpec, sorted_rows
 from ..core.buffers import pass_running
@@ -157,8 +157,11 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
     reader, out = _buffers(max(b.rows for b in blocks), len(spec.c))
     dtype = np.dtype(spec.precision)
     digests: list[bytes] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") as pool:
-        pending = pool.submit(load_block, source, blocks[0], spec.clip_flux, reader, digests)
+    # one block (a small shard): nothing to read ahead, and a helper thread would cost more than the block
+    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") if len(blocks) > 1 else None
+    with ahead or nullcontext():
+        pending = (ahead.submit(load_block, source, blocks[0], spec.clip_flux, reader, digests) if ahead
+                   else _Read(load_block(source, blocks[0], spec.clip_flux, reader, digests)))
         # the sums are zeroed while the first block is read: a fresh buffer's page faults overlap the read
         result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec, digests=digests)
         at = 0
@@ -170,12 +173,22 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
                                           None if table_snr is None else table_snr[rows], spec,
                                           None if bin_idx is None else bin_idx[rows], out)
                 if i + 1 < len(blocks):
-                    pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader,
+                    pending = ahead.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader,
                                           result.digests)
                 result.stats.add_block(x, yb, bins, dtype=products_dtype(x, spec.c, dtype), mirror=False,
                                        overwrite_x=True)
     result.stats.mirror()
     return result
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A block read in the task's own thread, in the place of a helper thread's future."""
+
+    block: tuple[np.ndarray, np.ndarray, RepairCounts]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
+        return self.block
 
 
 _local = threading.local()
@@ -194,7 +207,17 @@ def _buffers(rows: int, d: int) -> tuple[RowReader, np.ndarray]:
 
 _blas_lock = threading.Lock()
 _blas_tasks = 0
-_blas_limit: threadpool_limits | None = None
+_blas_limit = None  # threadpoolctl's limiter while pass tasks run
+_blas_controller: threadpoolctl.ThreadpoolController | None = None
+
+
+def _controller() -> threadpoolctl.ThreadpoolController:
+    # found once per process: scanning the loaded libraries costs milliseconds, a small shard's whole
+    # task; numpy's BLAS, the one a pass multiplies with, is loaded with numpy, before any task runs
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = threadpoolctl.ThreadpoolController()
+    return _blas_controller
 
 
 def _take_blas_control() -> None:
@@ -217,7 +240,7 @@ def one_blas_thread() -> Iterator[None]:
     with _blas_lock:
         if _blas_tasks == 0:
             _take_blas_control()
-            _blas_limit = threadpool_limits(limits=1, user_api="blas")
+            _blas_limit = _controller().limit(limits=1, user_api="blas")
             _take_blas_control()
         _blas_tasks += 1
     try:
