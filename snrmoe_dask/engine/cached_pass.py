@@ -24,7 +24,7 @@ from dask import delayed
 
 from ..core.block_pass import PassResult, PassSpec
 from ..core.sum_order import tree_sum
-from .graph import ShardRows, apply_after, shard_graph, sum_shard
+from .graph import ShardGroup, ShardRows, apply_after, part_graph, sum_shard
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class _Entry:
     store: bool  # worth caching (cache.worth_storing)
     found: str | None = None
     groups: dict[str, list[str]] | None = None
-    rows: ShardRows | None = None  # a shard's rows (None for the merged entry)
+    rows: ShardRows | ShardGroup | None = None  # a part's rows (None for the merged entry)
 
 
 class CachedPass:
@@ -54,8 +54,8 @@ class CachedPass:
                  block_rows: int, segment_rows: int):
         self.cache, self.spec, self.block_rows, self.segment_rows = cache, spec, block_rows, segment_rows
         self.paths = paths
-        self.entries = [_shard_entry(cache, rows, path, spec, target, block_rows, segment_rows)
-                        for rows, path in zip(parts, paths)]
+        self.entries = [(_shard_entry if isinstance(rows, ShardRows) else _group_entry)(
+            cache, rows, path, spec, target, block_rows, segment_rows) for rows, path in zip(parts, paths)]
         self.merged = _merged_entry(cache, self.entries, paths, spec) if len(self.entries) > 1 else None
 
     def load_total(self, name: str, label: str):
@@ -82,7 +82,7 @@ class CachedPass:
                                   dask_key_name=f"{name}-cached-{e.key}"))
                 cached.append(part + (" (merged bins)" if e.groups else ""))
                 continue
-            graph = shard_graph(e.rows, self.spec, self.block_rows, self.segment_rows, name)
+            graph = part_graph(e.rows, self.spec, self.block_rows, self.segment_rows, name)
             parts.append(apply_after(_save, graph, self.cache, e, name=f"{name}-save-{e.key}") if e.store else graph)
             computed.append(part + ("" if e.store else " (too small to cache)"))
         log.info("%s pass: %d shard(s) from the cache %s, %d to compute %s", label, len(cached), cached,
@@ -97,7 +97,9 @@ class CachedPass:
         return apply_after(_save, total, self.cache, merged, name=f"{name}-save-{merged.key}")
 
 
-def _part_name(rows: ShardRows, path: Path) -> str:
+def _part_name(rows: ShardRows | ShardGroup, path: Path | tuple[Path, ...]) -> str:
+    if isinstance(rows, ShardGroup):
+        return f"{len(path)} shards {path[0].parent.name}..{path[-1].parent.name}"
     return path.parent.name + (f" part {rows.split[0] + 1}/{rows.split[1]}" if rows.split else "")
 
 
@@ -106,12 +108,15 @@ def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpe
     finer bins of it)."""
     from ..io.cache import Content, merged_key
 
-    sources = [str(path) for path in paths]
+    sources: list[str] = []
+    blocks: list[tuple[int, int, int]] = []
+    for e in entries:  # a group's files one by one
+        blocks += [(len(sources) + int(i), int(row0), int(n)) for i, row0, n in e.content.blocks]
+        sources += e.content.files
     rows = sum(e.rows.n for e in entries)
     meta = {"source": f"{sources[0]} + {len(sources) - 1} more", "rows": rows, "sources": sources,
             "parts": [e.key for e in entries], "base_key": merged_key([e.meta["base_key"] for e in entries]),
             "names": list(spec.bins.names), "edges": _edges(spec)}
-    blocks = [(i, b.row0, b.rows) for i, e in enumerate(entries) for b in e.rows.blocks]
     merged = _Entry(merged_key([e.key for e in entries]), meta, Content(tuple(sources), blocks),
                     cache.worth_storing(rows, len(spec.c), spec.bins.n_cells))
     if merged.store:
@@ -119,20 +124,42 @@ def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpe
     return merged
 
 
-def _shard_entry(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int,
-                 segment_rows: int) -> _Entry:
-    """One shard's entry; ``found`` set when the cache holds it (or finer bins of it). A shard too
-    small for the cache (``cache.worth_storing``) neither loads nor stores: its pass costs about a load."""
-    from ..io.cache import Content, key_facts, key_of
+def _keys(rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int,
+          segment_rows: int) -> tuple[str, str, dict]:
+    """(key, base key (the key without the bins), the facts the key is made of) of a shard's result."""
+    from ..io.cache import key_facts, key_of
 
     values = (rows.target, rows.table_snr, rows.bins)
     facts = key_facts(path, spec, target, block_rows, segment_rows, rows.index, values)
     base = key_of(key_facts(path, replace(spec, bins=None), target, block_rows, segment_rows, rows.index, values))
+    return _split_key(key_of(facts), rows.split), _split_key(base, rows.split), facts
+
+
+def _group_entry(cache, group: ShardGroup, paths: tuple[Path, ...], spec: PassSpec, target: str, block_rows: int,
+                 segment_rows: int) -> _Entry:
+    """A group of small shards: never stored nor looked up on its own (each shard is far smaller than
+    an entry); its key, from its shards' keys, names it inside a merged entry."""
+    from ..io.cache import Content, merged_key
+
+    keys = [_keys(m, p, spec, target, block_rows, segment_rows) for m, p in zip(group.members, paths)]
+    meta = {"source": f"{paths[0]} + {len(paths) - 1} more", "rows": group.n,
+            "base_key": merged_key([base for _, base, _ in keys])}
+    content = Content(tuple(map(str, paths)), [(i, m.blocks[0].row0, m.n) for i, m in enumerate(group.members)])
+    return _Entry(merged_key([key for key, _, _ in keys]), meta, content, store=False, rows=group)
+
+
+def _shard_entry(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int,
+                 segment_rows: int) -> _Entry:
+    """One shard's entry; ``found`` set when the cache holds it (or finer bins of it). A shard too
+    small for the cache (``cache.worth_storing``) neither loads nor stores: its pass costs about a load."""
+    from ..io.cache import Content
+
+    key, base, facts = _keys(rows, path, spec, target, block_rows, segment_rows)
     meta = {"source": str(path), "rows": rows.n, "base_key": base, "names": list(spec.bins.names),
             "edges": _edges(spec), "facts": facts}
     if rows.split:
-        meta.update(base_key=_split_key(base, rows.split), split=list(rows.split))
-    entry = _Entry(_split_key(key_of(facts), rows.split), meta,
+        meta.update(split=list(rows.split))
+    entry = _Entry(key, meta,
                    Content((str(path),), [(0, b.row0, b.rows) for b in rows.blocks]),
                    cache.worth_storing(rows.n, len(spec.c), spec.bins.n_cells), rows=rows)
     if entry.store:

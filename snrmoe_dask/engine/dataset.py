@@ -96,7 +96,7 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
         # read by bin_statistics: the arrays are still exactly these files' rows (no selection, no
         # arithmetic) while the dask array keeps this name; then it may read the files directly
         ds[name].encoding[SHARD_FILES] = {"name": ds[name].data.name, "files": files, "rows": [i.n for i in infos],
-                                          "first_shard": first_shard}
+                                          "first_shard": first_shard, "block_rows": max(rows)}
     return ds
 
 

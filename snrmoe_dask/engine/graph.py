@@ -30,7 +30,7 @@ from dask import delayed
 from ..core.block_pass import PassResult, PassSpec
 from ..core.sum_order import CHAIN
 from .blocks import Block, plan_segments
-from .segment import add_into, segment_pass
+from .segment import add_into, group_pass, segment_pass
 from .sources import RowSource
 
 
@@ -55,6 +55,52 @@ class ShardRows:
     def label(self) -> str:
         """The shard's number, and its part for a sub-shard ('3', '3.1of2'), for task names."""
         return f"{self.index}" if self.split is None else f"{self.index}.{self.split[0] + 1}of{self.split[1]}"
+
+
+@dataclass(frozen=True, eq=False)
+class ShardGroup:
+    """Consecutive small shards (one block each, fewer rows together than a block) summed as one part of
+    a pass, in one task and one accumulator: a result per shard would cost a (K, D, D) sum and an add
+    each, more than a few hundred spectra's products (see :func:`group_shards`)."""
+
+    members: tuple[ShardRows, ...]
+
+    @property
+    def n(self) -> int:
+        return sum(m.n for m in self.members)
+
+    @property
+    def label(self) -> str:
+        return f"{self.members[0].label}-{self.members[-1].label}"
+
+
+def group_shards(parts: Sequence[ShardRows], block_rows: int) -> list[ShardRows | ShardGroup]:
+    """``parts`` with each run of consecutive small shards (a whole shard in one block of fewer than
+    ``block_rows`` rows) gathered into :class:`ShardGroup` s of at most ``block_rows`` rows, left to right;
+    a run of one stays as it is. The groups of a list's first parts are those of the list cut there
+    (when the cut ends a group), so a pass over a prefix of the shards has the same parts."""
+    out: list[ShardRows | ShardGroup] = []
+    run: list[ShardRows] = []
+
+    def close() -> None:
+        if run:
+            out.append(run[0] if len(run) == 1 else ShardGroup(tuple(run)))
+            run.clear()
+
+    for part in parts:
+        if part.split is not None or len(part.blocks) != 1 or part.n >= block_rows:
+            close()
+            out.append(part)
+            continue
+        if sum(m.n for m in run) + part.n > block_rows:
+            close()
+        run.append(part)
+    close()
+    return out
+
+
+def _member_inputs(member: ShardRows) -> tuple:
+    return (member.source, member.blocks[0], member.target, member.table_snr, member.bins)
 
 
 def _chain(parts: list, name: str):
@@ -101,9 +147,20 @@ def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows:
 _task = delayed(_apply, pure=True)
 
 
-def sum_shard(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
-    """The same sum as :func:`shard_graph`, in the same order, computed here in one task (the running
+def part_graph(part: ShardRows | ShardGroup, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
+    """A delayed :class:`PassResult` of one part of a pass: a shard's (:func:`shard_graph`) or a group's,
+    one task (``{name}-group-{label}``)."""
+    if isinstance(part, ShardRows):
+        return shard_graph(part, spec, block_rows, segment_rows, name)
+    return _task(group_pass, _Arguments([_member_inputs(m) for m in part.members], spec=spec),
+                 dask_key_name=f"{name}-shards-{part.label}")
+
+
+def sum_shard(shard: ShardRows | ShardGroup, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
+    """The same sum as :func:`part_graph`, in the same order, computed here in one task (the running
     sum is this task's own, so it is added into in place)."""
+    if isinstance(shard, ShardGroup):
+        return group_pass([_member_inputs(m) for m in shard.members], spec=spec)
     total = None
     for inputs in _segment_inputs(shard, block_rows, segment_rows):
         part = segment_pass(*inputs, spec=spec)

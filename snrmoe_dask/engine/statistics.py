@@ -25,9 +25,9 @@ from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
 from ..errors import ConfigError, InputError
 from .blocks import Block, plan_blocks, split_blocks
-from .dataset import DEFAULT_BLOCK_ROWS, shard_files
+from .dataset import DEFAULT_BLOCK_ROWS, SHARD_FILES, shard_files
 from .cached_pass import CachedPass
-from .graph import ShardRows, reduce_graph, shard_graph, tree_graph
+from .graph import ShardGroup, ShardRows, group_shards, part_graph, reduce_graph, tree_graph
 from .segment import load_block
 from .sources import ArrayRows, RowSource, ShardFile
 
@@ -115,7 +115,8 @@ def bin_statistics(ds, *, target: str = card_defaults.TARGET, bins: Mapping[str,
     (('H', 'M', 'L', 'X'), 500)
     """
     plan = _plan(ds, target=target, bins=bins, by=by, noise=noise, snr=snr, precision=precision,
-                 clip_flux=clip_flux, features=features, block_rows=block_rows, shift=shift, splits=splits)
+                 clip_flux=clip_flux, features=features, block_rows=block_rows, shift=shift, splits=splits,
+                 group=not per_shard)
     # every task is named after the output it serves: a total's partial sums are added into in place,
     # so they must never be the tasks of a per-shard result (see engine.graph)
     name = f"{label}-{'shards' if per_shard else 'total'}-{plan.token}"
@@ -162,8 +163,8 @@ class _Plan:
     """What a pass reads and how: its parts (shards, or sub-shards) with the file of each (None for
     arrays), the specification, the block size and the token of its inputs."""
 
-    parts: list[ShardRows]
-    paths: list[Path | None]
+    parts: list[ShardRows | ShardGroup]
+    paths: list[Path | tuple[Path, ...] | None]  # a group's: its members' files
     spec: PassSpec
     block_rows: int
     token: str
@@ -172,8 +173,10 @@ class _Plan:
 
 def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=None,
           snr: str = card_defaults.SNR_METHOD, precision: str = "float32", clip_flux: bool = True,
-          features: bool = False, block_rows: int | None = None, shift=None, splits: int = 1) -> _Plan:
-    """The arguments of :func:`bin_statistics` checked and turned into the parts of a pass."""
+          features: bool = False, block_rows: int | None = None, shift=None, splits: int = 1,
+          group: bool = True) -> _Plan:
+    """The arguments of :func:`bin_statistics` checked and turned into the parts of a pass: shards or
+    sub-shards, and with ``group`` runs of small shards gathered (``engine.graph.group_shards``)."""
     flux, error = _spectra(ds)
     y = sample_values(ds, target, "target")
     partition = _partition(bins, by)
@@ -185,7 +188,7 @@ def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=N
         raise ConfigError(f"precision: expected float32 or float64, got {precision!r}")
     table_snr = sample_values(ds, "snr", "the snr column") if snr == "column" else None
     cells = None if partition.is_snr else partition.assign(_labels(ds, partition, by))
-    block_rows = int(block_rows or _row_chunk(flux))
+    block_rows = int(block_rows or _row_chunk(ds, flux))
     shard, row = _identity(ds, len(y))
     blocks_of = plan_blocks(shard, row, block_rows)
     files = shard_files(ds)
@@ -198,11 +201,16 @@ def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=N
     parts, paths = [], []
     for k, blocks in blocks_of.items():
         shard_name = files[k - first].parent.name if files else f"shard {k}"
-        for j, group in enumerate(split_blocks(blocks, splits, shard_name)):
-            at = np.concatenate([np.arange(b.start, b.stop) for b in group])
-            parts.append(ShardRows(k, sources[k], tuple(group), y[at], None if table_snr is None else table_snr[at],
+        for j, run in enumerate(split_blocks(blocks, splits, shard_name)):
+            at = np.concatenate([np.arange(b.start, b.stop) for b in run])
+            parts.append(ShardRows(k, sources[k], tuple(run), y[at], None if table_snr is None else table_snr[at],
                                    None if cells is None else cells[at], (j, splits) if splits > 1 else None))
             paths.append(files[k - first] if files else None)
+    if group:
+        path_of = dict(zip(map(id, parts), paths))
+        parts = group_shards(parts, block_rows)
+        paths = [path_of[id(p)] if isinstance(p, ShardRows) else
+                 (tuple(path_of[id(m)] for m in p.members) if files else None) for p in parts]
     return _Plan(parts, paths, spec, block_rows, token, files)
 
 
@@ -287,7 +295,11 @@ def _identity(ds, n: int) -> tuple[np.ndarray, np.ndarray]:
     return shard, row
 
 
-def _row_chunk(flux) -> int:
+def _row_chunk(ds, flux) -> int:
+    """The default block size: :func:`open_shards`' own (a small file's chunk is the whole file, shorter),
+    else the first row chunk of ``flux``."""
+    if shard_files(ds) is not None:
+        return int(ds["flux"].encoding[SHARD_FILES]["block_rows"])
     chunks = getattr(flux, "chunks", None)
     return int(chunks[0][0]) if chunks else DEFAULT_BLOCK_ROWS
 
@@ -300,7 +312,7 @@ def pass_shift(ds, *, target: str = card_defaults.TARGET, clip_flux: bool = True
     flux, error = _spectra(ds)
     y = sample_values(ds, target, "target")
     shard, row = _identity(ds, len(y))
-    blocks_of = plan_blocks(shard, row, int(block_rows or _row_chunk(flux)))
+    blocks_of = plan_blocks(shard, row, int(block_rows or _row_chunk(ds, flux)))
     files = shard_files(ds)
     first = int(shard[0])
     source = ShardFile(str(files[0])) if files else ArrayRows(flux, error, 0)
@@ -343,7 +355,7 @@ def _token(flux, error, files: list[Path] | None, shard: np.ndarray, row: np.nda
 
 def _part_graphs(plan: _Plan, name: str) -> list:
     """The delayed result of every part, each a pass; task names start with ``name``."""
-    return [shard_graph(rows, plan.spec, plan.block_rows, SEGMENT_ROWS, name) for rows in plan.parts]
+    return [part_graph(part, plan.spec, plan.block_rows, SEGMENT_ROWS, name) for part in plan.parts]
 
 
 def _through_cache(cache, plan: _Plan, target: str) -> CachedPass | None:
