@@ -138,6 +138,7 @@ def sorted_rows(result: PassResult, shard: int, row0: int, loaded: tuple[np.ndar
 
 def sum_results(parts: Sequence[PassResult]) -> PassResult:
     """The sum of per-shard results (``bin_statistics(..., per_shard=True)``) in the pass's own order:
-    bit-identical to ``bin_statistics`` without ``per_shard``. ``sum(parts)`` adds left to right and
+    bit-identical to ``bin_statistics`` without ``per_shard`` when no shard is smaller than a block (runs
+    of smaller ones are summed together there; equal to rounding). ``sum(parts)`` adds left to right and
     agrees with it to rounding. The parts do not change."""
     return tree_sum(list(parts))

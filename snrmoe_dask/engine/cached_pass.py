@@ -24,7 +24,7 @@ from dask import delayed
 
 from ..core.block_pass import PassResult, PassSpec
 from ..core.sum_order import tree_sum
-from .graph import ShardGroup, ShardRows, apply_after, part_graph, sum_shard
+from .graph import SmallShards, ShardRows, apply_after, part_graph, sum_shard
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class _Entry:
     store: bool  # worth caching (cache.worth_storing)
     found: str | None = None
     groups: dict[str, list[str]] | None = None
-    rows: ShardRows | ShardGroup | None = None  # a part's rows (None for the merged entry)
+    rows: ShardRows | SmallShards | None = None  # a part's rows (None for the merged entry)
 
 
 class CachedPass:
@@ -54,7 +54,7 @@ class CachedPass:
                  block_rows: int, segment_rows: int):
         self.cache, self.spec, self.block_rows, self.segment_rows = cache, spec, block_rows, segment_rows
         self.paths = paths
-        self.entries = [(_shard_entry if isinstance(rows, ShardRows) else _group_entry)(
+        self.entries = [(_shard_entry if isinstance(rows, ShardRows) else _small_shards_entry)(
             cache, rows, path, spec, target, block_rows, segment_rows) for rows, path in zip(parts, paths)]
         self.merged = _merged_entry(cache, self.entries, paths, spec) if len(self.entries) > 1 else None
 
@@ -97,8 +97,8 @@ class CachedPass:
         return apply_after(_save, total, self.cache, merged, name=f"{name}-save-{merged.key}")
 
 
-def _part_name(rows: ShardRows | ShardGroup, path: Path | tuple[Path, ...]) -> str:
-    if isinstance(rows, ShardGroup):
+def _part_name(rows: ShardRows | SmallShards, path: Path | tuple[Path, ...]) -> str:
+    if isinstance(rows, SmallShards):
         return f"{len(path)} shards {path[0].parent.name}..{path[-1].parent.name}"
     return path.parent.name + (f" part {rows.split[0] + 1}/{rows.split[1]}" if rows.split else "")
 
@@ -110,7 +110,7 @@ def _merged_entry(cache, entries: list[_Entry], paths: list[Path], spec: PassSpe
 
     sources: list[str] = []
     blocks: list[tuple[int, int, int]] = []
-    for e in entries:  # a group's files one by one
+    for e in entries:  # the files of a run of small shards one by one
         blocks += [(len(sources) + int(i), int(row0), int(n)) for i, row0, n in e.content.blocks]
         sources += e.content.files
     rows = sum(e.rows.n for e in entries)
@@ -135,9 +135,9 @@ def _keys(rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: 
     return _split_key(key_of(facts), rows.split), _split_key(base, rows.split), facts
 
 
-def _group_entry(cache, group: ShardGroup, paths: tuple[Path, ...], spec: PassSpec, target: str, block_rows: int,
+def _small_shards_entry(cache, group: SmallShards, paths: tuple[Path, ...], spec: PassSpec, target: str, block_rows: int,
                  segment_rows: int) -> _Entry:
-    """A group of small shards: never stored nor looked up on its own (each shard is far smaller than
+    """A run of small shards: never stored nor looked up on its own (each shard is far smaller than
     an entry); its key, from its shards' keys, names it inside a merged entry."""
     from ..io.cache import Content, merged_key
 

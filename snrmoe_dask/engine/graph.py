@@ -3,8 +3,10 @@
 Graph for shards k = 0..K-1 with segments j:
 
     segment(k, 0), segment(k, 1), ... --added left to right--> shard(k) [--save to cache--]
-    shard(0..K-1) or load(k) from the cache --added in the fixed order of core.sum_order.tree_sum--> total
-    (groups of 8 shards left to right, the groups in a binary tree)
+    a run of small shards (one block each) --one task, one accumulator--> shards(a-b)
+    the parts (shards, sub-shards, runs of small shards) or their loads from the cache
+        --added in the fixed order of core.sum_order.tree_sum--> total
+    (groups of 8 parts left to right, the groups in a binary tree)
 
 The order of every floating-point sum is part of the graph, so the numbers are identical on the
 threaded, process and distributed schedulers, and whether a shard comes from the cache or from the
@@ -30,7 +32,7 @@ from dask import delayed
 from ..core.block_pass import PassResult, PassSpec
 from ..core.sum_order import CHAIN
 from .blocks import Block, plan_segments
-from .segment import add_into, group_pass, segment_pass
+from .segment import add_into, small_shards_pass, segment_pass
 from .sources import RowSource
 
 
@@ -58,10 +60,10 @@ class ShardRows:
 
 
 @dataclass(frozen=True, eq=False)
-class ShardGroup:
-    """Consecutive small shards (one block each, fewer rows together than a block) summed as one part of
+class SmallShards:
+    """Consecutive small shards (one block each, at most a block's rows together) summed as one part of
     a pass, in one task and one accumulator: a result per shard would cost a (K, D, D) sum and an add
-    each, more than a few hundred spectra's products (see :func:`group_shards`)."""
+    each, more than a few hundred spectra's products (see :func:`gather_small_shards`)."""
 
     members: tuple[ShardRows, ...]
 
@@ -74,17 +76,17 @@ class ShardGroup:
         return f"{self.members[0].label}-{self.members[-1].label}"
 
 
-def group_shards(parts: Sequence[ShardRows], block_rows: int) -> list[ShardRows | ShardGroup]:
+def gather_small_shards(parts: Sequence[ShardRows], block_rows: int) -> list[ShardRows | SmallShards]:
     """``parts`` with each run of consecutive small shards (a whole shard in one block of fewer than
-    ``block_rows`` rows) gathered into :class:`ShardGroup` s of at most ``block_rows`` rows, left to right;
-    a run of one stays as it is. The groups of a list's first parts are those of the list cut there
-    (when the cut ends a group), so a pass over a prefix of the shards has the same parts."""
-    out: list[ShardRows | ShardGroup] = []
+    ``block_rows`` rows) gathered into :class:`SmallShards` of at most ``block_rows`` rows, left to right
+    (a run of one stays a shard). The runs of a list's first shards are those of the whole list cut
+    there, so a pass over the shards of its first k parts has the same parts."""
+    out: list[ShardRows | SmallShards] = []
     run: list[ShardRows] = []
 
     def close() -> None:
         if run:
-            out.append(run[0] if len(run) == 1 else ShardGroup(tuple(run)))
+            out.append(run[0] if len(run) == 1 else SmallShards(tuple(run)))
             run.clear()
 
     for part in parts:
@@ -147,20 +149,20 @@ def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows:
 _task = delayed(_apply, pure=True)
 
 
-def part_graph(part: ShardRows | ShardGroup, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
-    """A delayed :class:`PassResult` of one part of a pass: a shard's (:func:`shard_graph`) or a group's,
-    one task (``{name}-group-{label}``)."""
+def part_graph(part: ShardRows | SmallShards, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
+    """A delayed :class:`PassResult` of one part of a pass: a shard's (:func:`shard_graph`) or a run of
+    small shards', one task (``{name}-shards-{label}``)."""
     if isinstance(part, ShardRows):
         return shard_graph(part, spec, block_rows, segment_rows, name)
-    return _task(group_pass, _Arguments([_member_inputs(m) for m in part.members], spec=spec),
+    return _task(small_shards_pass, _Arguments([_member_inputs(m) for m in part.members], spec=spec),
                  dask_key_name=f"{name}-shards-{part.label}")
 
 
-def sum_shard(shard: ShardRows | ShardGroup, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
+def sum_shard(shard: ShardRows | SmallShards, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
     """The same sum as :func:`part_graph`, in the same order, computed here in one task (the running
     sum is this task's own, so it is added into in place)."""
-    if isinstance(shard, ShardGroup):
-        return group_pass([_member_inputs(m) for m in shard.members], spec=spec)
+    if isinstance(shard, SmallShards):
+        return small_shards_pass([_member_inputs(m) for m in shard.members], spec=spec)
     total = None
     for inputs in _segment_inputs(shard, block_rows, segment_rows):
         part = segment_pass(*inputs, spec=spec)

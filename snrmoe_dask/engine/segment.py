@@ -143,11 +143,11 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
         return _fold_segment(source, blocks, y, table_snr, bin_idx, spec)
 
 
-def group_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarray | None, np.ndarray | None]],
+def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarray | None, np.ndarray | None]],
                spec: PassSpec) -> PassResult:
-    """Sum a group of small shards, each one block (source, block, y, table_snr, bin_idx as in
-    :func:`segment_pass`): each block read, noised and binned in turn, then the products of all their
-    rows at once, each bin's rows in member order (one product per bin, not one per shard)."""
+    """Sum a run of small shards (engine.graph.SmallShards), each one block (source, block, y, table_snr,
+    bin_idx as in :func:`segment_pass`): each block read, noised and binned in turn, then the products of
+    all their rows at once, each bin's rows in shard order (one product per bin, not one per shard)."""
     with one_blas_thread(), pass_running():
         reader, _ = _buffers(1, len(spec.c))
         result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec, digests=[])
@@ -166,13 +166,13 @@ def group_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarray | No
             result.stats.add_block(x, y, b, dtype=products_dtype(x, spec.c, np.dtype(spec.precision)),
                                    mirror=False, overwrite_x=True)
         except ProductOverflow:
-            raise _group_overflow(members, spec) from None
+            raise _small_shards_overflow(members, spec) from None
     result.stats.mirror()
     return result
 
 
-def _group_overflow(members: list[tuple], spec: PassSpec) -> SnrmoeError:
-    """:func:`overflow_error` for a group whose products overflowed, naming the file and row."""
+def _small_shards_overflow(members: list[tuple], spec: PassSpec) -> SnrmoeError:
+    """:func:`overflow_error` for a run of small shards whose products overflowed, naming the file and row."""
     loaded = [load_block(source, block, spec.clip_flux)[:2] for source, block, *_ in members]
     where = [f"{source.name}: row {block.row0 + i}" for source, block, *_ in members for i in range(block.rows)]
     flux, error = (np.concatenate([part[j] for part in loaded]) for j in (0, 1))

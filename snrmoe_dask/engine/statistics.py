@@ -27,7 +27,7 @@ from ..errors import ConfigError, InputError
 from .blocks import Block, plan_blocks, split_blocks
 from .dataset import DEFAULT_BLOCK_ROWS, SHARD_FILES, shard_files
 from .cached_pass import CachedPass
-from .graph import ShardGroup, ShardRows, group_shards, part_graph, reduce_graph, tree_graph
+from .graph import SmallShards, ShardRows, gather_small_shards, part_graph, reduce_graph, tree_graph
 from .segment import load_block
 from .sources import ArrayRows, RowSource, ShardFile
 
@@ -80,7 +80,8 @@ def bin_statistics(ds, *, target: str = card_defaults.TARGET, bins: Mapping[str,
         The fixed shift of the products ((D,) and a float); default: the means of the first rows.
         Statistics to be added to others must share it.
     per_shard : bool
-        Return one result per shard (in order) instead of their sum.
+        Return one result per shard (in order) instead of their sum. Without it, runs of shards smaller
+        than a block are summed together, one task each (``engine.graph.SmallShards``).
     splits : int
         Sum each shard as ``splits`` sub-shards of nearly equal rows, cut on block edges, each a
         result of its own (with ``per_shard``: ``splits`` results per shard, in order). The noise
@@ -97,7 +98,8 @@ def bin_statistics(ds, *, target: str = card_defaults.TARGET, bins: Mapping[str,
     dask.delayed.Delayed
         Its value is a :class:`PassResult` (``.stats``: the :class:`BinStats` of every bin;
         ``.snr_values``; ``.repairs``), or a list of them with ``per_shard`` (their
-        :func:`sum_results` is the value without it, bit for bit). Its task names follow every input,
+        :func:`sum_results` is the value without it, bit for bit when no shard is smaller than a block,
+        else to rounding). Its task names follow every input,
         and no task changes a value that another task, graph or client holds: results can be
         computed together, persisted and computed again.
 
@@ -116,7 +118,7 @@ def bin_statistics(ds, *, target: str = card_defaults.TARGET, bins: Mapping[str,
     """
     plan = _plan(ds, target=target, bins=bins, by=by, noise=noise, snr=snr, precision=precision,
                  clip_flux=clip_flux, features=features, block_rows=block_rows, shift=shift, splits=splits,
-                 group=not per_shard)
+                 gather=not per_shard)
     # every task is named after the output it serves: a total's partial sums are added into in place,
     # so they must never be the tasks of a per-shard result (see engine.graph)
     name = f"{label}-{'shards' if per_shard else 'total'}-{plan.token}"
@@ -163,7 +165,7 @@ class _Plan:
     """What a pass reads and how: its parts (shards, or sub-shards) with the file of each (None for
     arrays), the specification, the block size and the token of its inputs."""
 
-    parts: list[ShardRows | ShardGroup]
+    parts: list[ShardRows | SmallShards]
     paths: list[Path | tuple[Path, ...] | None]  # a group's: its members' files
     spec: PassSpec
     block_rows: int
@@ -174,9 +176,9 @@ class _Plan:
 def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=None,
           snr: str = card_defaults.SNR_METHOD, precision: str = "float32", clip_flux: bool = True,
           features: bool = False, block_rows: int | None = None, shift=None, splits: int = 1,
-          group: bool = True) -> _Plan:
+          gather: bool = True) -> _Plan:
     """The arguments of :func:`bin_statistics` checked and turned into the parts of a pass: shards or
-    sub-shards, and with ``group`` runs of small shards gathered (``engine.graph.group_shards``)."""
+    sub-shards, and with ``gather`` runs of small shards (``engine.graph.gather_small_shards``)."""
     flux, error = _spectra(ds)
     y = sample_values(ds, target, "target")
     partition = _partition(bins, by)
@@ -206,9 +208,9 @@ def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=N
             parts.append(ShardRows(k, sources[k], tuple(run), y[at], None if table_snr is None else table_snr[at],
                                    None if cells is None else cells[at], (j, splits) if splits > 1 else None))
             paths.append(files[k - first] if files else None)
-    if group:
+    if gather:
         path_of = dict(zip(map(id, parts), paths))
-        parts = group_shards(parts, block_rows)
+        parts = gather_small_shards(parts, block_rows)
         paths = [path_of[id(p)] if isinstance(p, ShardRows) else
                  (tuple(path_of[id(m)] for m in p.members) if files else None) for p in parts]
     return _Plan(parts, paths, spec, block_rows, token, files)
