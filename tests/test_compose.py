@@ -64,6 +64,8 @@ def lazy_results(ds, cache_dir, test):
         "split_total": lambda: bin_statistics(ds, splits=2),
         "cached_total": lambda: bin_statistics(ds, cache=cache),
         "cached_per_shard": lambda: bin_statistics(ds, per_shard=True, cache=cache),
+        # blocks longer than a shard: the three shards are one run of small shards, summed in one task
+        "small_shards": lambda: bin_statistics(ds, block_rows=4 * ROWS),
     }
 
 
@@ -92,6 +94,7 @@ def test_every_pair_together_persisted_and_twice_equals_alone(scheduler, ds, dat
     test = load_test_set(open_shards("test_200_0/dataset.h5", root=data), partition=bin_statistics(ds).compute()
                          .spec.bins)
     builders = lazy_results(ds, tmp_path / "cache", test)
+    assert any("-shards-" in str(k) for k in builders["small_shards"]().__dask_graph__())  # a run of small shards
     if scheduler == "local-cluster":
         import distributed
 
