@@ -24,7 +24,7 @@ from dask import delayed
 
 from ..core.block_pass import PassResult, PassSpec
 from ..core.sum_order import tree_sum
-from .graph import SmallShards, ShardRows, apply_after, part_graph, sum_shard
+from .graph import ShardRows, SmallShards, apply_after, part_graph, sum_part
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +135,17 @@ def _keys(rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: 
     return _split_key(key_of(facts), rows.split), _split_key(base, rows.split), facts
 
 
-def _small_shards_entry(cache, group: SmallShards, paths: tuple[Path, ...], spec: PassSpec, target: str, block_rows: int,
-                 segment_rows: int) -> _Entry:
+def _small_shards_entry(cache, run: SmallShards, paths: tuple[Path, ...], spec: PassSpec, target: str,
+                        block_rows: int, segment_rows: int) -> _Entry:
     """A run of small shards: never stored nor looked up on its own (each shard is far smaller than
     an entry); its key, from its shards' keys, names it inside a merged entry."""
     from ..io.cache import Content, merged_key
 
-    keys = [_keys(m, p, spec, target, block_rows, segment_rows) for m, p in zip(group.members, paths)]
-    meta = {"source": f"{paths[0]} + {len(paths) - 1} more", "rows": group.n,
+    keys = [_keys(m, p, spec, target, block_rows, segment_rows) for m, p in zip(run.members, paths)]
+    meta = {"source": f"{paths[0]} + {len(paths) - 1} more", "rows": run.n,
             "base_key": merged_key([base for _, base, _ in keys])}
-    content = Content(tuple(map(str, paths)), [(i, m.blocks[0].row0, m.n) for i, m in enumerate(group.members)])
-    return _Entry(merged_key([key for key, _, _ in keys]), meta, content, store=False, rows=group)
+    content = Content(tuple(map(str, paths)), [(i, m.blocks[0].row0, m.n) for i, m in enumerate(run.members)])
+    return _Entry(merged_key([key for key, _, _ in keys]), meta, content, store=False, rows=run)
 
 
 def _shard_entry(cache, rows: ShardRows, path: Path, spec: PassSpec, target: str, block_rows: int,
@@ -244,7 +244,7 @@ def _load_or_pass(cache, entry: _Entry, spec: PassSpec, block_rows: int, segment
     (and cached when worth it)."""
     result = _loaded(cache, entry, spec)
     if result is None:
-        result = sum_shard(entry.rows, spec, block_rows, segment_rows)
+        result = sum_part(entry.rows, spec, block_rows, segment_rows)
         if entry.store:
             _save(result, cache, entry)
     return result

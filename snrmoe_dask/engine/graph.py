@@ -32,7 +32,7 @@ from dask import delayed
 from ..core.block_pass import PassResult, PassSpec
 from ..core.sum_order import CHAIN
 from .blocks import Block, plan_segments
-from .segment import add_into, small_shards_pass, segment_pass
+from .segment import add_into, segment_pass, small_shards_pass
 from .sources import RowSource
 
 
@@ -138,15 +138,15 @@ def _apply(fn: Callable, arguments: _Arguments):
     return fn(*arguments.args, **arguments.kwargs)
 
 
+_task = delayed(_apply, pure=True)
+
+
 def shard_graph(shard: ShardRows, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
     """A delayed :class:`PassResult` of one shard: its segments summed in row order; task names start
     with ``name`` (the graph's output and token)."""
     parts = [_task(segment_pass, _Arguments(*inputs, spec=spec), dask_key_name=f"{name}-segment-{shard.label}-{i}")
              for i, inputs in enumerate(_segment_inputs(shard, block_rows, segment_rows))]
     return _chain(parts, f"{name}-shard-{shard.label}")
-
-
-_task = delayed(_apply, pure=True)
 
 
 def part_graph(part: ShardRows | SmallShards, spec: PassSpec, block_rows: int, segment_rows: int, name: str):
@@ -158,13 +158,13 @@ def part_graph(part: ShardRows | SmallShards, spec: PassSpec, block_rows: int, s
                  dask_key_name=f"{name}-shards-{part.label}")
 
 
-def sum_shard(shard: ShardRows | SmallShards, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
+def sum_part(part: ShardRows | SmallShards, spec: PassSpec, block_rows: int, segment_rows: int) -> PassResult:
     """The same sum as :func:`part_graph`, in the same order, computed here in one task (the running
     sum is this task's own, so it is added into in place)."""
-    if isinstance(shard, SmallShards):
-        return small_shards_pass([_member_inputs(m) for m in shard.members], spec=spec)
+    if isinstance(part, SmallShards):
+        return small_shards_pass([_member_inputs(m) for m in part.members], spec=spec)
     total = None
-    for inputs in _segment_inputs(shard, block_rows, segment_rows):
+    for inputs in _segment_inputs(part, block_rows, segment_rows):
         part = segment_pass(*inputs, spec=spec)
         if total is None:
             total = part

@@ -144,7 +144,7 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
 
 
 def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarray | None, np.ndarray | None]],
-               spec: PassSpec) -> PassResult:
+                      spec: PassSpec) -> PassResult:
     """Sum a run of small shards (engine.graph.SmallShards), each one block (source, block, y, table_snr,
     bin_idx as in :func:`segment_pass`): each block read, noised and binned in turn, then the products of
     all their rows at once, each bin's rows in shard order (one product per bin, not one per shard)."""
@@ -167,7 +167,7 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
                                    mirror=False, overwrite_x=True)
         except ProductOverflow:
             raise _small_shards_overflow(members, spec) from None
-    result.stats.mirror()
+        result.stats.mirror()
     return result
 
 

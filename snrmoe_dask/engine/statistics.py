@@ -27,7 +27,7 @@ from ..errors import ConfigError, InputError
 from .blocks import Block, plan_blocks, split_blocks
 from .dataset import DEFAULT_BLOCK_ROWS, SHARD_FILES, shard_files
 from .cached_pass import CachedPass
-from .graph import SmallShards, ShardRows, gather_small_shards, part_graph, reduce_graph, tree_graph
+from .graph import ShardRows, SmallShards, gather_small_shards, part_graph, reduce_graph, tree_graph
 from .segment import load_block
 from .sources import ArrayRows, RowSource, ShardFile
 
@@ -162,11 +162,11 @@ def statistics_and_prefixes(ds, readers: Callable[[list[int]], Mapping[int, Call
 
 @dataclass(eq=False)
 class _Plan:
-    """What a pass reads and how: its parts (shards, or sub-shards) with the file of each (None for
-    arrays), the specification, the block size and the token of its inputs."""
+    """What a pass reads and how: its parts (shards, sub-shards or runs of small shards) with the file of
+    each (None for arrays), the specification, the block size and the token of its inputs."""
 
     parts: list[ShardRows | SmallShards]
-    paths: list[Path | tuple[Path, ...] | None]  # a group's: its members' files
+    paths: list[Path | tuple[Path, ...] | None]  # a run of small shards: the files of its shards
     spec: PassSpec
     block_rows: int
     token: str
