@@ -268,7 +268,14 @@ PARAMS_CASES = {
                                                                 "snr": rng.random(n).astype(np.float32)}),
     "a text column": lambda n, rng: pd.DataFrame({"log_g": rng.random(n), "name": [f"s{i}" for i in range(n)]}),
     "an index of its own": lambda n, rng: pd.DataFrame({"log_g": rng.random(n)}, index=np.arange(n)[::-1] * 3),
+    "a two-level index": lambda n, rng: pd.DataFrame(
+        {"log_g": rng.random(n)}, index=pd.MultiIndex.from_arrays([np.arange(n) // 10, np.arange(n) % 10])),
+    "two-level column names": lambda n, rng: pd.DataFrame(
+        rng.random((n, 2)), columns=pd.MultiIndex.from_tuples([("a", "log_g"), ("a", "snr")])),
+    "a date column": lambda n, rng: pd.DataFrame({"log_g": rng.random(n),
+                                                  "when": pd.date_range("2026-01-01", periods=n)}),
 }
+NOT_PLAIN = ("a text column", "two-level column names", "a date column")  # what pandas itself reads
 
 
 @pytest.mark.parametrize("case", PARAMS_CASES)
@@ -282,10 +289,19 @@ def test_params_table_reads_as_pandas_reads_it(case, fmt, key, tmp_path):
     pd.testing.assert_frame_equal(io.read_params(path), expected)
     with h5py.File(path, "r") as f:
         fast = io._fixed_frame(f)
-    plain = fmt == "fixed" and case != "a text column"
+    plain = fmt == "fixed" and case not in NOT_PLAIN
     assert (fast is not None) == plain  # the h5py path only for what it reads exactly
     if plain:
         pd.testing.assert_frame_equal(fast, expected)
+
+
+@pytest.mark.parametrize("complib", ["zlib", "blosc"])
+def test_compressed_params_table_reads_as_pandas_reads_it(complib, tmp_path):
+    # zlib: h5py decompresses it; blosc: no h5py filter, so pandas reads it
+    path = tmp_path / "dataset.h5"
+    frame = PARAMS_CASES["floats, as the real files"](50, np.random.default_rng(2))
+    frame.to_hdf(path, key="params", complevel=5, complib=complib)
+    pd.testing.assert_frame_equal(io.read_params(path), pd.read_hdf(path).reset_index(drop=True))
 
 
 def test_params_table_with_two_pandas_objects_is_refused(tmp_path):
@@ -294,3 +310,16 @@ def test_params_table_with_two_pandas_objects_is_refused(tmp_path):
     pd.DataFrame({"log_g": [1.0, 2.0]}).to_hdf(path, key="other", mode="a")
     with pytest.raises(InputError, match="exactly one pandas params table"):
         io.read_params(path)
+
+
+def test_prefetching_metadata_never_blocks_nor_fails(tmp_path, shard_factory):
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo.h5"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer
+    paths = [shard_factory(), fifo, tmp_path / "missing.h5", tmp_path]
+    thread = threading.Thread(target=io.prefetch_metadata, args=(paths,), daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -175,29 +175,28 @@ def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
     columns (what ``DataFrame.to_hdf`` writes by default), read straight through h5py; None for anything
     else (table format, text or date columns, several objects), which :func:`read_params` leaves to pandas.
 
-    A fixed-format frame is a group with attributes pandas_type="frame", ndim=2, nblocks and
-    ``*_variety``="regular", and datasets axis0 (column names), axis1 (index), and per block
-    ``block{i}_items`` (its column names) and ``block{i}_values`` (rows x its columns, ``transposed``).
-    Opening PyTables for it costs far more per shard than this read (docs/performance.md).
+    A fixed-format frame is a group with attributes pandas_type="frame", nblocks and encoding, and datasets
+    axis0 (column names), axis1 (index), and per block ``block{i}_items`` (its column names) and
+    ``block{i}_values`` (rows x its columns, ``transposed``). Opening PyTables for it costs far more per
+    shard than this read (docs/performance.md). Each attribute read costs tens of microseconds, so only
+    those that decide the reading are read: a multi-level axis (``*_variety`` "multi") has no axis0 or
+    ``block{i}_items`` dataset, and the index (axis1) is not used.
     """
     groups = _pandas_groups(f)
     if len(groups) != 1:
         return None
     g = f[groups[0]]
-    if _attr(g, "pandas_type") != "frame" or int(_attr(g, "ndim", 0)) != 2:
+    if _attr(g, "pandas_type") != "frame":
         return None
     blocks = int(_attr(g, "nblocks", 0))
-    varieties = ["axis0_variety", "axis1_variety", *(f"block{i}_items_variety" for i in range(blocks))]
-    if any(_attr(g, v) != "regular" for v in varieties):
-        return None
     encoding = _attr(g, "encoding", "UTF-8")
     names, arrays = [], []
     for i in range(blocks):
         items, values = g.get(f"block{i}_items"), g.get(f"block{i}_values")
         if not isinstance(items, h5py.Dataset) or not isinstance(values, h5py.Dataset):
             return None
-        va = values.attrs
-        if (_attr(values, "CLASS") != "ARRAY" or "value_type" in va or "shape" in va or not va.get("transposed", 0)
+        va = values.attrs  # value_type: objects or dates; shape: an empty block's placeholder
+        if ("value_type" in va or "shape" in va or not va.get("transposed", 0)
                 or values.dtype.kind not in "fiub" or values.ndim != 2 or items.dtype.kind != "S"):
             return None
         names += [n.decode(encoding) for n in items[()]]
@@ -320,8 +319,9 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
         params = read_params(path, f)
         source = _source_attr(f)
     read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
+    present = set(params.columns)
     for column in read:
-        if column not in params.columns:
+        if column not in present:
             raise InputError(f"{path}: params table has no column {column!r} "
                              f"(columns: {', '.join(map(str, params.columns))})")
     if len(params) != n:
@@ -349,10 +349,41 @@ def _source_attr(f: h5py.File) -> str | None:
     return None if value is None else str(value)
 
 
+# HDF5 keeps a file's superblock and first object headers at its start and, as pandas and snrmoe write
+# them, the params table at its end: asked for both ends of every file at once, the disk fetches them
+# together instead of in one small read after another as each file is opened in turn.
+METADATA_BYTES = 1 << 16
+
+
+def prefetch_metadata(paths: Iterable[str | os.PathLike]) -> None:
+    """Ask the kernel to read the first and last METADATA_BYTES of each regular file ahead (a hint: errors
+    are ignored here, and each file's own problem is named when it is opened)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block here
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                advise(fd, 0, min(st.st_size, METADATA_BYTES), os.POSIX_FADV_WILLNEED)
+                if st.st_size > METADATA_BYTES:
+                    advise(fd, max(METADATA_BYTES, st.st_size - METADATA_BYTES), 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log_g",
                    columns: Sequence[str] = ()) -> list[ShardInfo]:
     """Validate every shard (see :func:`inspect_shard`), and that all share one pixel count and one
     wavelength grid."""
+    paths = list(paths)
+    prefetch_metadata(paths)
     infos = [inspect_shard(p, target, columns) for p in paths]
     first = infos[0]
     for other in infos[1:]:
