@@ -22,9 +22,9 @@ from ..core.repair import Absurd, RepairCounts, repair_block
 from ..core.stats import BinStats, ProductOverflow
 from ..errors import ConfigError, InputError, SnrmoeError
 from ..io.digest import block_digest
-from ..io.shards import RowReader
+from ..io.shards import RowReader, prefetch
 from .blocks import Block
-from .sources import RowSource
+from .sources import RowSource, ShardFile
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,11 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
     """Sum a run of small shards (engine.graph.SmallShards), each one block (source, block, y, table_snr,
     bin_idx as in :func:`segment_pass`): each block read, noised and binned in turn, then the products of
     all their rows at once, each bin's rows in shard order (one product per bin, not one per shard)."""
+    # The files are small: the kernel reads them all at once, and the reads below come from memory, where
+    # O_DIRECT would wait on the disk file after file.
+    prefetch([source.name for source, *_ in members if isinstance(source, ShardFile)], whole=True)
+    reader = _buffered_reader()
     with one_blas_thread(), pass_running():
-        reader, _ = _buffers(1, len(spec.c))
         result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec, digests=[])
         rows, ys, bins = [], [], []
         for source, block, y, table_snr, bin_idx in members:
@@ -239,6 +242,14 @@ def _buffers(rows: int, d: int) -> tuple[RowReader, np.ndarray]:
     if out is None or out.shape[1] != d or out.shape[0] < rows:
         out = _local.out = np.empty((rows, d), dtype=np.float32)
     return reader, out
+
+
+def _buffered_reader() -> RowReader:
+    """This thread's reader through the page cache (see :func:`small_shards_pass`)."""
+    reader = getattr(_local, "buffered", None)
+    if reader is None:
+        reader = _local.buffered = RowReader(direct=False)
+    return reader
 
 
 _blas_lock = threading.Lock()

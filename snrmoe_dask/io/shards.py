@@ -355,9 +355,10 @@ def _source_attr(f: h5py.File) -> str | None:
 METADATA_BYTES = 1 << 16
 
 
-def prefetch_metadata(paths: Iterable[str | os.PathLike]) -> None:
-    """Ask the kernel to read the first and last METADATA_BYTES of each regular file ahead (a hint: errors
-    are ignored here, and each file's own problem is named when it is opened)."""
+def prefetch(paths: Iterable[str | os.PathLike], whole: bool = False) -> None:
+    """Ask the kernel to read ahead the first and last METADATA_BYTES of each regular file, or the whole
+    file (``whole``): a hint, so errors are ignored here (each file's own problem is named when it is
+    opened)."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
@@ -368,7 +369,9 @@ def prefetch_metadata(paths: Iterable[str | os.PathLike]) -> None:
             continue
         try:
             st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and whole:
+                advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            elif stat.S_ISREG(st.st_mode):
                 advise(fd, 0, min(st.st_size, METADATA_BYTES), os.POSIX_FADV_WILLNEED)
                 if st.st_size > METADATA_BYTES:
                     advise(fd, max(METADATA_BYTES, st.st_size - METADATA_BYTES), 0, os.POSIX_FADV_WILLNEED)
@@ -383,7 +386,7 @@ def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log
     """Validate every shard (see :func:`inspect_shard`), and that all share one pixel count and one
     wavelength grid."""
     paths = list(paths)
-    prefetch_metadata(paths)
+    prefetch(paths)
     infos = [inspect_shard(p, target, columns) for p in paths]
     first = infos[0]
     for other in infos[1:]:
