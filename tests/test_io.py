@@ -319,7 +319,7 @@ def test_prefetching_metadata_never_blocks_nor_fails(tmp_path, shard_factory):
     fifo = tmp_path / "fifo.h5"
     os.mkfifo(fifo)  # opening it for reading would wait for a writer
     paths = [shard_factory(), fifo, tmp_path / "missing.h5", tmp_path]
-    thread = threading.Thread(target=lambda: (io.prefetch(paths), io.prefetch(paths, whole=True)), daemon=True)
+    thread = threading.Thread(target=lambda: (io.prefetch(paths), io.prefetch(paths, whole_up_to=1 << 30)), daemon=True)
     thread.start()
     thread.join(timeout=10)
     assert not thread.is_alive()

@@ -149,8 +149,11 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
     bin_idx as in :func:`segment_pass`): each block read, noised and binned in turn, then the products of
     all their rows at once, each bin's rows in shard order (one product per bin, not one per shard)."""
     # The files are small: the kernel reads them all at once, and the reads below come from memory, where
-    # O_DIRECT would wait on the disk file after file.
-    prefetch([source.name for source, *_ in members if isinstance(source, ShardFile)], whole=True)
+    # O_DIRECT would wait on the disk file after file. A file much larger than its rows (other content)
+    # is fetched at its ends only.
+    longest = max(block.rows for _, block, *_ in members)
+    prefetch([source.name for source, *_ in members if isinstance(source, ShardFile)],
+             whole_up_to=2 * longest * len(spec.c) * 8 + (1 << 20))
     reader = _buffered_reader()
     with one_blas_thread(), pass_running():
         result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec, digests=[])

@@ -355,10 +355,10 @@ def _source_attr(f: h5py.File) -> str | None:
 METADATA_BYTES = 1 << 16
 
 
-def prefetch(paths: Iterable[str | os.PathLike], whole: bool = False) -> None:
-    """Ask the kernel to read ahead the first and last METADATA_BYTES of each regular file, or the whole
-    file (``whole``): a hint, so errors are ignored here (each file's own problem is named when it is
-    opened)."""
+def prefetch(paths: Iterable[str | os.PathLike], whole_up_to: int = 0) -> None:
+    """Ask the kernel to read ahead each regular file of at most ``whole_up_to`` bytes whole, and the first
+    and last METADATA_BYTES of any other: a hint, so errors are ignored here (each file's own problem is
+    named when it is opened)."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
@@ -369,7 +369,7 @@ def prefetch(paths: Iterable[str | os.PathLike], whole: bool = False) -> None:
             continue
         try:
             st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and whole:
+            if stat.S_ISREG(st.st_mode) and st.st_size <= whole_up_to:
                 advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             elif stat.S_ISREG(st.st_mode):
                 advise(fd, 0, min(st.st_size, METADATA_BYTES), os.POSIX_FADV_WILLNEED)
