@@ -153,15 +153,16 @@ def _text(value) -> str:
 
 
 def _pandas_groups(f: h5py.File) -> list[str]:
-    """The names of the groups that hold a pandas object (``pandas_type`` attribute), as HDFStore.keys()
-    finds them. Walks the file's objects without making an h5py object for each."""
+    """The names of the objects that carry a ``pandas_type`` attribute: the groups of pandas objects, as
+    HDFStore.keys() finds them (a dataset with one as well would make two, and pandas then decides). Walks
+    the file's objects without making an h5py object, or reading the header info, of each."""
     found: list[str] = []
 
-    def visit(name: bytes, info) -> None:
-        if info.type == h5py.h5o.TYPE_GROUP and h5py.h5a.exists(f.id, b"pandas_type", obj_name=name):
+    def visit(name: bytes) -> None:
+        if h5py.h5a.exists(f.id, b"pandas_type", obj_name=name):
             found.append(name.decode())
 
-    h5py.h5o.visit(f.id, visit, info=True)
+    h5py.h5o.visit(f.id, visit)
     return found
 
 
