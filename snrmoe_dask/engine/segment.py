@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
@@ -147,7 +146,8 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
                       spec: PassSpec) -> PassResult:
     """Sum a run of small shards (engine.graph.SmallShards), each one block (source, block, y, table_snr,
     bin_idx as in :func:`segment_pass`): each block read, noised and binned in turn, then the products of
-    all their rows at once, each bin's rows in shard order (one product per bin, not one per shard)."""
+    all their rows at once (``add_block`` sorts them by bin, each bin's rows in shard order: one product
+    per bin, not one per shard)."""
     # The files are small: the kernel reads them all at once, and the reads below come from memory, where
     # O_DIRECT would wait on the disk file after file. A file much larger than its rows (other content)
     # is fetched at its ends only.
@@ -165,12 +165,10 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
             rows.append(x)
             ys.append(yb)
             bins.append(b)
-        x, y, b = np.concatenate(rows), np.concatenate(ys), np.concatenate(bins)
-        order = np.argsort(b, kind="stable")
-        x, y, b = np.take(x, order, axis=0), y[order], b[order]
+        x = np.concatenate(rows)
         try:
-            result.stats.add_block(x, y, b, dtype=products_dtype(x, spec.c, np.dtype(spec.precision)),
-                                   mirror=False, overwrite_x=True)
+            result.stats.add_block(x, np.concatenate(ys), np.concatenate(bins), mirror=False,
+                                   dtype=products_dtype(x, spec.c, np.dtype(spec.precision)))
         except ProductOverflow:
             raise _small_shards_overflow(members, spec) from None
         result.stats.mirror()
@@ -199,11 +197,8 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
     reader, out = _buffers(max(b.rows for b in blocks), len(spec.c))
     dtype = np.dtype(spec.precision)
     digests: list[bytes] = []
-    # one block (a small shard): nothing to read ahead, and a helper thread would cost more than the block
-    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") if len(blocks) > 1 else None
-    with ahead or nullcontext():
-        pending = (ahead.submit(load_block, source, blocks[0], spec.clip_flux, reader, digests) if ahead
-                   else _Read(load_block(source, blocks[0], spec.clip_flux, reader, digests)))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snrmoe-read") as pool:
+        pending = pool.submit(load_block, source, blocks[0], spec.clip_flux, reader, digests)
         # the sums are zeroed while the first block is read: a fresh buffer's page faults overlap the read
         result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec, digests=digests)
         at = 0
@@ -215,22 +210,12 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
                                           None if table_snr is None else table_snr[rows], spec,
                                           None if bin_idx is None else bin_idx[rows], out)
                 if i + 1 < len(blocks):
-                    pending = ahead.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader,
+                    pending = pool.submit(load_block, source, blocks[i + 1], spec.clip_flux, reader,
                                           result.digests)
                 result.stats.add_block(x, yb, bins, dtype=products_dtype(x, spec.c, dtype), mirror=False,
                                        overwrite_x=True)
     result.stats.mirror()
     return result
-
-
-@dataclass(frozen=True)
-class _Read:
-    """A block read in the task's own thread, in the place of a helper thread's future."""
-
-    block: tuple[np.ndarray, np.ndarray, RepairCounts]
-
-    def result(self) -> tuple[np.ndarray, np.ndarray, RepairCounts]:
-        return self.block
 
 
 _local = threading.local()
