@@ -148,3 +148,56 @@ def test_read_runs_any_offsets(tmp_path):
         direct_io.read_runs(path, [(data.size - 10, 20)], buffer)
     with pytest.raises(OSError, match="file ends"):
         direct_io.read_runs(path, [(data.size + 5000, 20)], buffer)
+
+
+def _shard_with_arrays(path, flux, error, **kwargs):
+    """A shard file that inspect_shard accepts: the arrays (written with ``kwargs``), wave and params."""
+    import pandas as pd
+
+    n, d = flux.shape
+    _write_arrays(path, flux, error, **kwargs)
+    with h5py.File(path, "a") as f:
+        f.create_dataset(io.WAVE_KEY, data=np.linspace(4000, 9000, d))
+    pd.DataFrame({"log_g": np.linspace(1, 5, n)}).to_hdf(path, key="params")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"chunks": (64, 257)}], ids=["contiguous", "chunked"])
+@pytest.mark.parametrize("direct", [True, False])
+def test_rows_by_the_layout_taken_at_open_equal_h5py(tmp_path, arrays, kwargs, direct):
+    path = tmp_path / "shard.h5"
+    _shard_with_arrays(path, *arrays, **kwargs)
+    layout = io.inspect_shard(path).layout
+    assert layout is not None and layout.n == 300
+    reader = io.RowReader(direct=direct)
+    for start, stop in RANGES:
+        for g, w in zip(reader.read(path, start, stop, layout), _h5_rows(path, start, stop)):
+            assert g.dtype == np.float32 and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+    # every read came from the layout: through h5py, a buffered reader would read through HDF5
+    assert reader.direct_reads + reader.buffered_reads == len(RANGES)
+
+
+def test_a_file_rewritten_after_open_is_read_as_it_is_now(tmp_path, arrays, monkeypatch):
+    """The layout is of the file as it was opened; a file replaced since (other chunks, other offsets)
+    is read through HDF5, never at the old offsets."""
+    path = tmp_path / "shard.h5"
+    flux, error = arrays
+    _shard_with_arrays(path, flux, error)
+    layout = io.inspect_shard(path).layout
+    new = tmp_path / "new.h5"
+    _shard_with_arrays(new, flux[::-1] * 2, error[::-1], chunks=(32, 257))
+    os.replace(new, path)
+    assert io.inspect_shard(path).layout.offsets != layout.offsets
+    got = io.RowReader().read(path, 10, 50, layout)
+    for g, w in zip(got, _h5_rows(path, 10, 50)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_no_layout_where_rows_are_not_plain_float32(tmp_path, arrays):
+    flux, error = arrays
+    for name, kwargs, data in [("gzip.h5", {"chunks": (64, 257), "compression": "gzip"}, arrays),
+                               ("float64.h5", {}, (flux.astype(np.float64), error.astype(np.float64))),
+                               ("many-chunks.h5", {"chunks": (2, 257)}, arrays)]:
+        path = tmp_path / name
+        _shard_with_arrays(path, *data, **kwargs)
+        assert io.inspect_shard(path).layout is None, name

@@ -16,6 +16,7 @@ from ..core.params import check_number
 from ..errors import InputError, InvalidParameterError
 from ..io.shards import (ERROR_KEY, FLUX_KEY, H5Rows, ShardInfo, aligned_block_rows, inspect_shards,
                          resolve_shards)
+from .sources import ShardFile
 
 # encoding key of ``flux`` / ``error`` naming the shard files they were opened from (the fast path's sign)
 SHARD_FILES = "snrmoe_shard_files"
@@ -96,7 +97,8 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
         # read by bin_statistics: the arrays are still exactly these files' rows (no selection, no
         # arithmetic) while the dask array keeps this name; then it may read the files directly
         ds[name].encoding[SHARD_FILES] = {"name": ds[name].data.name, "files": files, "rows": [i.n for i in infos],
-                                          "first_shard": first_shard, "block_rows": max(rows)}
+                                          "first_shard": first_shard, "block_rows": max(rows),
+                                          "layouts": [i.layout for i in infos]}
     return ds
 
 
@@ -143,3 +145,13 @@ def shard_files(ds) -> list[Path] | None:
     if not (np.array_equal(ds["shard"].values, shard) and np.array_equal(ds["row"].values, row)):
         return None
     return [Path(f) for f in marks[0]["files"]]
+
+
+def shard_sources(ds) -> list[ShardFile] | None:
+    """The readers of the shard files behind ``ds`` (see :func:`shard_files`), each with the file's layout
+    as :func:`open_shards` found it; else None."""
+    files = shard_files(ds)
+    if files is None:
+        return None
+    layouts = ds["flux"].encoding[SHARD_FILES].get("layouts") or [None] * len(files)
+    return [ShardFile(str(f), layout) for f, layout in zip(files, layouts)]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..io.shards import RowReader
+from ..io.shards import FileLayout, RowReader
 from .blocks import Block
 
 
@@ -32,9 +32,10 @@ class ShardFile:
     """One shard file, read by row number: the block's rows ``row0:row0 + rows`` of the file."""
 
     name: str  # the file's path
+    layout: FileLayout | None = None  # where its rows lie, as open_shards found them
 
     def read(self, block: Block, reader: RowReader | None) -> tuple[np.ndarray, np.ndarray]:
-        return (reader or RowReader(reuse=False)).read(self.name, block.row0, block.row0 + block.rows)
+        return (reader or RowReader(reuse=False)).read(self.name, block.row0, block.row0 + block.rows, self.layout)
 
     def part(self, start: int, stop: int) -> "ShardFile":
         return self

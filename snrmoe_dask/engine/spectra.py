@@ -10,9 +10,9 @@ from ..core.noise import NoiseSpec, add_noise
 from ..core.repair import RepairCounts
 from ..core.snr import compute_snr
 from .blocks import plan_blocks
-from .dataset import shard_files
+from .dataset import shard_sources
 from .segment import load_block
-from .sources import ArrayRows, ShardFile
+from .sources import ArrayRows
 from .statistics import _identity, _spectra, sample_values
 
 
@@ -37,13 +37,13 @@ def load_spectra(ds, *, noise: NoiseSpec, snr: str, clip_flux: bool = True) -> S
     flux_data, error_data = _spectra(ds)
     n = flux_data.shape[0]
     shard, row = _identity(ds, n)
-    files = shard_files(ds)
+    readers = shard_sources(ds)
     first = int(shard[0])
     flux = np.empty(flux_data.shape, np.float32)
     error = np.empty(flux_data.shape, np.float32)
     repairs = RepairCounts()
     for k, blocks in plan_blocks(shard, row, n).items():
-        source = ShardFile(str(files[k - first])) if files else ArrayRows(flux_data, error_data, 0)
+        source = readers[k - first] if readers else ArrayRows(flux_data, error_data, 0)
         for block in blocks:
             f, e, counts = load_block(source, block, clip_flux)
             flux[block.start:block.stop], error[block.start:block.stop] = f, e

@@ -25,11 +25,11 @@ from ..core.partition import Partition, make_partition
 from ..core.snr import SNR_METHODS
 from ..errors import ConfigError, InputError
 from .blocks import Block, plan_blocks, split_blocks
-from .dataset import DEFAULT_BLOCK_ROWS, SHARD_FILES, shard_files
+from .dataset import DEFAULT_BLOCK_ROWS, SHARD_FILES, shard_files, shard_sources
 from .cached_pass import CachedPass
 from .graph import ShardRows, SmallShards, gather_small_shards, part_graph, reduce_graph, tree_graph
 from .segment import load_block
-from .sources import ArrayRows, RowSource, ShardFile
+from .sources import ArrayRows, RowSource
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +193,10 @@ def _plan(ds, *, target: str = card_defaults.TARGET, bins=None, by=None, noise=N
     block_rows = int(block_rows or _row_chunk(ds, flux))
     shard, row = _identity(ds, len(y))
     blocks_of = plan_blocks(shard, row, block_rows)
-    files = shard_files(ds)
+    readers = shard_sources(ds)
+    files = [Path(r.name) for r in readers] if readers else None
     first = int(shard[0])
-    sources = {k: ShardFile(str(files[k - first])) if files else ArrayRows(flux, error, 0) for k in blocks_of}
+    sources = {k: readers[k - first] if readers else ArrayRows(flux, error, 0) for k in blocks_of}
     c, y0 = shift if shift is not None else _shift(sources[first], blocks_of[first], y, clip_flux)
     spec = PassSpec(bins=partition, snr_method=snr, noise=noise, c=np.asarray(c, np.float64), y0=float(y0),
                     clip_flux=bool(clip_flux), precision=precision, features=bool(features))
@@ -315,9 +316,9 @@ def pass_shift(ds, *, target: str = card_defaults.TARGET, clip_flux: bool = True
     y = sample_values(ds, target, "target")
     shard, row = _identity(ds, len(y))
     blocks_of = plan_blocks(shard, row, int(block_rows or _row_chunk(ds, flux)))
-    files = shard_files(ds)
+    readers = shard_sources(ds)
     first = int(shard[0])
-    source = ShardFile(str(files[0])) if files else ArrayRows(flux, error, 0)
+    source = readers[0] if readers else ArrayRows(flux, error, 0)
     return _shift(source, blocks_of[first], y, clip_flux)
 
 

@@ -1,4 +1,5 @@
-"""Byte runs of a file read straight into numpy memory with O_DIRECT: no page cache, no copy.
+"""Byte runs of a file read straight into numpy memory with O_DIRECT (no page cache, no copy), or
+through the page cache where that is better (files just fetched whole).
 
 A buffered read of a file larger than memory costs the CPU twice: the kernel copies every page
 into the process, and must evict an older page to cache each new one. Measured on the 2-core
@@ -29,6 +30,15 @@ class DirectUnsupported(Exception):
     """This file cannot be read with O_DIRECT here (platform, file system or alignment): read it buffered."""
 
 
+class FileChanged(Exception):
+    """The file at this path is not the version whose layout the runs were taken from: read it afresh."""
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime in ns): what tells one version of a file from another without reading it."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _floor(x: int) -> int:
     return x - x % ALIGN
 
@@ -53,30 +63,33 @@ class RunBuffer:
         return self._raw, start
 
 
-def _pread_full(fd: int, view: memoryview, offset: int, need: int) -> None:
+def _pread_full(fd: int, view: memoryview, offset: int, need: int, direct: bool = True) -> None:
     """Read into ``view`` from ``offset`` until at least ``need`` bytes have come (a window may pass the file's end)."""
     done = 0
     while done < need:
         try:
             got = os.preadv(fd, [view[done:]], offset + done)
         except OSError as exc:
-            if exc.errno == errno.EINVAL:  # alignment this device or file system does not accept
+            if direct and exc.errno == errno.EINVAL:  # alignment this device or file system does not accept
                 raise DirectUnsupported(str(exc)) from None
             raise
         if got <= 0:
             raise OSError(errno.EIO, f"file ends {need - done} bytes before the data at offset {offset + done}")
         done += got
-        if done < need and done % ALIGN:
+        if direct and done < need and done % ALIGN:
             raise DirectUnsupported(f"short unaligned read ({got} bytes) at offset {offset}")
 
 
-def read_runs(path: str | os.PathLike, runs: Sequence[tuple[int, int]], buffer: RunBuffer | None = None) -> np.ndarray:
+def read_runs(path: str | os.PathLike, runs: Sequence[tuple[int, int]], buffer: RunBuffer | None = None, *,
+              direct: bool = True, identity: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """The bytes of ``runs`` [(file offset, nbytes), ...] one after the other: a (sum nbytes,) uint8 array.
 
-    The array is a view of ``buffer`` (valid until the buffer's next use) or of a new buffer.
+    The array is a view of ``buffer`` (valid until the buffer's next use) or of a new buffer. With
+    ``direct=False`` the runs are read through the page cache. With an ``identity``, raises FileChanged
+    (before reading) when the file at ``path`` is no longer that version (:func:`file_identity`).
     Raises DirectUnsupported where O_DIRECT cannot be used, OSError for real read errors.
     """
-    flag = getattr(os, "O_DIRECT", None)
+    flag = getattr(os, "O_DIRECT", None) if direct else 0
     if flag is None:
         raise DirectUnsupported("this platform has no O_DIRECT")
     total = sum(n for _, n in runs)
@@ -84,16 +97,20 @@ def read_runs(path: str | os.PathLike, runs: Sequence[tuple[int, int]], buffer: 
     try:
         fd = os.open(path, os.O_RDONLY | flag)
     except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # e.g. tmpfs
+        if direct and exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # e.g. tmpfs
             raise DirectUnsupported(str(exc)) from None
         raise
     try:
+        if identity is not None and file_identity(os.fstat(fd)) != identity:
+            raise FileChanged(f"{path} changed since its layout was read")
         whole = memoryview(raw)
         pos = start
         for offset, nbytes in runs:
             head = offset % ALIGN
             window = _ceil(head + nbytes)
-            if (raw.ctypes.data + pos - offset) % ALIGN == 0:
+            if not direct:
+                _pread_full(fd, whole[pos:pos + nbytes], offset, nbytes, direct=False)
+            elif (raw.ctypes.data + pos - offset) % ALIGN == 0:
                 saved = raw[pos - head:pos].copy() if pos > start else None  # the end of the previous run
                 _pread_full(fd, whole[pos - head:pos - head + window], _floor(offset), head + nbytes)
                 if saved is not None:

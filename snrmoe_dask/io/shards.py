@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .direct_io import DirectUnsupported, RunBuffer, read_runs
+from .direct_io import DirectUnsupported, FileChanged, RunBuffer, file_identity, read_runs
 
 FLUX_KEY = "dataset/arrays/flux/value"
 ERROR_KEY = "dataset/arrays/error/value"
@@ -132,6 +132,45 @@ class ShardInfo:
     wave: np.ndarray  # (D,) float
     params: pd.DataFrame  # N rows
     source: str | None = None  # the file's own account of its spectra (see read_source)
+    layout: "FileLayout | None" = None  # where its rows lie, when a read may skip HDF5 (see FileLayout)
+
+
+# A file of more chunks is read through HDF5 per block: one open per block of thousands of rows costs
+# nothing next to its products, and its layout would weigh on every task that carries it.
+LAYOUT_CHUNKS = 64
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Where a shard's flux and error rows lie in its file, taken when it was opened, and which version of
+    the file that was (:func:`io.direct_io.file_identity`): its rows are then read by offset, without
+    opening the file through HDF5 again (which holds the GIL for about a millisecond a file)."""
+
+    identity: tuple[int, int, int, int]
+    n: int  # rows
+    row_bytes: int
+    chunk_rows: int  # rows per chunk (n if contiguous)
+    offsets: tuple[tuple[int, ...], tuple[int, ...]]  # byte offset of each chunk of flux, of error
+
+    def runs(self, dataset: int, start: int, stop: int) -> list[tuple[int, int]]:
+        """[(file offset, nbytes), ...] of rows start:stop of flux (``dataset`` 0) or error (1)."""
+        first = start - start % self.chunk_rows
+        offsets = self.offsets[dataset][first // self.chunk_rows:]
+        return _merged_runs(offsets, first, self.chunk_rows, self.row_bytes, start, stop)
+
+
+def _file_layout(f: h5py.File, flux, error) -> FileLayout | None:
+    """The layout of an open shard (``flux``, ``error``: low-level dataset ids) whose flux and error are
+    plain float32 rows in the same chunking, of at most LAYOUT_CHUNKS chunks; None otherwise."""
+    n = flux.shape[0]
+    found = [_row_chunks(ds, 0, n, LAYOUT_CHUNKS) for ds in (flux, error)]
+    if found[0] is None or found[1] is None or found[0][0] != found[1][0]:
+        return None
+    try:
+        identity = file_identity(os.fstat(f.id.get_vfd_handle()))
+    except (OSError, ValueError, TypeError):  # a driver without one file descriptor
+        return None
+    return FileLayout(identity, n, flux.shape[1] * 4, found[0][0], (tuple(found[0][1]), tuple(found[1][1])))
 
 
 def _h5open(path: Path) -> h5py.File:
@@ -166,9 +205,34 @@ def _pandas_groups(f: h5py.File) -> list[str]:
     return found
 
 
-def _attr(node, name: str, default=None):
-    value = node.attrs.get(name, default)
+def _value(obj) -> np.ndarray:
+    """The whole value of a low-level dataset or attribute id (h5py's high-level objects cost tens of
+    microseconds more per read, which a survey of small files pays thousands of times)."""
+    out = np.empty(obj.shape, obj.dtype)
+    if isinstance(obj, h5py.h5a.AttrID):
+        obj.read(out)
+    else:
+        obj.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+    return out
+
+
+def _attr(oid, name: str, default=None):
+    """Attribute ``name`` of a low-level object id (text decoded), or ``default``."""
+    key = name.encode()
+    if not h5py.h5a.exists(oid, key):
+        return default
+    value = _value(h5py.h5a.open(oid, key))[()]
     return _text(value) if isinstance(value, (bytes, np.bytes_)) else value
+
+
+def _child_dataset(gid, name: str):
+    """The low-level id of dataset ``name`` (a path) under group ``gid``; None if there is none (as for
+    h5py's ``Group.get``, a broken link or an unreadable header is none)."""
+    try:
+        oid = h5py.h5o.open(gid, name.encode())
+    except (KeyError, OSError, RuntimeError):
+        return None
+    return oid if isinstance(oid, h5py.h5d.DatasetID) else None
 
 
 def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
@@ -179,33 +243,34 @@ def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
     A fixed-format frame is a group with attributes pandas_type="frame", nblocks and encoding, and datasets
     axis0 (column names), axis1 (index), and per block ``block{i}_items`` (its column names) and
     ``block{i}_values`` (rows x its columns, ``transposed``). Opening PyTables for it costs far more per
-    shard than this read (docs/performance.md). Each attribute read costs tens of microseconds, so only
-    those that decide the reading are read: a multi-level axis (``*_variety`` "multi") has no axis0 or
-    ``block{i}_items`` dataset, and the index (axis1) is not used.
+    shard than this read (docs/performance.md), and h5py's low-level calls a fraction of its high-level
+    ones. Only the attributes that decide the reading are read: a multi-level axis (``*_variety``
+    "multi") has no axis0 or ``block{i}_items`` dataset, and the index (axis1) is not used.
     """
     groups = _pandas_groups(f)
     if len(groups) != 1:
         return None
-    g = f[groups[0]]
-    if _attr(g, "pandas_type") != "frame":
+    g = h5py.h5o.open(f.id, groups[0].encode())
+    if not isinstance(g, h5py.h5g.GroupID) or _attr(g, "pandas_type") != "frame":
         return None
     blocks = int(_attr(g, "nblocks", 0))
     encoding = _attr(g, "encoding", "UTF-8")
     names, arrays = [], []
     for i in range(blocks):
-        items, values = g.get(f"block{i}_items"), g.get(f"block{i}_values")
-        if not isinstance(items, h5py.Dataset) or not isinstance(values, h5py.Dataset):
+        items, values = _child_dataset(g, f"block{i}_items"), _child_dataset(g, f"block{i}_values")
+        if items is None or values is None:
             return None
-        va = values.attrs  # value_type: objects or dates; shape: an empty block's placeholder
-        if ("value_type" in va or "shape" in va or not va.get("transposed", 0)
-                or values.dtype.kind not in "fiub" or values.ndim != 2 or items.dtype.kind != "S"):
+        # value_type: objects or dates; shape: an empty block's placeholder
+        if (h5py.h5a.exists(values, b"value_type") or h5py.h5a.exists(values, b"shape")
+                or not _attr(values, "transposed", 0) or values.dtype.kind not in "fiub" or values.rank != 2
+                or items.dtype.kind != "S"):
             return None
-        names += [n.decode(encoding) for n in items[()]]
-        arrays.append(values[()])
-    order = g.get("axis0")
-    if not arrays or not isinstance(order, h5py.Dataset) or order.dtype.kind != "S":
+        names += [n.decode(encoding) for n in _value(items)]
+        arrays.append(_value(values))
+    order = _child_dataset(g, "axis0")
+    if not arrays or order is None or order.dtype.kind != "S":
         return None
-    columns = [n.decode(encoding) for n in order[()]]
+    columns = [n.decode(encoding) for n in _value(order)]
     if sorted(columns) != sorted(names) or len({a.shape[0] for a in arrays}) != 1 or \
             sum(a.shape[1] for a in arrays) != len(names):
         return None
@@ -227,7 +292,7 @@ def read_params(path: str | os.PathLike, f: h5py.File | None = None) -> pd.DataF
         else:
             with h5py.File(path, "r") as f:
                 frame = _fixed_frame(f)
-    except (OSError, KeyError, ValueError, UnicodeDecodeError):
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError):
         frame = None  # pandas reads it, or says why it cannot
     if frame is not None:
         return frame
@@ -254,7 +319,7 @@ def read_params(path: str | os.PathLike, f: h5py.File | None = None) -> pd.DataF
 FLOAT_SIZES = (2, 4, 8)
 
 
-def _check_float(path: Path, key: str, ds: h5py.Dataset) -> None:
+def _check_float(path: Path, key: str, ds) -> None:
     if ds.dtype.kind != "f" or ds.dtype.itemsize not in FLOAT_SIZES:
         raise InputError(f"{path}: {key} has dtype {ds.dtype}; expected float16, float32 or float64 "
                          "(other types are not converted silently)")
@@ -295,30 +360,33 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
     """
     path = Path(path)
     with _h5open(path) as f:
-        flux, error, wave = found = [f.get(k) for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY)]
-        missing = [k for k, ds in zip((FLUX_KEY, ERROR_KEY, WAVE_KEY), found) if not isinstance(ds, h5py.Dataset)]
+        flux, error, wave = found = [_child_dataset(f.id, k) for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY)]
+        missing = [k for k, ds in zip((FLUX_KEY, ERROR_KEY, WAVE_KEY), found) if ds is None]
         if missing:
             present = ", ".join(_datasets(f)) or "none"
             raise InputError(f"{path}: missing dataset {missing[0]} (datasets present: {present})")
-        if flux.ndim != 2:
-            raise InputError(f"{path}: {FLUX_KEY} has shape {flux.shape}, expected (spectra, pixels)")
-        if error.shape != flux.shape:
-            raise InputError(f"{path}: {ERROR_KEY} has shape {error.shape} but {FLUX_KEY} has {flux.shape}")
+        shape = flux.shape
+        if flux.rank != 2:
+            raise InputError(f"{path}: {FLUX_KEY} has shape {shape}, expected (spectra, pixels)")
+        if error.shape != shape:
+            raise InputError(f"{path}: {ERROR_KEY} has shape {error.shape} but {FLUX_KEY} has {shape}")
         _check_float(path, FLUX_KEY, flux)
         _check_float(path, ERROR_KEY, error)
-        n, d = flux.shape
+        n, d = shape
         if n == 0:
             raise InputError(f"{path}: {FLUX_KEY} has 0 rows, expected at least one spectrum")
         if wave.shape != (d,):
             raise InputError(f"{path}: {WAVE_KEY} has shape {wave.shape}, expected ({d},) to match {d} pixels")
-        wave_values = np.asarray(wave[...], dtype=np.float64)
+        wave_values = np.asarray(_value(wave), dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(wave_values))
         if len(bad):  # checked here, so that the grid comparison across shards blames the file that is wrong
             raise InputError(f"{path}: {WAVE_KEY} pixel {bad[0]} is {wave_values[bad[0]]}; expected a finite "
                              f"wavelength ({len(bad)} of {d} pixels are not)")
-        chunk_rows = flux.chunks[0] if flux.chunks else n
+        dcpl = flux.get_create_plist()
+        chunk_rows = dcpl.get_chunk()[0] if dcpl.get_layout() == h5py.h5d.CHUNKED else n
         params = read_params(path, f)
         source = _source_attr(f)
+        layout = _file_layout(f, flux, error)
     read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
     present = set(params.columns)
     for column in read:
@@ -333,7 +401,7 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
         # unused by this run (not snr.method: column), but carried along with the rows: never fail on it
         params["snr"] = pd.to_numeric(params["snr"], errors="coerce")
     return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params,
-                     source=source)
+                     source=source, layout=layout)
 
 
 def read_source(path: str | os.PathLike) -> str | None:
@@ -344,10 +412,11 @@ def read_source(path: str | os.PathLike) -> str | None:
 
 
 def _source_attr(f: h5py.File) -> str | None:
-    value = f.attrs.get(SOURCE_ATTR)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return None if value is None else str(value)
+    key = SOURCE_ATTR.encode()
+    if not h5py.h5a.exists(f.id, key):
+        return None
+    value = _value(h5py.h5a.open(f.id, key))[()]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 # HDF5 keeps a file's superblock and first object headers at its start and, as pandas and snrmoe write
@@ -405,8 +474,9 @@ class RowReader:
     With ``reuse=True`` the reader keeps its two buffers between reads, so the arrays returned by
     one :meth:`read` are valid only until the next: a block task that reads block after block then
     touches no fresh memory. Rows that are not plain float32 bytes in the file (compressed or
-    filtered, chunks narrower than a row, another dtype or byte order) and file systems without
-    O_DIRECT are read through h5py (buffered). ``direct_reads`` and ``buffered_reads`` count which.
+    filtered, chunks narrower than a row, another dtype or byte order) are read through h5py; with
+    ``direct=False``, or where the file system has no O_DIRECT, the others are read through the page
+    cache too. ``direct_reads`` and ``buffered_reads`` count which.
     """
 
     def __init__(self, reuse: bool = True, direct: bool = True) -> None:
@@ -414,23 +484,41 @@ class RowReader:
         self.direct = direct
         self.direct_reads = self.buffered_reads = 0
 
-    def read(self, path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw flux and error of rows ``start:stop``: float32 arrays (stop - start, D); no repair."""
-        with h5py.File(path, "r") as f:
-            datasets = [f[FLUX_KEY], f[ERROR_KEY]]
-            start, stop, _ = slice(start, stop).indices(datasets[0].shape[0])  # as h5py would clip them
-            runs = [_runs(ds, start, stop) if self.direct else None for ds in datasets]
-            if any(r is None for r in runs):
-                self.buffered_reads += 1
-                return tuple(np.asarray(ds[start:stop], dtype=np.float32) for ds in datasets)
-            d = datasets[0].shape[1]
+    def read(self, path: str | os.PathLike, start: int, stop: int,
+             layout: FileLayout | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw flux and error of rows ``start:stop``: float32 arrays (stop - start, D); no repair. With the
+        file's ``layout`` (from :func:`inspect_shard`) the rows are read by offset while the file is still
+        that version, else through HDF5."""
         try:
-            out = tuple(read_runs(path, r, self._buffers and self._buffers[key]).view(np.float32)
-                        .reshape(stop - start, d) for r, key in zip(runs, (FLUX_KEY, ERROR_KEY)))
+            if layout is not None:
+                start, stop, _ = slice(start, stop).indices(layout.n)
+                try:
+                    return self._read_runs(path, [layout.runs(i, start, stop) for i in (0, 1)], stop - start,
+                                           layout.row_bytes // 4, layout.identity)
+                except FileChanged:
+                    pass  # rewritten since it was opened: read as it is now
+            with h5py.File(path, "r") as f:
+                datasets = [f[FLUX_KEY], f[ERROR_KEY]]
+                start, stop, _ = slice(start, stop).indices(datasets[0].shape[0])  # as h5py would clip them
+                runs = [_runs(ds, start, stop) if self.direct else None for ds in datasets]
+                if any(r is None for r in runs):
+                    self.buffered_reads += 1
+                    return tuple(np.asarray(ds[start:stop], dtype=np.float32) for ds in datasets)
+                d = datasets[0].shape[1]
+            return self._read_runs(path, runs, stop - start, d)
         except DirectUnsupported:
             self.direct = False  # the same file system will refuse the next read too
-            return self.read(path, start, stop)
-        self.direct_reads += 1
+            return self.read(path, start, stop, layout)
+
+    def _read_runs(self, path, runs: list[list[tuple[int, int]]], rows: int, d: int,
+                   identity: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        out = tuple(read_runs(path, r, self._buffers and self._buffers[key], direct=self.direct,
+                              identity=identity).view(np.float32).reshape(rows, d)
+                    for r, key in zip(runs, (FLUX_KEY, ERROR_KEY)))
+        if self.direct:
+            self.direct_reads += 1
+        else:
+            self.buffered_reads += 1
         return out
 
 
@@ -439,23 +527,34 @@ def read_rows(path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarra
     return RowReader(reuse=False).read(path, start, stop)
 
 
-def _runs(ds: h5py.Dataset, start: int, stop: int) -> list[tuple[int, int]] | None:
-    """[(file offset, nbytes), ...] holding rows start:stop of a 2-D dataset, in row order, adjacent runs
-    merged; None when those rows are not plain native float32 bytes in this file."""
-    if (ds.dtype != np.dtype(np.float32) or ds.is_virtual or ds.external
-            or ds.id.get_create_plist().get_nfilters()):
+def _row_chunks(ds, start: int, stop: int, max_chunks: int | None = None) -> tuple[int, list[int]] | None:
+    """(rows per chunk, the byte offsets of the chunks holding rows start:stop, from the one holding
+    ``start``) when the rows of a 2-D dataset (low-level id) are plain native float32 bytes in this file,
+    whole rows to a chunk (a contiguous dataset: one chunk of all its rows); None otherwise, when a chunk
+    was never written (HDF5 would return the fill value), or when there are more than ``max_chunks``."""
+    dcpl = ds.get_create_plist()
+    if dcpl.get_nfilters() or dcpl.get_external_count() or ds.dtype != np.dtype(np.float32):
         return None
-    row_bytes = ds.shape[1] * 4
-    if ds.chunks is None:
-        offset = ds.id.get_offset()
-        return None if offset is None else [(offset + start * row_bytes, (stop - start) * row_bytes)]
-    if ds.chunks[1] != ds.shape[1]:
+    layout, (n, d) = dcpl.get_layout(), ds.shape
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = ds.get_offset()
+        return None if offset is None or n == 0 else (n, [offset])
+    if layout != h5py.h5d.CHUNKED or dcpl.get_chunk()[1] != d:  # compact (in the header), virtual
         return None
-    step, runs = ds.chunks[0], []
-    for row in range(start - start % step, stop, step):
-        offset = ds.id.get_chunk_info_by_coord((row, 0)).byte_offset
-        if offset is None:  # never written: HDF5 would return the fill value
-            return None
+    step = dcpl.get_chunk()[0]
+    rows = range(start - start % step, stop, step)
+    if max_chunks is not None and len(rows) > max_chunks:
+        return None
+    offsets = [ds.get_chunk_info_by_coord((row, 0)).byte_offset for row in rows]
+    return None if None in offsets else (step, offsets)
+
+
+def _merged_runs(offsets: Sequence[int], first: int, step: int, row_bytes: int, start: int,
+                 stop: int) -> list[tuple[int, int]]:
+    """[(file offset, nbytes), ...] of rows start:stop, in row order, adjacent runs merged, where
+    ``offsets[i]`` is the byte offset of the chunk of rows ``first + i * step``."""
+    runs: list[tuple[int, int]] = []
+    for offset, row in zip(offsets, range(first, stop, step)):
         a, b = max(row, start), min(row + step, stop)
         offset, nbytes = offset + (a - row) * row_bytes, (b - a) * row_bytes
         if runs and runs[-1][0] + runs[-1][1] == offset:
@@ -463,6 +562,16 @@ def _runs(ds: h5py.Dataset, start: int, stop: int) -> list[tuple[int, int]] | No
         else:
             runs.append((offset, nbytes))
     return runs
+
+
+def _runs(ds: h5py.Dataset, start: int, stop: int) -> list[tuple[int, int]] | None:
+    """[(file offset, nbytes), ...] holding rows start:stop of a 2-D dataset, in row order, adjacent runs
+    merged; None when those rows are not plain native float32 bytes in this file."""
+    found = _row_chunks(ds.id, start, stop)
+    if found is None:
+        return None
+    step, offsets = found
+    return _merged_runs(offsets, start - start % step, step, ds.shape[1] * 4, start, stop)
 
 
 class H5Rows:
