@@ -312,3 +312,18 @@ def test_per_expert_scaler_false_reaches_the_model(data, train, tmp_path):
         if expert is not None:
             np.testing.assert_array_equal(cli.experts_[name].coef_, expert.coef_)
             np.testing.assert_array_equal(cli.experts_[name].scaler_scale_, api.global_.scaler_scale_)
+
+
+def test_a_local_compute_does_not_import_distributed():
+    """Threaded and sync computes never import distributed (dask.compute does, to look for a client, when
+    given a scheduler's name): that import held the GIL for half a second at the start of every pass."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dask\nfrom snrmoe_dask.engine.cluster import compute_context\n"
+            "for name in ('threads', 'sync'):\n"
+            "    with compute_context(name, 2, progress=False) as compute:\n"
+            "        assert compute(dask.delayed(sum)([1, 2])) == 3\n"
+            "print('distributed' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

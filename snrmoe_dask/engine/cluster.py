@@ -48,11 +48,12 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
         # that worker unregistered, waiting for work for ever, and the interpreter's exit waiting on it.
         pool = _thread_pool(workers) if scheduler == "threads" else None
         options = {"pool": pool} if pool is not None else {}
+        get = local_get(scheduler)
 
         def compute(obj):
             bar = _local_progress(obj) if progress else contextlib.nullcontext()
             with bar, _collector_spares_old_objects():  # each task runs on one BLAS thread itself (engine.segment)
-                return dask.compute(obj, scheduler=scheduler, num_workers=workers, **options)[0]
+                return dask.compute(obj, scheduler=get, num_workers=workers, **options)[0]
         try:
             yield compute
         finally:
@@ -93,6 +94,25 @@ def compute_context(scheduler: str = "threads", workers: int = 2, progress: bool
                     dist_progress(future, notebook=False)  # a text bar: works without ipywidgets
                 return future.result()
         yield compute
+
+
+def local_get(scheduler: str) -> Callable:
+    """dask's get function of a local scheduler ("threads", "processes" or "sync"). Given the function,
+    ``dask.compute`` does not import distributed to look for a client first, as it does for a scheduler's
+    name: half a second of imports, holding the GIL, at the start of a pass."""
+    if scheduler == "threads":
+        import dask.threaded
+
+        return dask.threaded.get
+    if scheduler == "processes":
+        import dask.multiprocessing
+
+        return dask.multiprocessing.get
+    if scheduler == "sync":
+        import dask.local
+
+        return dask.local.get_sync
+    raise ValueError(f"not a local scheduler: {scheduler!r}; expected one of {', '.join(LOCAL_SCHEDULERS)}")
 
 
 def _thread_pool(workers: int) -> ThreadPoolExecutor:

@@ -60,8 +60,10 @@ class ArrayRows:
         flux, error = self.flux[rows], self.error[rows]
         if hasattr(flux, "compute"):
             import dask
+            import dask.local
 
-            # the task itself is the unit of parallelism: read its chunks here, in this thread
-            flux, error = dask.compute(flux, error, scheduler="sync")
+            # the task itself is the unit of parallelism: read its chunks here, in this thread (the
+            # function, not the name "sync": dask would import distributed to look for a client first)
+            flux, error = dask.compute(flux, error, scheduler=dask.local.get_sync)
         # a copy: repairs and noise work in place and must never touch the caller's arrays
         return np.array(flux, dtype=np.float32, order="C"), np.array(error, dtype=np.float32, order="C")
