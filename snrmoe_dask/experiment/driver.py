@@ -28,8 +28,9 @@ from .write_results import Render, provenance, results_size, write_json, write_o
 
 log = logging.getLogger(__name__)
 # what a run needs only after its pass (the solves, scikit-learn, scipy.stats): imported while the pass runs
+# (xarray's to_netcdf, which writes metrics.nc, imports dask.distributed to look for a client)
 AFTER_THE_PASS = ("snrmoe_dask.engine.model", "scipy.linalg", "sklearn.metrics", "scipy.stats",
-                  "snrmoe_dask.experiment.scaling")
+                  "snrmoe_dask.experiment.scaling", "netCDF4", "dask.distributed")
 # how the log names each phase of ``timings_s`` (its keys stay as results.json has always had them)
 PHASE_LABELS = {"pass": "train", "validation pass": "validation"}
 

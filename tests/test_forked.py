@@ -1,0 +1,108 @@
+"""Work shared with a forked copy of the process (io.forked): the plain loop's results and first error."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from snrmoe_dask.io import forked
+from snrmoe_dask.io import shards as io
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                                reason="forks only on Linux with two cores or more")
+
+
+def _run(code: str) -> str:
+    """Run ``code`` in a fresh single-threaded interpreter (pytest's workers have threads: no fork there)."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_forks_only_where_safe_and_gives_the_plain_loops_results():
+    out = _run("""
+        import os
+        from snrmoe_dask.io import forked
+        me = os.getpid()
+        assert forked.fork_is_safe()
+        got = forked.map_halves(lambda x: (x * x, os.getpid()), list(range(11)), min_items=4)
+        assert [v for v, _ in got] == [x * x for x in range(11)]
+        pids = [p for _, p in got]
+        assert set(pids[:5]) == {me} and me not in pids[5:]  # the second half came from the child
+        assert forked.map_halves(lambda x: os.getpid(), [1, 2, 3], min_items=4) == [me] * 3
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:  # another thread might hold a lock at the fork: the plain loop
+        assert not forked.fork_is_safe()
+        assert forked.map_halves(lambda x: os.getpid(), [1, 2, 3, 4], min_items=1) == [os.getpid()] * 4
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_the_first_error_in_list_order_is_raised_and_a_lost_child_costs_only_time():
+    out = _run("""
+        import os
+        from snrmoe_dask.io import forked
+        from snrmoe_dask.errors import InputError, InvalidParameterError
+
+        def fail_at(bad, exc=InputError):
+            def fn(x):
+                if x in bad:
+                    raise exc(f"item {x} is bad") if exc is InputError else exc(f"item {x} is bad", "p")
+                return x
+            return fn
+
+        for bad in ([7], [2, 7], [9, 8]):
+            try:
+                forked.map_halves(fail_at(bad), list(range(10)), min_items=2)
+            except InputError as exc:
+                print(exc)
+        try:  # an error that does not pickle back: the parent computes the half and raises it itself
+            forked.map_halves(fail_at([6], InvalidParameterError), list(range(10)), min_items=2)
+        except InvalidParameterError as exc:
+            print(exc)
+        me = os.getpid()
+        def die_in_child(x):
+            if os.getpid() != me:
+                os._exit(3)
+            return x
+        print(forked.map_halves(die_in_child, list(range(6)), min_items=2))
+    """)
+    assert out.splitlines() == ["item 7 is bad", "item 2 is bad", "item 8 is bad", "item 6 is bad",
+                                "[0, 1, 2, 3, 4, 5]"]
+
+
+def test_shards_opened_in_halves_equal_those_opened_one_by_one(tmp_path):
+    from snrmoe_dask import simulate_set
+
+    simulate_set(tmp_path, train=(12, 30), val=0, test=0, seed=3, pixels=32, progress=False)
+    paths = [str(tmp_path / f"train_30_{k}" / "dataset.h5") for k in range(12)]
+    saved = tmp_path / "infos.pkl"
+    _run(f"""
+        import pickle
+        from snrmoe_dask.io import forked, shards
+        assert forked.fork_is_safe()
+        shards.PARALLEL_OPEN_FILES = 4
+        open({str(saved)!r}, "wb").write(pickle.dumps(shards.inspect_shards({paths!r}, columns=["snr"])))
+    """)
+    forked_infos = pickle.loads(saved.read_bytes())
+    plain = [io.inspect_shard(p, columns=["snr"]) for p in paths]
+    assert len(forked_infos) == len(plain) == 12
+    for a, b in zip(forked_infos, plain):
+        assert (a.path, a.n, a.d, a.chunk_rows, a.source, a.layout) == (b.path, b.n, b.d, b.chunk_rows, b.source,
+                                                                        b.layout)
+        np.testing.assert_array_equal(a.wave, b.wave)
+        assert a.params.equals(b.params)
