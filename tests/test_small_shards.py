@@ -40,23 +40,29 @@ def _same(a, b) -> bool:
         np.array_equal(a.snr_values, b.snr_values)
 
 
-@pytest.mark.parametrize("precision, tol", [("float64", 1e-12), ("float32", 1e-6)])
-def test_small_shards_are_summed_in_runs_equal_to_their_shards_results(paths, precision, tol):
+@pytest.mark.parametrize("precision, tol, options", [
+    ("float64", 1e-12, {}), ("float32", 1e-6, {}),
+    # the expected effect of noise instead of draws, and the gate's features of every row
+    ("float64", 1e-12, {"noise": {"level": 1.0, "seed": 42, "mode": "expected"}, "features": True})],
+    ids=["float64", "float32", "expected-noise-features"])
+def test_small_shards_are_summed_in_runs_equal_to_their_shards_results(paths, precision, tol, options):
     ds = _open(paths)
     parts = _plan(ds, block_rows=BLOCK_ROWS).parts
     # 70 rows each: three shards (210 rows) fill a run of at most 256; 11 shards make 3 + 3 + 3 + 2
     assert [len(p.members) for p in parts] == [3, 3, 3, 2] and all(isinstance(p, SmallShards) for p in parts)
-    lazy = bin_statistics(ds, precision=precision)
+    lazy = bin_statistics(ds, precision=precision, **options)
     tasks = [k for k in dict(lazy.__dask_graph__()) if "-shards-" in str(k)]
     assert len(tasks) == 4  # one task per run, none per shard
     total = lazy.compute()
-    shards = bin_statistics(ds, per_shard=True, precision=precision).compute()  # a result per shard
+    shards = bin_statistics(ds, per_shard=True, precision=precision, **options).compute()  # a result per shard
     assert len(shards) == 11
     assert np.array_equal(total.stats.n, sum(s.stats.n for s in shards))
     for f in ("s", "S", "t", "u", "q"):  # the same sums, their products over other runs of rows
         ours, theirs = getattr(total.stats, f), sum(getattr(s.stats, f) for s in shards)
         assert np.abs(ours - theirs).max() <= tol * np.abs(theirs).max(), f
     assert np.array_equal(total.snr_values, np.concatenate([s.snr_values for s in shards]))
+    if options.get("features"):
+        assert np.array_equal(total.feature_values, np.concatenate([s.feature_values for s in shards]))
     assert len(total.digests) == 11  # one per shard's block, in order
 
 

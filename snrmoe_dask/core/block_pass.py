@@ -108,11 +108,16 @@ class PassResult:
         return np.concatenate(self.features) if self.features else None
 
 
-def sorted_rows(result: PassResult, shard: int, row0: int, loaded: tuple[np.ndarray, np.ndarray, RepairCounts],
-                 y: np.ndarray, table_snr: np.ndarray | None, spec: PassSpec, bin_idx: np.ndarray | None,
-                 out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sorted_rows(result: PassResult, shard: int | Sequence[tuple[int, int, int]], row0: int,
+                loaded: tuple[np.ndarray, np.ndarray, RepairCounts], y: np.ndarray, table_snr: np.ndarray | None,
+                spec: PassSpec, bin_idx: np.ndarray | None,
+                out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Everything of one loaded block before its products: SNR, bins, the gate's features, noise (or
     its expected effect on the sums), and the rows sorted by bin into ``out`` (a new array if None).
+
+    The block's rows are rows ``row0``.. of ``shard``, or, for a block made of several shards' rows one
+    after another (a run of small shards), ``shard`` lists them as (shard, row0, rows) and ``row0`` is
+    unused: each one's noise is drawn from its own shard and rows.
 
     Returns (rows (B, D) float32, y (B,), bins (B,)), sorted by bin; the block's flux and error are
     not needed after this, so the next block may be read into their buffers.
@@ -128,7 +133,12 @@ def sorted_rows(result: PassResult, shard: int, row0: int, loaded: tuple[np.ndar
     if spec.noise.mode == "expected":
         result.stats.add_noise_variance(error, bin_idx, spec.noise.level)
     elif spec.noise.mode == "sample":
-        add_noise(flux, error, spec.noise.level, seed=spec.noise.seed, shard=shard, row0=row0, out=flux)
+        at = 0
+        for k, first, rows in ([(shard, row0, len(flux))] if isinstance(shard, (int, np.integer)) else shard):
+            part = slice(at, at + rows)
+            add_noise(flux[part], error[part], spec.noise.level, seed=spec.noise.seed, shard=k, row0=first,
+                      out=flux[part])
+            at += rows
     result.repairs = result.repairs + counts
     result.snr.append(np.asarray(snr, dtype=np.float64))
     order = np.argsort(bin_idx, kind="stable")

@@ -145,9 +145,9 @@ def segment_pass(source: RowSource, blocks: list[Block], y: np.ndarray, table_sn
 def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarray | None, np.ndarray | None]],
                       spec: PassSpec) -> PassResult:
     """Sum a run of small shards (engine.graph.SmallShards), each one block (source, block, y, table_snr,
-    bin_idx as in :func:`segment_pass`): each block read, noised and binned in turn, then the products of
-    all their rows at once (``add_block`` sorts them by bin, each bin's rows in shard order: one product
-    per bin, not one per shard)."""
+    bin_idx as in :func:`segment_pass`): each block read and repaired in turn, then the run's rows as one
+    block (SNR, bins, each shard's own noise) and the products of all its rows at once (``add_block``
+    sorts them by bin, each bin's rows in shard order: one product per bin, not one per shard)."""
     # The files are small: the kernel reads them all at once, and the reads below come from memory, where
     # O_DIRECT would wait on the disk file after file. A file much larger than its rows (other content)
     # is fetched at its ends only.
@@ -155,24 +155,30 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
     prefetch([source.name for source, *_ in members if isinstance(source, ShardFile)],
              whole_up_to=2 * longest * len(spec.c) * 8 + (1 << 20))
     reader = _buffered_reader()
+    rows = sum(block.rows for _, block, *_ in members)
     with one_blas_thread(), pass_running():
         result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec, digests=[])
-        rows, ys, bins = [], [], []
-        for source, block, y, table_snr, bin_idx in members:
-            x, yb, b = sorted_rows(result, block.shard, block.row0,
-                                   load_block(source, block, spec.clip_flux, reader, result.digests), y,
-                                   table_snr, spec, bin_idx, None)
-            rows.append(x)
-            ys.append(yb)
-            bins.append(b)
-        x = np.concatenate(rows)
+        flux, error = (np.empty((rows, len(spec.c)), np.float32) for _ in range(2))
+        repairs, at = RepairCounts(), 0
+        for source, block, *_ in members:  # the reader's buffers hold one block: each is copied out
+            f, e, counts = load_block(source, block, spec.clip_flux, reader, result.digests)
+            flux[at:at + block.rows], error[at:at + block.rows] = f, e
+            repairs, at = repairs + counts, at + block.rows
+        x, y, bins = sorted_rows(result, [(block.shard, block.row0, block.rows) for _, block, *_ in members], 0,
+                                 (flux, error, repairs), _joined(members, 2), _joined(members, 3), spec,
+                                 _joined(members, 4), None)
+        del flux, error
         try:
-            result.stats.add_block(x, np.concatenate(ys), np.concatenate(bins), mirror=False,
-                                   dtype=products_dtype(x, spec.c, np.dtype(spec.precision)))
+            result.stats.add_block(x, y, bins, mirror=False, dtype=products_dtype(x, spec.c, np.dtype(spec.precision)))
         except ProductOverflow:
             raise _small_shards_overflow(members, spec) from None
         result.stats.mirror()
     return result
+
+
+def _joined(members: list[tuple], i: int) -> np.ndarray | None:
+    """Item ``i`` (y, table_snr or bin_idx) of a run's members, one after another; None if they have none."""
+    return None if members[0][i] is None else np.concatenate([m[i] for m in members])
 
 
 def _small_shards_overflow(members: list[tuple], spec: PassSpec) -> SnrmoeError:
