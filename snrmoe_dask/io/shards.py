@@ -136,6 +136,20 @@ class ShardInfo:
     source: str | None = None  # the file's own account of its spectra (see read_source)
     layout: "FileLayout | None" = None  # where its rows lie, when a read may skip HDF5 (see FileLayout)
 
+    def __reduce__(self):
+        # A params table of float64 columns travels as its array: loading a DataFrame's own pickle costs
+        # half a millisecond, which a survey's thousand shards opened by a forked process would pay in turn.
+        params = self.params
+        plain = (isinstance(params.index, pd.RangeIndex) and params.index.start == 0 and params.index.step == 1
+                 and all(t == np.float64 for t in params.dtypes))
+        table = (params.to_numpy(), list(params.columns)) if plain else params
+        return _shard_info, (self.path, self.n, self.d, self.chunk_rows, self.wave, table, self.source, self.layout)
+
+
+def _shard_info(path, n, d, chunk_rows, wave, table, source, layout) -> ShardInfo:
+    params = pd.DataFrame(table[0], columns=table[1]) if isinstance(table, tuple) else table
+    return ShardInfo(path, n, d, chunk_rows, wave, params, source, layout)
+
 
 # A file of more chunks is read through HDF5 per block: one open per block of thousands of rows costs
 # nothing next to its products, and its layout would weigh on every task that carries it.
