@@ -201,3 +201,16 @@ def test_no_layout_where_rows_are_not_plain_float32(tmp_path, arrays):
         path = tmp_path / name
         _shard_with_arrays(path, *data, **kwargs)
         assert io.inspect_shard(path).layout is None, name
+
+
+def test_runs_at_another_phase_read_through_a_small_scratch_a_piece_at_a_time(tmp_path, arrays, monkeypatch):
+    path = tmp_path / "shard.h5"
+    _interleaved(path, *arrays, chunk_rows=32)
+    monkeypatch.setattr(direct_io, "SCRATCH_BYTES", 3 * direct_io.ALIGN)  # 12 KB pieces of 32 KB runs
+    reader = io.RowReader()
+    for start, stop in RANGES:
+        for g, w in zip(reader.read(path, start, stop), _h5_rows(path, start, stop)):
+            np.testing.assert_array_equal(g, w)
+    if _direct_ok(path):
+        scratch = reader._buffers[io.FLUX_KEY].scratch()
+        assert 0 < scratch._raw.size <= 3 * direct_io.ALIGN + 4 * direct_io.ALIGN  # used, never a whole run

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from snrmoe_dask.engine.dataset import open_shards
+from snrmoe_dask.io import params_table
 from snrmoe_dask.io import shards as io
 from snrmoe_dask.cli import main
 from snrmoe_dask.core import repair
@@ -288,7 +289,7 @@ def test_params_table_reads_as_pandas_reads_it(case, fmt, key, tmp_path):
     expected = pd.read_hdf(path).reset_index(drop=True)
     pd.testing.assert_frame_equal(io.read_params(path), expected)
     with h5py.File(path, "r") as f:
-        fast = io._fixed_frame(f)
+        fast = params_table._fixed_frame(f.id)
     plain = fmt == "fixed" and case not in NOT_PLAIN
     assert (fast is not None) == plain  # the h5py path only for what it reads exactly
     if plain:

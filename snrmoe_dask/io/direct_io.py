@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 ALIGN = 4096
+SCRATCH_BYTES = 1 << 22  # a run that cannot be read in place goes through the scratch buffer this much at a time
 
 
 class DirectUnsupported(Exception):
@@ -55,9 +56,9 @@ class RunBuffer:
         self._scratch: RunBuffer | None = None
 
     def scratch(self) -> "RunBuffer":
-        """A second buffer kept with this one, for runs that cannot be read in place: a fresh one per run
-        cost a page fault and a page clear on every page it touched (about a gigabyte per 100,000
-        spectra of 4096 pixels whose chunks lie at other phases)."""
+        """A second buffer kept with this one, for runs that cannot be read in place (SCRATCH_BYTES at a
+        time): a fresh one per run cost a page fault and a page clear on every page it touched (about a
+        gigabyte per 100,000 spectra of 4096 pixels whose chunks lie at other phases)."""
         if self._scratch is None:
             self._scratch = RunBuffer()
         return self._scratch
@@ -125,10 +126,13 @@ def read_runs(path: str | os.PathLike, runs: Sequence[tuple[int, int]], buffer: 
                 _pread_full(fd, whole[pos - head:pos - head + window], _floor(offset), head + nbytes)
                 if saved is not None:
                     raw[pos - head:pos] = saved
-            else:
-                scratch, at = buffer.scratch().region(window, 0)
-                _pread_full(fd, memoryview(scratch)[at:at + window], _floor(offset), head + nbytes)
-                raw[pos:pos + nbytes] = scratch[at + head:at + head + nbytes]
+            else:  # through the scratch buffer, a piece at a time: it stays small
+                scratch, at = buffer.scratch().region(min(nbytes, SCRATCH_BYTES) + ALIGN, 0)
+                for done in range(0, nbytes, SCRATCH_BYTES):
+                    piece, size = offset + done, min(SCRATCH_BYTES, nbytes - done)
+                    head = piece % ALIGN
+                    _pread_full(fd, memoryview(scratch)[at:at + _ceil(head + size)], _floor(piece), head + size)
+                    raw[pos + done:pos + done + size] = scratch[at + head:at + head + size]
             pos += nbytes
     finally:
         os.close(fd)

@@ -12,7 +12,8 @@ arrays hold only a path and a key and open the file inside each read, so a graph
 them pickles and runs under processes and on a dask.distributed cluster.
 
 One module, though over 500 lines: the layout's checks, its readers and its writer are one
-specification of the file (the keys, dtypes and chunking each side must agree on).
+specification of the file (the keys, dtypes and chunking each side must agree on). The pandas params
+table, whose format is pandas' own, is read by ``io.params_table``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import os
 import re
 import stat
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -35,6 +37,7 @@ import pandas as pd
 from ..errors import InputError
 from .direct_io import DirectUnsupported, FileChanged, RunBuffer, file_identity, read_runs
 from .forked import map_halves
+from .params_table import dataset_at, read_params, whole_value
 
 FLUX_KEY = "dataset/arrays/flux/value"
 ERROR_KEY = "dataset/arrays/error/value"
@@ -175,159 +178,39 @@ class FileLayout:
         return _merged_runs(offsets, first, self.chunk_rows, self.row_bytes, start, stop)
 
 
-def _file_layout(f: h5py.File, flux, error) -> FileLayout | None:
-    """The layout of an open shard (``flux``, ``error``: low-level dataset ids) whose flux and error are
+def _file_layout(fid, flux, error) -> FileLayout | None:
+    """The layout of an open shard (``fid``, ``flux``, ``error``: low-level file and dataset ids) whose flux and error are
     plain float32 rows in the same chunking, of at most LAYOUT_CHUNKS chunks; None otherwise."""
     n = flux.shape[0]
     found = [_row_chunks(ds, 0, n, LAYOUT_CHUNKS) for ds in (flux, error)]
     if found[0] is None or found[1] is None or found[0][0] != found[1][0]:
         return None
     try:
-        identity = file_identity(os.fstat(f.id.get_vfd_handle()))
+        identity = file_identity(os.fstat(fid.get_vfd_handle()))
     except (OSError, ValueError, TypeError):  # a driver without one file descriptor
         return None
     return FileLayout(identity, n, flux.shape[1] * 4, found[0][0], (tuple(found[0][1]), tuple(found[1][1])))
 
 
-def _h5open(path: Path) -> h5py.File:
+@contextmanager
+def _h5open(path: Path) -> Iterator[h5py.h5f.FileID]:
+    """The file open read-only as a low-level id (h5py's File object costs 0.2 ms more a file to open and
+    close, which a survey of thousands of small shards pays in turn)."""
     check_regular_file(path)
     try:
-        return h5py.File(path, "r")
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY)
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file (truncated or another format): {exc}") from None
+    try:
+        yield fid
+    finally:
+        fid.close()
 
 
-def _datasets(f: h5py.File) -> list[str]:
+def _datasets(fid) -> list[str]:
     names: list[str] = []
-    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    h5py.File(fid).visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     return names
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _pandas_groups(f: h5py.File) -> list[str]:
-    """The names of the objects that carry a ``pandas_type`` attribute: the groups of pandas objects, as
-    HDFStore.keys() finds them (a dataset with one as well would make two, and pandas then decides). Walks
-    the file's objects without making an h5py object, or reading the header info, of each."""
-    found: list[str] = []
-
-    def visit(name: bytes) -> None:
-        if h5py.h5a.exists(f.id, b"pandas_type", obj_name=name):
-            found.append(name.decode())
-
-    h5py.h5o.visit(f.id, visit)
-    return found
-
-
-def _value(obj) -> np.ndarray:
-    """The whole value of a low-level dataset or attribute id (h5py's high-level objects cost tens of
-    microseconds more per read, which a survey of small files pays thousands of times)."""
-    out = np.empty(obj.shape, obj.dtype)
-    if isinstance(obj, h5py.h5a.AttrID):
-        obj.read(out)
-    else:
-        obj.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
-    return out
-
-
-def _attr(oid, name: str, default=None):
-    """Attribute ``name`` of a low-level object id (text decoded), or ``default``."""
-    key = name.encode()
-    if not h5py.h5a.exists(oid, key):
-        return default
-    value = _value(h5py.h5a.open(oid, key))[()]
-    return _text(value) if isinstance(value, (bytes, np.bytes_)) else value
-
-
-def _child_dataset(gid, name: str):
-    """The low-level id of dataset ``name`` (a path) under group ``gid``; None if there is none (as for
-    h5py's ``Group.get``, a broken link or an unreadable header is none)."""
-    try:
-        oid = h5py.h5o.open(gid, name.encode())
-    except (KeyError, OSError, RuntimeError):
-        return None
-    return oid if isinstance(oid, h5py.h5d.DatasetID) else None
-
-
-def _fixed_frame(f: h5py.File) -> pd.DataFrame | None:
-    """The file's single pandas DataFrame when it is written in pandas' plain "fixed" format with numeric
-    columns (what ``DataFrame.to_hdf`` writes by default), read straight through h5py; None for anything
-    else (table format, text or date columns, several objects), which :func:`read_params` leaves to pandas.
-
-    A fixed-format frame is a group with attributes pandas_type="frame", nblocks and encoding, and datasets
-    axis0 (column names), axis1 (index), and per block ``block{i}_items`` (its column names) and
-    ``block{i}_values`` (rows x its columns, ``transposed``). Opening PyTables for it costs far more per
-    shard than this read (docs/performance.md), and h5py's low-level calls a fraction of its high-level
-    ones. Only the attributes that decide the reading are read: a multi-level axis (``*_variety``
-    "multi") has no axis0 or ``block{i}_items`` dataset, and the index (axis1) is not used.
-    """
-    groups = _pandas_groups(f)
-    if len(groups) != 1:
-        return None
-    g = h5py.h5o.open(f.id, groups[0].encode())
-    if not isinstance(g, h5py.h5g.GroupID) or _attr(g, "pandas_type") != "frame":
-        return None
-    blocks = int(_attr(g, "nblocks", 0))
-    encoding = _attr(g, "encoding", "UTF-8")
-    names, arrays = [], []
-    for i in range(blocks):
-        items, values = _child_dataset(g, f"block{i}_items"), _child_dataset(g, f"block{i}_values")
-        if items is None or values is None:
-            return None
-        # value_type: objects or dates; shape: an empty block's placeholder
-        if (h5py.h5a.exists(values, b"value_type") or h5py.h5a.exists(values, b"shape")
-                or not _attr(values, "transposed", 0) or values.dtype.kind not in "fiub" or values.rank != 2
-                or items.dtype.kind != "S"):
-            return None
-        names += [n.decode(encoding) for n in _value(items)]
-        arrays.append(_value(values))
-    order = _child_dataset(g, "axis0")
-    if not arrays or order is None or order.dtype.kind != "S":
-        return None
-    columns = [n.decode(encoding) for n in _value(order)]
-    if sorted(columns) != sorted(names) or len({a.shape[0] for a in arrays}) != 1 or \
-            sum(a.shape[1] for a in arrays) != len(names):
-        return None
-    if len(arrays) == 1 and names == columns:  # one block in order: the frame without a copy per column
-        return pd.DataFrame(arrays[0], columns=columns)
-    by_name = {name: a[:, j] for a, block in zip(arrays, np.split(np.array(names, dtype=object),
-                                                              np.cumsum([a.shape[1] for a in arrays])[:-1]))
-               for j, name in enumerate(block)}
-    return pd.DataFrame({name: by_name[name] for name in columns})
-
-
-def read_params(path: str | os.PathLike, f: h5py.File | None = None) -> pd.DataFrame:
-    """The shard's single pandas table, whatever its key (as ``pandas.read_hdf(path)`` does); through h5py
-    (``f``, the file already open, or ``path``) when it is a plain numeric fixed-format frame."""
-    path = Path(path)
-    try:
-        if f is not None:
-            frame = _fixed_frame(f)
-        else:
-            with h5py.File(path, "r") as f:
-                frame = _fixed_frame(f)
-    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError):
-        frame = None  # pandas reads it, or says why it cannot
-    if frame is not None:
-        return frame
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with pd.HDFStore(path, mode="r") as store:
-                keys = store.keys()
-                if len(keys) != 1:
-                    what = "no pandas table" if not keys else f"{len(keys)} pandas objects {keys}"
-                    raise InputError(f"{path}: expected exactly one pandas params table, found {what}")
-                df = store.get(keys[0])
-    except InputError:
-        raise
-    except Exception as exc:  # PyTables raises many types for damaged files
-        raise InputError(f"{path}: cannot read the pandas params table: {exc}".splitlines()[0]) from None
-    if not isinstance(df, pd.DataFrame):
-        raise InputError(f"{path}: the pandas object {keys[0]} is a {type(df).__name__}, expected a DataFrame")
-    return df.reset_index(drop=True)
 
 
 # Datasets of flux and error must hold floats of these sizes; the O_DIRECT reader takes native
@@ -376,7 +259,7 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
     """
     path = Path(path)
     with _h5open(path) as f:
-        flux, error, wave = found = [_child_dataset(f.id, k) for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY)]
+        flux, error, wave = found = [dataset_at(f, k) for k in (FLUX_KEY, ERROR_KEY, WAVE_KEY)]
         missing = [k for k, ds in zip((FLUX_KEY, ERROR_KEY, WAVE_KEY), found) if ds is None]
         if missing:
             present = ", ".join(_datasets(f)) or "none"
@@ -393,7 +276,7 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
             raise InputError(f"{path}: {FLUX_KEY} has 0 rows, expected at least one spectrum")
         if wave.shape != (d,):
             raise InputError(f"{path}: {WAVE_KEY} has shape {wave.shape}, expected ({d},) to match {d} pixels")
-        wave_values = np.asarray(_value(wave), dtype=np.float64)
+        wave_values = np.asarray(whole_value(wave), dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(wave_values))
         if len(bad):  # checked here, so that the grid comparison across shards blames the file that is wrong
             raise InputError(f"{path}: {WAVE_KEY} pixel {bad[0]} is {wave_values[bad[0]]}; expected a finite "
@@ -427,11 +310,11 @@ def read_source(path: str | os.PathLike) -> str | None:
         return _source_attr(f)
 
 
-def _source_attr(f: h5py.File) -> str | None:
+def _source_attr(fid) -> str | None:
     key = SOURCE_ATTR.encode()
-    if not h5py.h5a.exists(f.id, key):
+    if not h5py.h5a.exists(fid, key):
         return None
-    value = _value(h5py.h5a.open(f.id, key))[()]
+    value = whole_value(h5py.h5a.open(fid, key))[()]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
