@@ -106,3 +106,39 @@ def test_shards_opened_in_halves_equal_those_opened_one_by_one(tmp_path):
                                                                         b.layout)
         np.testing.assert_array_equal(a.wave, b.wave)
         assert a.params.equals(b.params)
+
+
+def test_a_signal_in_the_parent_ends_the_child_too(tmp_path):
+    """A run stopped by a signal (snrmoe's handler raises) while the child opens its half: no child is left."""
+    pids = tmp_path / "pids"
+    out = _run(f"""
+        import os, signal, time
+        from snrmoe_dask.io import forked
+
+        def stop(signum, frame):
+            raise SystemExit(143)
+
+        def slow(x):
+            with open({str(pids)!r}, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+            time.sleep(0.1)
+            return x
+
+        signal.signal(signal.SIGTERM, stop)
+        me = os.getpid()
+        sender = os.fork()  # another process sends the signal: this one stays single-threaded
+        if sender == 0:
+            time.sleep(0.5)
+            os.kill(me, signal.SIGTERM)
+            os._exit(0)
+        try:
+            forked.map_halves(slow, list(range(40)), min_items=2)
+        except SystemExit:
+            print(me)
+        os.waitpid(sender, 0)
+    """)
+    parent = int(out.strip())
+    children = {int(p) for p in pids.read_text().split()} - {parent}
+    assert len(children) == 1, "the second half ran in one child"
+    child = children.pop()
+    assert not os.path.exists(f"/proc/{child}"), "the child was killed and reaped"
