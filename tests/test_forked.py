@@ -10,6 +10,7 @@ import textwrap
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from snrmoe_dask.io import forked
@@ -142,3 +143,30 @@ def test_a_signal_in_the_parent_ends_the_child_too(tmp_path):
     assert len(children) == 1, "the second half ran in one child"
     child = children.pop()
     assert not os.path.exists(f"/proc/{child}"), "the child was killed and reaped"
+
+
+def test_figures_drawn_in_halves_equal_those_drawn_one_by_one(tmp_path, monkeypatch):
+    """make_figures in a single-threaded process draws half of the card's figures in a forked copy: the same
+    files, byte for byte, in the same order."""
+    from report_cases import make_predictions, make_results
+
+    from snrmoe_dask.report.plots import make_figures
+
+    results = make_results()
+    predictions = make_predictions(results)
+    (tmp_path / "results.json").write_text(__import__("json").dumps(results))
+    predictions.to_csv(tmp_path / "predictions.csv", index=False)
+    out = _run(f"""
+        import json, os, pandas as pd
+        from snrmoe_dask.io import forked
+        from snrmoe_dask.report.plots import make_figures
+        assert forked.fork_is_safe()
+        results = json.load(open({str(tmp_path / "results.json")!r}))
+        predictions = pd.read_csv({str(tmp_path / "predictions.csv")!r})
+        print(" ".join(p.name for p in make_figures(results, predictions, {str(tmp_path / "forked")!r})))
+    """)
+    monkeypatch.setattr(forked, "fork_is_safe", lambda: False)  # here, one by one
+    plain = make_figures(results, pd.read_csv(tmp_path / "predictions.csv"), tmp_path / "plain")
+    assert out.split() == [p.name for p in plain]
+    for p in plain:
+        assert (tmp_path / "forked" / p.name).read_bytes() == p.read_bytes(), p.name

@@ -40,6 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ..io.forked import map_halves
 from .facts import BinFacts, Facts, build_facts
 from .files import (FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION,  # noqa: F401
                     FIG_PERBIN, FIG_PRED_VS_TRUE, FIGURE_NAMES, PREDICTION_COLUMNS, check_predictions,
@@ -413,9 +414,15 @@ def make_figures(results: Any, predictions: pd.DataFrame, img_dir: str | os.Path
     f = build_facts(results, predictions)
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
-    paths = [plot_comparison(f, img_dir / FIG_COMPARISON), plot_perbin(f, img_dir / FIG_PERBIN),
-             plot_pred_vs_true(f, predictions, img_dir / FIG_PRED_VS_TRUE),
-             plot_delta_heatmap(f, img_dir / FIG_DELTA_HEATMAP)]
+    card = {FIG_COMPARISON: lambda: plot_comparison(f, img_dir / FIG_COMPARISON),
+            FIG_PERBIN: lambda: plot_perbin(f, img_dir / FIG_PERBIN),
+            FIG_PRED_VS_TRUE: lambda: plot_pred_vs_true(f, predictions, img_dir / FIG_PRED_VS_TRUE),
+            FIG_DELTA_HEATMAP: lambda: plot_delta_heatmap(f, img_dir / FIG_DELTA_HEATMAP)}
+    # matplotlib draws under the GIL: where it is safe, a forked copy of the process draws half of them
+    # (io.forked); the scatter and the heatmap take longest, so each half has one
+    order = [FIG_PRED_VS_TRUE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_PERBIN]
+    drawn = dict(zip(order, map_halves(lambda name: card[name](), order, min_items=len(order))))
+    paths = [drawn[name] for name in card]
     gate = f.results.gate
     if gate is not None:
         paths.append(gate_confusion_figure(gate.confusion, gate.names, img_dir / FIG_GATE_CONFUSION))
