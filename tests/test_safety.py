@@ -571,8 +571,8 @@ def test_figures_that_fail_leave_the_data_files_published(data, tmp_path, monkey
 
     def failing(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    real = plots.make_figures
-    monkeypatch.setattr(plots, "make_figures", failing)  # render imports it from plots when it draws
+    real = plots.draw_figures
+    monkeypatch.setattr(plots, "draw_figures", failing)  # render imports it from plots when it draws
     code = main(run_args(data, out))
     line = last_line(capsys, code)
     why = "No space left on device"
@@ -581,7 +581,7 @@ def test_figures_that_fail_leave_the_data_files_published(data, tmp_path, monkey
                                   "from the results)"), line
     assert_published(out, figures=False)
     assert not (out / "report.md").exists() and not (out / "img").exists()
-    monkeypatch.setattr(plots, "make_figures", real)
+    monkeypatch.setattr(plots, "draw_figures", real)
     assert main(["report", str(out), "--lang", "en"]) == 0  # as the line says
     assert (out / "report.md").is_file() and len(list((out / "img").glob("*.png"))) == 4
 

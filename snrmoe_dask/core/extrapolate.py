@@ -23,8 +23,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.optimize
-import scipy.stats
 
 from ..errors import InputError
 
@@ -60,6 +58,9 @@ def fit_curve(n: Any, y: Any, upper: float = math.inf) -> dict[str, Any]:
     limit), "refused" (fewer than MIN_POINTS points) or "failed" (no convergence); all but
     "fitted" with a ``reason``.
     """
+    import scipy.optimize  # here: scipy.stats and scipy.optimize take 0.7 s to import, which a command's
+    import scipy.stats  # graph building would wait on (a curve is fitted after its pass)
+
     n, y = _check(n, y)
     out: dict[str, Any] = {"extrapolation": True, "form": FORM, "points": len(n)}
     if len(n) < MIN_POINTS:
@@ -111,6 +112,8 @@ def threshold_crossing(fit: dict[str, Any], threshold: float, seed: int = 0) -> 
     as the fit. ``n_ci``: the 95 % interval of ``n`` from the fit's parameter uncertainty (upper
     end None when some draws never cross); None without a covariance.
     """
+    import scipy.stats  # see fit_curve
+
     out: dict[str, Any] = {"extrapolation": True, "threshold": threshold}
     if fit["status"] != "fitted":
         return {**out, "status": fit["status"], "reason": fit.get("reason")}

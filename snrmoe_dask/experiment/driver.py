@@ -173,14 +173,13 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                     val = compute(_labelled(bin_statistics(val_ds, **options, shift=shift, cache=cache,
                                                            label="validation"), "validation"))
             if cfg.evaluation.scaling:  # the curve's points are tasks of the pass: the test set goes in first
-                from ..engine.model import BinnedRidge
-                from .scaling import curve_graph
+                from .scaling import curve_graph  # (its points import the model in their tasks, during the pass)
 
                 with timer.phase("test"):
                     test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
                 with timer.phase("pass"):
                     train, points = compute(_labelled(curve_graph(
-                        train_ds, model=BinnedRidge(**plan.model_options(cfg)), test=test, val=val,
+                        train_ds, model=plan.model_options(cfg), test=test, val=val,
                         partition=cfg.partition, cache=cache, label="train", shift=shift, **options,
                         **plan.scaling_options(cfg)), "train"))
             else:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from dask import delayed
-from sklearn.base import clone
 
 from ..core import card_defaults
 from ..core.buffers import pass_running
@@ -27,11 +26,13 @@ from ..core.block_pass import PassResult
 from ..core.sum_order import fold_blocks, prefix_sums
 from ..core.noise import NoiseSpec
 from ..core.partition import Partition
-from ..engine.model import BinnedRidge, _computed
 from ..engine.segment import one_blas_thread
 from ..engine.statistics import statistics_and_prefixes
 from ..errors import InputError
 from .evaluation import TestSet, load_test_set, score
+
+if TYPE_CHECKING:
+    from ..engine.model import BinnedRidge
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ UNCERTAINTY = (f"{LEVEL:.0%} interval from the fit's covariance (scaled by the s
 
 
 def _check_parts(per_shard_statistics: Any) -> list[PassResult]:
+    from ..engine.model import _computed
+
     parts = _computed(per_shard_statistics)
     if not isinstance(parts, (list, tuple)) or not parts or not all(isinstance(p, PassResult) for p in parts):
         raise InputError("scaling_curve: expected the value of bin_statistics(..., per_shard=True), a non-empty "
@@ -93,19 +96,20 @@ def point_of(results: dict, parts: int) -> dict:
     }
 
 
-def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: TestSet, val: PassResult | None,
-                partition: Partition, threshold: float, bootstrap: int, seed: int,
+def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge | Mapping[str, Any], test: TestSet,
+                val: PassResult | None, partition: Partition, threshold: float, bootstrap: int, seed: int,
                 number: tuple[int, int] = (0, 0)) -> dict:
     """One point of the curve: the models solved on the sum of the first k parts (the partial sums
     ``blocks``, unchanged, see ``core.sum_order.fold_blocks``), one at a time, and scored on the test set.
-    number: (i, K), this point's place among the curve's K points, for the log line.
+    model: the estimator (cloned), or the parameters of a BinnedRidge. number: (i, K), this point's place
+    among the curve's K points, for the log line.
 
     Solved on one BLAS thread whatever else runs (a factorisation's bits may depend on the thread
     count), so a point is the same on every scheduler. Returns the point with its ``timings_s``."""
     with one_blas_thread(), pass_running():
         prefix = fold_blocks(list(blocks))
         start = time.perf_counter()
-        fitted = clone(model).fit(prefix, val, refit=False)
+        fitted = _estimator(model).fit(prefix, val, refit=False)
         solved = time.perf_counter()
         results, _ = score(fitted, test, partition=partition, train=prefix, threshold=threshold,
                            bootstrap=bootstrap, seed=seed)
@@ -116,8 +120,18 @@ def solve_point(blocks: Sequence[PassResult], k: int, model: BinnedRidge, test: 
     return point
 
 
-def curve_graph(ds, *, model: BinnedRidge, test: TestSet, val: PassResult | None, partition: Partition,
-                points: int = POINTS, threshold: float = card_defaults.THRESHOLD, bootstrap: int = 2000,
+def _estimator(model: BinnedRidge | Mapping[str, Any]) -> BinnedRidge:
+    """A fresh estimator: a clone of ``model``, or a BinnedRidge of these parameters. (scikit-learn and
+    the model are imported here, in the task: a command's graph is built before they are needed.)"""
+    from sklearn.base import clone
+
+    from ..engine.model import BinnedRidge
+
+    return BinnedRidge(**model) if isinstance(model, Mapping) else clone(model)
+
+
+def curve_graph(ds, *, model: BinnedRidge | Mapping[str, Any], test: TestSet, val: PassResult | None,
+                partition: Partition, points: int = POINTS, threshold: float = card_defaults.THRESHOLD, bootstrap: int = 2000,
                 seed: int = card_defaults.TEST_SEED, cache=None, label: str = "train", **options):
     """The pass of ``bin_statistics(ds, **options)`` and the points of its scaling curve in one graph: a
     delayed (total PassResult, [point, ...]), the points but the last (the whole set: the run's own main
@@ -218,7 +232,10 @@ def scaling_curve(per_shard_statistics: Any, *, model: BinnedRidge | None = None
             raise InputError("scaling_curve: the statistics carry no partition (built by hand?); pass partition")
         partition = spec.bins
     test = _test_set(test, spec, partition, noise, target)
-    model = model if model is not None else BinnedRidge()
+    if model is None:
+        from ..engine.model import BinnedRidge
+
+        model = BinnedRidge()
     chosen = choose_points([int(p.stats.n.sum()) for p in parts], points)
     solved = [solve_point([prefix], k, model, test, val, partition, threshold, bootstrap, seed,
                           (chosen.index(k) + 1, len(chosen)))

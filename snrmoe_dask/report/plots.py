@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -410,22 +410,39 @@ def make_figures(results: Any, predictions: pd.DataFrame, img_dir: str | os.Path
     ``results``: the parsed results.json (or typed ``Results``). ``predictions``: one row per test
     spectrum with columns y_true, snr, bin, y_global, y_oracle.
     """
+    jobs = figure_jobs(results, predictions, img_dir)
+    drawn = draw_figures(jobs)
+    return [drawn[name] for name in jobs]
+
+
+def figure_jobs(results: Any, predictions: pd.DataFrame, img_dir: str | os.PathLike) -> dict[str, Callable[[], Path]]:
+    """{file name: a function that draws that figure} for :func:`make_figures`, in its order; ``img_dir``
+    is created."""
     predictions = check_predictions(predictions)
     f = build_facts(results, predictions)
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
-    card = {FIG_COMPARISON: lambda: plot_comparison(f, img_dir / FIG_COMPARISON),
+    jobs = {FIG_COMPARISON: lambda: plot_comparison(f, img_dir / FIG_COMPARISON),
             FIG_PERBIN: lambda: plot_perbin(f, img_dir / FIG_PERBIN),
             FIG_PRED_VS_TRUE: lambda: plot_pred_vs_true(f, predictions, img_dir / FIG_PRED_VS_TRUE),
             FIG_DELTA_HEATMAP: lambda: plot_delta_heatmap(f, img_dir / FIG_DELTA_HEATMAP)}
-    # matplotlib draws under the GIL: where it is safe, a forked copy of the process draws half of them
-    # (io.forked); the scatter and the heatmap take longest, so each half has one
-    order = [FIG_PRED_VS_TRUE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_PERBIN]
-    drawn = dict(zip(order, map_halves(lambda name: card[name](), order, min_items=len(order))))
-    paths = [drawn[name] for name in card]
     gate = f.results.gate
     if gate is not None:
-        paths.append(gate_confusion_figure(gate.confusion, gate.names, img_dir / FIG_GATE_CONFUSION))
+        jobs[FIG_GATE_CONFUSION] = lambda: gate_confusion_figure(gate.confusion, gate.names,
+                                                                  img_dir / FIG_GATE_CONFUSION)
     if f.results.alpha is not None and alpha_curves(f.results.alpha)[0]:
-        paths.append(plot_alpha_curve(f.results.alpha, img_dir / FIG_ALPHA_CURVE))
-    return paths
+        jobs[FIG_ALPHA_CURVE] = lambda: plot_alpha_curve(f.results.alpha, img_dir / FIG_ALPHA_CURVE)
+    return jobs
+
+
+# matplotlib draws under the GIL: where it is safe, a forked copy of the process draws half of the figures
+# (io.forked). The scatter and the heatmap take longest: the heatmap and any figures beyond the card's go
+# in the first half, these three in the second, for about equal halves.
+_SECOND_HALF = (FIG_COMPARISON, FIG_PRED_VS_TRUE, FIG_PERBIN)
+
+
+def draw_figures(jobs: Mapping[str, Callable[[], Path | None]]) -> dict[str, Path | None]:
+    """{name: what its job returned}, every job of ``jobs`` run, half of them in a forked copy of the
+    process where that is safe (the same files as one after another)."""
+    order = [name for name in jobs if name not in _SECOND_HALF] + [name for name in _SECOND_HALF if name in jobs]
+    return dict(zip(order, map_halves(lambda name: jobs[name](), order, min_items=2)))

@@ -200,12 +200,16 @@ def _reason(exc: BaseException) -> str:
 
 def draw(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = "zh") -> list[Path]:
     """``out_dir/img/*.png`` and ``out_dir/report.md`` from the results; the figures written."""
-    from .plots import make_figures  # matplotlib: loaded when a figure is drawn (a run loads it during its pass)
-    from .scaling import plot_scaling
+    from ..experiment.results_schema import load_results
+    from .plots import draw_figures, figure_jobs  # matplotlib: loaded when a figure is drawn (a run loads it during its pass)
+    from .scaling import FIG_SCALING, plot_scaling
 
-    figures = make_figures(results, predictions, Path(out_dir) / "img")
-    scaling = plot_scaling(results, Path(out_dir) / "img")  # when results has "scaling"
-    figures += [scaling] if scaling is not None else []
+    img_dir = Path(out_dir) / "img"
+    jobs = figure_jobs(results, predictions, img_dir)
+    if load_results(results).scaling is not None:
+        jobs[FIG_SCALING] = lambda: plot_scaling(results, img_dir)
+    drawn = draw_figures(jobs)
+    figures = [drawn[name] for name in jobs]
     write_report(results, out_dir, lang=lang, predictions=predictions)
     return figures
 
