@@ -70,9 +70,10 @@ def dataset_at(gid, name: str):
 
 
 def _fixed_frame(fid) -> pd.DataFrame | None:
-    """The single pandas DataFrame of an open file (``fid``, a low-level file id) when it is written in pandas' plain "fixed" format with numeric
-    columns (what ``DataFrame.to_hdf`` writes by default), read straight through h5py; None for anything
-    else (table format, text or date columns, several objects), which :func:`read_params` leaves to pandas.
+    """The single pandas DataFrame of an open file (``fid``, a low-level file id) when it is written in
+    pandas' plain "fixed" format with numeric columns (what ``DataFrame.to_hdf`` writes by default), read
+    straight through h5py; None for anything else (table format, text or date columns, several objects),
+    which :func:`read_params` leaves to pandas.
 
     A fixed-format frame is a group with attributes pandas_type="frame", nblocks and encoding, and datasets
     axis0 (column names), axis1 (index), and per block ``block{i}_items`` (its column names) and

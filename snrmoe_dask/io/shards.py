@@ -179,8 +179,9 @@ class FileLayout:
 
 
 def _file_layout(fid, flux, error) -> FileLayout | None:
-    """The layout of an open shard (``fid``, ``flux``, ``error``: low-level file and dataset ids) whose flux and error are
-    plain float32 rows in the same chunking, of at most LAYOUT_CHUNKS chunks; None otherwise."""
+    """The layout of an open shard (``fid``, ``flux``, ``error``: low-level file and dataset ids) whose
+    flux and error are plain float32 rows in the same chunking, of at most LAYOUT_CHUNKS chunks; None
+    otherwise."""
     n = flux.shape[0]
     found = [_row_chunks(ds, 0, n, LAYOUT_CHUNKS) for ds in (flux, error)]
     if found[0] is None or found[1] is None or found[0][0] != found[1][0]:
