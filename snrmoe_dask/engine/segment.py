@@ -169,7 +169,8 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
                                  _joined(members, 4), None)
         del flux, error
         try:
-            result.stats.add_block(x, y, bins, mirror=False, dtype=products_dtype(x, spec.c, np.dtype(spec.precision)))
+            result.stats.add_block(x, y, bins, mirror=False,
+                                   dtype=products_dtype(x, spec.c, np.dtype(spec.precision)))
         except ProductOverflow:
             raise _small_shards_overflow(members, spec) from None
         result.stats.mirror()

@@ -131,8 +131,9 @@ def _estimator(model: BinnedRidge | Mapping[str, Any]) -> BinnedRidge:
 
 
 def curve_graph(ds, *, model: BinnedRidge | Mapping[str, Any], test: TestSet, val: PassResult | None,
-                partition: Partition, points: int = POINTS, threshold: float = card_defaults.THRESHOLD, bootstrap: int = 2000,
-                seed: int = card_defaults.TEST_SEED, cache=None, label: str = "train", **options):
+                partition: Partition, points: int = POINTS, threshold: float = card_defaults.THRESHOLD,
+                bootstrap: int = 2000, seed: int = card_defaults.TEST_SEED, cache=None, label: str = "train",
+                **options):
     """The pass of ``bin_statistics(ds, **options)`` and the points of its scaling curve in one graph: a
     delayed (total PassResult, [point, ...]), the points but the last (the whole set: the run's own main
     results) in order of N. Each point is a task reading its prefix of the pass's partial sums as soon as

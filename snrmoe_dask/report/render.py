@@ -201,7 +201,8 @@ def _reason(exc: BaseException) -> str:
 def draw(results: dict, predictions: pd.DataFrame, out_dir: Path, lang: str = "zh") -> list[Path]:
     """``out_dir/img/*.png`` and ``out_dir/report.md`` from the results; the figures written."""
     from ..experiment.results_schema import load_results
-    from .plots import draw_figures, figure_jobs  # matplotlib: loaded when a figure is drawn (a run loads it during its pass)
+    # matplotlib: loaded when a figure is drawn (a run loads it during its pass)
+    from .plots import draw_figures, figure_jobs
     from .scaling import FIG_SCALING, plot_scaling
 
     img_dir = Path(out_dir) / "img"
