@@ -39,6 +39,12 @@ def test_forks_only_where_safe_and_gives_the_plain_loops_results():
         pids = [p for _, p in got]
         assert set(pids[:5]) == {me} and me not in pids[5:]  # the second half came from the child
         assert forked.map_halves(lambda x: os.getpid(), [1, 2, 3], min_items=4) == [me] * 3
+        import gc  # the parent's collector is as it was: nothing left frozen, nor unfrozen that was frozen
+        assert gc.get_freeze_count() == 0
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        assert forked.map_halves(lambda x: x, list(range(4)), min_items=2) == [0, 1, 2, 3]
+        assert gc.get_freeze_count() == frozen > 0
         print("ok")
     """)
     assert out.strip() == "ok"

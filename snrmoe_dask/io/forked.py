@@ -10,6 +10,7 @@ of the plain loop; a child that dies or cannot send its results costs its half c
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import select
@@ -36,9 +37,19 @@ def map_halves(fn: Callable[[T], R], items: Sequence[T], min_items: int) -> list
         return [fn(x) for x in items]
     half = len(items) // 2
     read_end, write_end = os.pipe()
+    # Frozen, the inherited objects are left alone by the child's collector: scanning them would write to
+    # every page that holds one, and each such page is copied for the child (copy on write). Not when
+    # something else froze objects already: unfreezing would release those too.
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
     try:
         pid = os.fork()
     except OSError:  # no memory or processes to spare for the copy
+        pid = -1
+    if pid != 0 and freeze:
+        gc.unfreeze()
+    if pid < 0:
         os.close(read_end)
         os.close(write_end)
         return [fn(x) for x in items]
