@@ -55,8 +55,8 @@ def fold_block_by_block(path: Path, blocks: list[Block], y: np.ndarray, spec: Pa
     result = PassResult(BinStats.zeros(spec.bins.names, spec.c, spec.y0), spec=spec)
     at = 0
     for block in blocks:
-        rows, yb, bins = sorted_rows(result, block.shard, block.row0, load_block(ShardFile(str(path)), block,
-                                                                                    spec.clip_flux),
+        rows, yb, bins = sorted_rows(result, [(block.shard, block.row0, block.rows)],
+                                     load_block(ShardFile(str(path)), block, spec.clip_flux),
                                      y[at:at + block.rows], None, spec, None, None)
         at += block.rows
         result.stats.add_block(rows, yb, bins, dtype=np.dtype(spec.precision), mirror=False, overwrite_x=True)

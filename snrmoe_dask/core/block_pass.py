@@ -108,16 +108,16 @@ class PassResult:
         return np.concatenate(self.features) if self.features else None
 
 
-def sorted_rows(result: PassResult, shard: int | Sequence[tuple[int, int, int]], row0: int,
+def sorted_rows(result: PassResult, pieces: Sequence[tuple[int, int, int]],
                 loaded: tuple[np.ndarray, np.ndarray, RepairCounts], y: np.ndarray, table_snr: np.ndarray | None,
                 spec: PassSpec, bin_idx: np.ndarray | None,
                 out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Everything of one loaded block before its products: SNR, bins, the gate's features, noise (or
     its expected effect on the sums), and the rows sorted by bin into ``out`` (a new array if None).
 
-    The block's rows are rows ``row0``.. of ``shard``, or, for a block made of several shards' rows one
-    after another (a run of small shards), ``shard`` lists them as (shard, row0, rows) and ``row0`` is
-    unused: each one's noise is drawn from its own shard and rows.
+    ``pieces``: where the block's rows come from, one after another, as (shard, first row, rows): one
+    piece for a block of one shard, several for a run of small shards. Each piece's noise is drawn from
+    its own shard and rows.
 
     Returns (rows (B, D) float32, y (B,), bins (B,)), sorted by bin; the block's flux and error are
     not needed after this, so the next block may be read into their buffers.
@@ -134,9 +134,9 @@ def sorted_rows(result: PassResult, shard: int | Sequence[tuple[int, int, int]],
         result.stats.add_noise_variance(error, bin_idx, spec.noise.level)
     elif spec.noise.mode == "sample":
         at = 0
-        for k, first, rows in ([(shard, row0, len(flux))] if isinstance(shard, (int, np.integer)) else shard):
+        for shard, first, rows in pieces:
             part = slice(at, at + rows)
-            add_noise(flux[part], error[part], spec.noise.level, seed=spec.noise.seed, shard=k, row0=first,
+            add_noise(flux[part], error[part], spec.noise.level, seed=spec.noise.seed, shard=shard, row0=first,
                       out=flux[part])
             at += rows
     result.repairs = result.repairs + counts

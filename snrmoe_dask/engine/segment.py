@@ -164,7 +164,7 @@ def small_shards_pass(members: list[tuple[RowSource, Block, np.ndarray, np.ndarr
             f, e, counts = load_block(source, block, spec.clip_flux, reader, result.digests)
             flux[at:at + block.rows], error[at:at + block.rows] = f, e
             repairs, at = repairs + counts, at + block.rows
-        x, y, bins = sorted_rows(result, [(block.shard, block.row0, block.rows) for _, block, *_ in members], 0,
+        x, y, bins = sorted_rows(result, [(block.shard, block.row0, block.rows) for _, block, *_ in members],
                                  (flux, error, repairs), _joined(members, 2), _joined(members, 3), spec,
                                  _joined(members, 4), None)
         del flux, error
@@ -213,7 +213,7 @@ def _fold_segment(source: RowSource, blocks: list[Block], y: np.ndarray, table_s
             rows = slice(at, at + block.rows)
             at += block.rows
             with _overflow_named(source, block, spec):
-                x, yb, bins = sorted_rows(result, block.shard, block.row0, pending.result(), y[rows],
+                x, yb, bins = sorted_rows(result, [(block.shard, block.row0, block.rows)], pending.result(), y[rows],
                                           None if table_snr is None else table_snr[rows], spec,
                                           None if bin_idx is None else bin_idx[rows], out)
                 if i + 1 < len(blocks):
