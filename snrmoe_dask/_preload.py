@@ -9,20 +9,26 @@ the main thread, raises it where it belongs.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from typing import Iterable
 
 
+def import_quietly(name: str) -> None:
+    """Import module ``name``, ignoring a failure (see the module docstring)."""
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - see the module docstring
+        pass
+
+
 def preload(modules: Iterable[str]) -> threading.Thread:
     """Start importing ``modules`` in a daemon thread; returns the thread."""
-    names = list(modules)
+    names = [name for name in modules if name not in sys.modules]
 
     def load() -> None:
         for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - see the module docstring
-                pass
+            import_quietly(name)
 
     thread = threading.Thread(target=load, name="snrmoe-preload", daemon=True)
     thread.start()

@@ -34,16 +34,25 @@ def test_forks_only_where_safe_and_gives_the_plain_loops_results():
         from snrmoe_dask.io import forked
         me = os.getpid()
         assert forked.fork_is_safe()
-        got = forked.map_halves(lambda x: (x * x, os.getpid()), list(range(11)), min_items=4)
+        import time
+
+        def square(x):
+            time.sleep(0.02)
+            return x * x, os.getpid()
+
+        got = forked.map_shared(square, list(range(11)), min_items=4)
         assert [v for v, _ in got] == [x * x for x in range(11)]
-        pids = [p for _, p in got]
-        assert set(pids[:5]) == {me} and me not in pids[5:]  # the second half came from the child
-        assert forked.map_halves(lambda x: os.getpid(), [1, 2, 3], min_items=4) == [me] * 3
+        pids = {p for _, p in got}
+        assert len(pids) == 2 and me in pids  # both processes took items
+        assert forked.map_shared(lambda x: os.getpid(), [1, 2, 3], min_items=4) == [me] * 3
+        # more items than numbers in the pipe: runs of consecutive items
+        assert forked.map_shared(lambda x: x + 1, list(range(3 * forked.MAX_TOKENS + 5)), min_items=2) == \
+            list(range(1, 3 * forked.MAX_TOKENS + 6))
         import gc  # the parent's collector is as it was: nothing left frozen, nor unfrozen that was frozen
         assert gc.get_freeze_count() == 0
         gc.freeze()
         frozen = gc.get_freeze_count()
-        assert forked.map_halves(lambda x: x, list(range(4)), min_items=2) == [0, 1, 2, 3]
+        assert forked.map_shared(lambda x: x, list(range(4)), min_items=2) == [0, 1, 2, 3]
         assert gc.get_freeze_count() == frozen > 0
         print("ok")
     """)
@@ -53,7 +62,7 @@ def test_forks_only_where_safe_and_gives_the_plain_loops_results():
     other.start()
     try:  # another thread might hold a lock at the fork: the plain loop
         assert not forked.fork_is_safe()
-        assert forked.map_halves(lambda x: os.getpid(), [1, 2, 3, 4], min_items=1) == [os.getpid()] * 4
+        assert forked.map_shared(lambda x: os.getpid(), [1, 2, 3, 4], min_items=1) == [os.getpid()] * 4
     finally:
         stop.set()
         other.join()
@@ -74,11 +83,11 @@ def test_the_first_error_in_list_order_is_raised_and_a_lost_child_costs_only_tim
 
         for bad in ([7], [2, 7], [9, 8]):
             try:
-                forked.map_halves(fail_at(bad), list(range(10)), min_items=2)
+                forked.map_shared(fail_at(bad), list(range(10)), min_items=2)
             except InputError as exc:
                 print(exc)
         try:  # an error that does not pickle back: the parent computes the half and raises it itself
-            forked.map_halves(fail_at([6], InvalidParameterError), list(range(10)), min_items=2)
+            forked.map_shared(fail_at([6], InvalidParameterError), list(range(10)), min_items=2)
         except InvalidParameterError as exc:
             print(exc)
         me = os.getpid()
@@ -86,13 +95,37 @@ def test_the_first_error_in_list_order_is_raised_and_a_lost_child_costs_only_tim
             if os.getpid() != me:
                 os._exit(3)
             return x
-        print(forked.map_halves(die_in_child, list(range(6)), min_items=2))
+        print(forked.map_shared(die_in_child, list(range(6)), min_items=2))
     """)
     assert out.splitlines() == ["item 7 is bad", "item 2 is bad", "item 8 is bad", "item 6 is bad",
                                 "[0, 1, 2, 3, 4, 5]"]
 
 
-def test_shards_opened_in_halves_equal_those_opened_one_by_one(tmp_path):
+def test_spare_time_is_spent_here_while_the_child_takes_the_items():
+    out = _run("""
+        import os, time
+        from snrmoe_dask.io import forked
+        me, ran = os.getpid(), []
+
+        def slow(x):
+            time.sleep(0.01)
+            return x, os.getpid()
+
+        steps = [lambda: ran.append("a") or time.sleep(1.0), lambda: ran.append("b")]
+        with forked.spare_time(steps):
+            assert forked.map_shared(slow, [1, 2], min_items=4) == [(1, me), (2, me)]  # no fork: no step
+            assert ran == []
+            got = forked.map_shared(slow, list(range(20)), min_items=2)
+        assert [x for x, _ in got] == list(range(20))
+        # the child took every item (0.2 s) during step a (1 s); no item was left for step b
+        assert ran == ["a"] and me not in {p for _, p in got}, (ran, got)
+        assert forked._spare == []
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_shards_opened_by_two_processes_equal_those_opened_one_by_one(tmp_path):
     from snrmoe_dask import simulate_set
 
     simulate_set(tmp_path, train=(12, 30), val=0, test=0, seed=3, pixels=32, progress=False)
@@ -139,7 +172,7 @@ def test_a_signal_in_the_parent_ends_the_child_too(tmp_path):
             os.kill(me, signal.SIGTERM)
             os._exit(0)
         try:
-            forked.map_halves(slow, list(range(40)), min_items=2)
+            forked.map_shared(slow, list(range(40)), min_items=2)
         except SystemExit:
             print(me)
         os.waitpid(sender, 0)
@@ -151,7 +184,7 @@ def test_a_signal_in_the_parent_ends_the_child_too(tmp_path):
     assert not os.path.exists(f"/proc/{child}"), "the child was killed and reaped"
 
 
-def test_figures_drawn_in_halves_equal_those_drawn_one_by_one(tmp_path, monkeypatch):
+def test_figures_drawn_by_two_processes_equal_those_drawn_one_by_one(tmp_path, monkeypatch):
     """make_figures in a single-threaded process draws half of the card's figures in a forked copy: the same
     files, byte for byte, in the same order."""
     from report_cases import make_predictions, make_results

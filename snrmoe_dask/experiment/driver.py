@@ -11,13 +11,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .._preload import preload
+from .._preload import import_quietly, preload
 from ..core.alpha import is_selection
 from ..engine.cluster import compute_context
 from ..engine.dataset import open_shards
 from ..engine.statistics import bin_statistics, pass_shift
 from ..errors import InputError
 from ..io.cache import ShardCache, remove_dead_temp_files
+from ..io.forked import spare_time
 from ..io.shards import refuse_duplicates
 from ..io.space import Need, reason
 from . import plan
@@ -144,7 +145,10 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
     log), checked with the results folder for permission and free space before the pass.
     """
     timer = Timer()
-    with timer.phase("open"):
+    later = ["dask.array", *AFTER_THE_PASS, *getattr(render, "modules", ())]
+    # the imports, while a forked copy of the process opens a survey's files (io.forked): the pass would
+    # otherwise share the GIL with them
+    with timer.phase("open"), spare_time([lambda name=name: import_quietly(name) for name in later]):
         train_ds, test_ds, val_ds = _open(cfg)
         target_range = _target_range(train_ds, cfg.data.target)
         log.info("training on %d shards, %s spectra x %d pixels", len(train_ds.attrs["files"]),
@@ -164,7 +168,7 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         remove_dead_temp_files(folder)
         test = val = shift = None
         seen = [*files, *_made(folder)]  # every worker must see them, at these (absolute) paths
-        preload([*AFTER_THE_PASS, *getattr(render, "modules", ())])
+        preload(later)
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress, cfg.compute.connect_timeout,
                              seen) as compute:
             if val_ds is not None:  # first, so that the points of a scaling curve can choose alphas on it

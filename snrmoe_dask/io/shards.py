@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .direct_io import DirectUnsupported, FileChanged, RunBuffer, file_identity, read_runs
-from .forked import map_halves
+from .forked import map_shared
 from .params_table import dataset_at, read_params, whole_value
 
 FLUX_KEY = "dataset/arrays/flux/value"
@@ -352,18 +352,18 @@ def prefetch(paths: Iterable[str | os.PathLike], whole_up_to: int = 0) -> None:
 
 
 # Opening costs about 2.5 ms a file under the GIL: with this many files or more, a forked copy of the
-# process opens half of them (io.forked), where that is safe.
+# process shares their opening (io.forked), where that is safe.
 PARALLEL_OPEN_FILES = 128
 
 
 def inspect_shards(paths: Iterable[str | os.PathLike], target: str | None = "log_g",
                    columns: Sequence[str] = ()) -> list[ShardInfo]:
     """Validate every shard (see :func:`inspect_shard`), and that all share one pixel count and one
-    wavelength grid. Of PARALLEL_OPEN_FILES or more, half are opened by a forked copy of this process
-    where that is safe (:func:`io.forked.map_halves`): the same results, and the same first error."""
+    wavelength grid. Of PARALLEL_OPEN_FILES or more, a forked copy of this process opens some of them
+    where that is safe (:func:`io.forked.map_shared`): the same results, and the same first error."""
     paths = list(paths)
     prefetch(paths)
-    infos = map_halves(partial(inspect_shard, target=target, columns=columns), paths, PARALLEL_OPEN_FILES)
+    infos = map_shared(partial(inspect_shard, target=target, columns=columns), paths, PARALLEL_OPEN_FILES)
     first = infos[0]
     for other in infos[1:]:
         if other.d != first.d:

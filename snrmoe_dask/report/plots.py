@@ -40,7 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from ..io.forked import map_halves
+from ..io.forked import map_shared
 from .facts import BinFacts, Facts, build_facts
 from .files import (FIG_ALPHA_CURVE, FIG_COMPARISON, FIG_DELTA_HEATMAP, FIG_GATE_CONFUSION,  # noqa: F401
                     FIG_PERBIN, FIG_PRED_VS_TRUE, FIGURE_NAMES, PREDICTION_COLUMNS, check_predictions,
@@ -435,14 +435,14 @@ def figure_jobs(results: Any, predictions: pd.DataFrame, img_dir: str | os.PathL
     return jobs
 
 
-# matplotlib draws under the GIL: where it is safe, a forked copy of the process draws half of the figures
-# (io.forked). The scatter and the heatmap take longest: the heatmap and any figures beyond the card's go
-# in the first half, these three in the second, for about equal halves.
-_SECOND_HALF = (FIG_COMPARISON, FIG_PRED_VS_TRUE, FIG_PERBIN)
+# matplotlib draws under the GIL: where it is safe, a forked copy of the process draws some of the figures
+# (io.forked), each process taking the next one in turn. The scatter and the heatmap take longest: they go
+# first, so that the last figure drawn is a short one.
+_LONGEST = (FIG_PRED_VS_TRUE, FIG_DELTA_HEATMAP)
 
 
 def draw_figures(jobs: Mapping[str, Callable[[], Path | None]]) -> dict[str, Path | None]:
-    """{name: what its job returned}, every job of ``jobs`` run, half of them in a forked copy of the
+    """{name: what its job returned}, every job of ``jobs`` run, some of them in a forked copy of the
     process where that is safe (the same files as one after another)."""
-    order = [name for name in jobs if name not in _SECOND_HALF] + [name for name in _SECOND_HALF if name in jobs]
-    return dict(zip(order, map_halves(lambda name: jobs[name](), order, min_items=2)))
+    order = [name for name in _LONGEST if name in jobs] + [name for name in jobs if name not in _LONGEST]
+    return dict(zip(order, map_shared(lambda name: jobs[name](), order, min_items=2)))
