@@ -21,7 +21,8 @@ from conftest import random_shard
 from snrmoe_dask.cli import main
 from snrmoe_dask.errors import ConfigError, InputError
 from snrmoe_dask.experiment.config_file import load_config
-from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, WAVE_KEY, read_params, write_shard
+from snrmoe_dask.io.params_table import read_params
+from snrmoe_dask.io.shards import ERROR_KEY, FLUX_KEY, WAVE_KEY, write_shard
 from snrmoe_dask.report.text import update_tracking_block
 
 REPO = Path(__file__).resolve().parent.parent

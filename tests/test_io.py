@@ -23,6 +23,40 @@ def test_expand_braces_keeps_numeric_order():
     assert io.expand_braces("a{8..10}b{1..2}") == ["a8b1", "a8b2", "a9b1", "a9b2", "a10b1", "a10b2"]
 
 
+def test_the_arrays_are_named_after_the_files_versions(tmp_path, shard_factory):
+    """Dask keys name the data: the same files give the same names (through a link as well), a file
+    written again new ones, so that no persisted or cached result of the old file stands for the new."""
+    import os
+
+    a = shard_factory("a/dataset.h5", n=40, seed=1)
+    os.symlink(a, tmp_path / "link.h5")
+    names = [open_shards([p]).flux.data.name for p in (a, a, tmp_path / "link.h5")]
+    assert names[0] == names[1] == names[2]
+    shard_factory("a/dataset.h5", n=40, seed=2)  # the same path, written again
+    assert open_shards([a]).flux.data.name != names[0]
+
+
+def test_params_of_files_with_other_columns_join_as_pandas_joins_them(tmp_path, shard_factory):
+    """Float64 tables with the same columns are joined as arrays; any other mix as pandas.concat does."""
+    paths = [shard_factory(f"s{k}/dataset.h5", n=20 + k, seed=k) for k in range(3)]
+    with h5py.File(paths[0]) as f:
+        flux, error, wave = f[io.FLUX_KEY][...], f[io.ERROR_KEY][...], f[io.WAVE_KEY][...]
+    same = open_shards(paths[:2])
+    expected = pd.concat([pd.read_hdf(p) for p in paths[:2]], ignore_index=True)
+    for col in expected.columns:
+        np.testing.assert_array_equal(same[col].values, expected[col].to_numpy())
+    params = params_table.read_params(paths[0])
+    params["extra"] = np.arange(len(params))  # an int column: not a float table, and one more column
+    paths[0].unlink()
+    io.write_shard(paths[0], wave, flux, error, params, chunk_rows=64)
+    mixed = open_shards(paths)
+    expected = pd.concat([pd.read_hdf(p) for p in paths], ignore_index=True)
+    assert sorted(k for k in mixed.data_vars if k not in ("flux", "error")) == sorted(expected.columns)
+    for col in expected.columns:
+        np.testing.assert_array_equal(mixed[col].values, expected[col].to_numpy())
+    assert np.isnan(mixed.extra.values[20:]).all()
+
+
 def test_round_trip_lazy_identical(tmp_path, shard_factory):
     a = shard_factory("train_0/dataset.h5", n=300, seed=1)
     b = shard_factory("train_1/dataset.h5", n=250, seed=2)
@@ -287,13 +321,13 @@ def test_params_table_reads_as_pandas_reads_it(case, fmt, key, tmp_path):
     frame = PARAMS_CASES[case](50, np.random.default_rng(1))
     frame.to_hdf(path, key=key, format=fmt)
     expected = pd.read_hdf(path).reset_index(drop=True)
-    pd.testing.assert_frame_equal(io.read_params(path), expected)
+    pd.testing.assert_frame_equal(params_table.read_params(path), expected)
     with h5py.File(path, "r") as f:
         fast = params_table._fixed_frame(f.id)
     plain = fmt == "fixed" and case not in NOT_PLAIN
     assert (fast is not None) == plain  # the h5py path only for what it reads exactly
     if plain:
-        pd.testing.assert_frame_equal(fast, expected)
+        pd.testing.assert_frame_equal(fast.frame() if isinstance(fast, params_table.FloatTable) else fast, expected)
 
 
 @pytest.mark.parametrize("complib", ["zlib", "blosc"])
@@ -302,7 +336,7 @@ def test_compressed_params_table_reads_as_pandas_reads_it(complib, tmp_path):
     path = tmp_path / "dataset.h5"
     frame = PARAMS_CASES["floats, as the real files"](50, np.random.default_rng(2))
     frame.to_hdf(path, key="params", complevel=5, complib=complib)
-    pd.testing.assert_frame_equal(io.read_params(path), pd.read_hdf(path).reset_index(drop=True))
+    pd.testing.assert_frame_equal(params_table.read_params(path), pd.read_hdf(path).reset_index(drop=True))
 
 
 def test_params_table_with_two_pandas_objects_is_refused(tmp_path):
@@ -310,7 +344,7 @@ def test_params_table_with_two_pandas_objects_is_refused(tmp_path):
     pd.DataFrame({"log_g": [1.0, 2.0]}).to_hdf(path, key="params")
     pd.DataFrame({"log_g": [1.0, 2.0]}).to_hdf(path, key="other", mode="a")
     with pytest.raises(InputError, match="exactly one pandas params table"):
-        io.read_params(path)
+        params_table.read_params(path)
 
 
 def test_prefetching_metadata_never_blocks_nor_fails(tmp_path, shard_factory):

@@ -14,6 +14,8 @@ import pandas as pd
 from ..core import card_defaults
 from ..core.params import check_number
 from ..errors import InputError, InvalidParameterError
+from ..io.direct_io import file_identity
+from ..io.params_table import FloatTable
 from ..io.shards import (ERROR_KEY, FLUX_KEY, H5Rows, ShardInfo, aligned_block_rows, inspect_shards,
                          resolve_shards)
 from .sources import ShardFile
@@ -80,14 +82,15 @@ def open_shards(paths: str | os.PathLike | Sequence[str | os.PathLike], *, targe
     if max_rows is not None:
         infos = _first_rows(infos, max_rows)
     rows = [aligned_block_rows(block_rows, info.chunk_rows) for info in infos]
-    token = tokenize([(str(i.path.resolve()), os.path.getmtime(i.path), i.n, r) for i, r in zip(infos, rows)])
+    # which versions of which files (a link and its target are one), not the paths: a stat a file
+    token = tokenize([(i.layout.identity if i.layout else file_identity(os.stat(i.path)), i.n, r)
+                      for i, r in zip(infos, rows)])
     flux, error = (_file_rows(key, infos, rows, token) for key in (FLUX_KEY, ERROR_KEY))
     files = [str(i.path) for i in infos]
     if chunks == "uniform":
         flux, error = flux.rechunk((flux.chunks[0][0], -1)), error.rechunk((flux.chunks[0][0], -1))
-    params = pd.concat([i.params for i in infos], ignore_index=True)
     data_vars = {"flux": (("sample", "pixel"), flux), "error": (("sample", "pixel"), error)}
-    data_vars.update({str(col): ("sample", params[col].to_numpy()) for col in params.columns})
+    data_vars.update({str(col): ("sample", values) for col, values in _joined_params([i.table for i in infos]).items()})
     ds = xr.Dataset(data_vars, coords={
         "wave": ("pixel", infos[0].wave),
         "shard": ("sample", np.concatenate([np.full(i.n, first_shard + k, np.int64) for k, i in enumerate(infos)])),
@@ -118,6 +121,18 @@ def _file_rows(key: str, infos: list[ShardInfo], rows: list[int], token: str):
     return da.Array(graph, name, chunks=(tuple(lengths), (infos[0].d,)), meta=np.empty((0, 0), np.float32))
 
 
+def _joined_params(tables: list[FloatTable | pd.DataFrame]) -> dict[str, np.ndarray]:
+    """{column: (N,) values} of the files' params tables one after another, as ``pandas.concat`` joins
+    them (a column that a file lacks is NaN there); the usual float64 tables without making a DataFrame
+    of each."""
+    first = tables[0]
+    if all(isinstance(t, FloatTable) and t.columns == first.columns for t in tables):
+        columns = np.concatenate([t.values for t in tables]).T.copy()  # a column's values contiguous
+        return dict(zip(first.columns, columns))
+    params = pd.concat([t.frame() if isinstance(t, FloatTable) else t for t in tables], ignore_index=True)
+    return {col: params[col].to_numpy() for col in params.columns}
+
+
 def _first_rows(infos: list[ShardInfo], max_rows: int) -> list[ShardInfo]:
     max_rows = check_number("max_rows", max_rows, "a positive number of spectra", integer=True,
                             test=lambda n: n >= 1, error=InputError)
@@ -126,7 +141,7 @@ def _first_rows(infos: list[ShardInfo], max_rows: int) -> list[ShardInfo]:
         if left <= 0:
             break
         n = min(info.n, left)
-        out.append(replace(info, n=n, params=info.params.iloc[:n]))
+        out.append(replace(info, n=n, table=info.table.head(n)))
         left -= n
     return out
 

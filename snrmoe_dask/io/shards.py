@@ -37,7 +37,7 @@ import pandas as pd
 from ..errors import InputError
 from .direct_io import DirectUnsupported, FileChanged, RunBuffer, file_identity, read_runs
 from .forked import map_shared
-from .params_table import dataset_at, read_params, whole_value
+from .params_table import FloatTable, dataset_at, read_table, whole_value
 
 FLUX_KEY = "dataset/arrays/flux/value"
 ERROR_KEY = "dataset/arrays/error/value"
@@ -135,23 +135,14 @@ class ShardInfo:
     d: int  # pixels
     chunk_rows: int  # rows per HDF5 chunk (the whole array if contiguous)
     wave: np.ndarray  # (D,) float
-    params: pd.DataFrame  # N rows
+    table: FloatTable | pd.DataFrame  # the params, N rows (the usual float64 table as one array)
     source: str | None = None  # the file's own account of its spectra (see read_source)
     layout: "FileLayout | None" = None  # where its rows lie, when a read may skip HDF5 (see FileLayout)
 
-    def __reduce__(self):
-        # A params table of float64 columns travels as its array: loading a DataFrame's own pickle costs
-        # half a millisecond, which a survey's thousand shards opened by a forked process would pay in turn.
-        params = self.params
-        plain = (isinstance(params.index, pd.RangeIndex) and params.index.start == 0 and params.index.step == 1
-                 and all(t == np.float64 for t in params.dtypes))
-        table = (params.to_numpy(), list(params.columns)) if plain else params
-        return _shard_info, (self.path, self.n, self.d, self.chunk_rows, self.wave, table, self.source, self.layout)
-
-
-def _shard_info(path, n, d, chunk_rows, wave, table, source, layout) -> ShardInfo:
-    params = pd.DataFrame(table[0], columns=table[1]) if isinstance(table, tuple) else table
-    return ShardInfo(path, n, d, chunk_rows, wave, params, source, layout)
+    @property
+    def params(self) -> pd.DataFrame:
+        """The params table as a DataFrame."""
+        return self.table.frame() if isinstance(self.table, FloatTable) else self.table
 
 
 # A file of more chunks is read through HDF5 per block: one open per block of thousands of rows costs
@@ -225,15 +216,20 @@ def _check_float(path: Path, key: str, ds) -> None:
                          "(other types are not converted silently)")
 
 
-def _numeric_column(path: Path, params: pd.DataFrame, column: str, *, target: bool) -> None:
-    """Check a params column the run reads and store it as float64 in ``params``.
+def _numeric_column(path: Path, table: FloatTable | pd.DataFrame, column: str, *, target: bool) -> None:
+    """Check a params column the run reads and store it as float64 in ``table``.
 
     The target must be finite; ``snr`` must be >= 0 (+inf allowed: it goes to the top bin); a
     routing column must not be NaN (its bins may reach +-inf). InputError names the first bad row.
     """
-    raw = params[column]
-    numeric = raw.dtype == np.float64  # the usual table: checked in place, no copy
-    values = raw.to_numpy() if numeric else pd.to_numeric(raw, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    if isinstance(table, FloatTable):
+        raw = values = table.values[:, table.columns.index(column)]
+        numeric = True
+    else:
+        raw = table[column]
+        numeric = raw.dtype == np.float64  # the usual table: checked in place, no copy
+        values = raw.to_numpy() if numeric else pd.to_numeric(raw, errors="coerce").to_numpy(np.float64,
+                                                                                            na_value=np.nan)
     if target:
         bad, expected = ~np.isfinite(values), "a finite number"
     elif column == "snr":
@@ -242,13 +238,13 @@ def _numeric_column(path: Path, params: pd.DataFrame, column: str, *, target: bo
         bad, expected = np.isnan(values), "a number"
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        value = raw.iloc[row]
+        value = raw[row] if isinstance(table, FloatTable) else raw.iloc[row]
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)
         what = f"value {value}" if number else f"{value!r} is not a number"
         raise InputError(f"{path}: params column {column!r} row {row}: {what}; expected {expected} "
                          f"({int(bad.sum())} of {len(values)} rows are bad)")
     if not numeric:
-        params[column] = values
+        table[column] = values
 
 
 def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns: Sequence[str] = ()) -> ShardInfo:
@@ -284,23 +280,23 @@ def inspect_shard(path: str | os.PathLike, target: str | None = "log_g", columns
                              f"wavelength ({len(bad)} of {d} pixels are not)")
         dcpl = flux.get_create_plist()
         chunk_rows = dcpl.get_chunk()[0] if dcpl.get_layout() == h5py.h5d.CHUNKED else n
-        params = read_params(path, f)
+        table = read_table(path, f)
         source = _source_attr(f)
         layout = _file_layout(f, flux, error)
     read = list(dict.fromkeys([*([target] if target is not None else []), *columns]))
-    present = set(params.columns)
+    names = list(table.columns)
     for column in read:
-        if column not in present:
-            raise InputError(f"{path}: params table has no column {column!r} "
-                             f"(columns: {', '.join(map(str, params.columns))})")
-    if len(params) != n:
-        raise InputError(f"{path}: params table has {len(params)} rows but the arrays have {n} spectra")
+        if column not in names:
+            raise InputError(f"{path}: params table has no column {column!r} (columns: {', '.join(map(str, names))})")
+    if len(table.values) != n:
+        raise InputError(f"{path}: params table has {len(table.values)} rows but the arrays have {n} spectra")
     for column in read:
-        _numeric_column(path, params, column, target=column == target)
-    if "snr" in params.columns and "snr" not in columns and not pd.api.types.is_numeric_dtype(params["snr"]):
+        _numeric_column(path, table, column, target=column == target)
+    if isinstance(table, pd.DataFrame) and "snr" in names and "snr" not in columns \
+            and not pd.api.types.is_numeric_dtype(table["snr"]):
         # unused by this run (not snr.method: column), but carried along with the rows: never fail on it
-        params["snr"] = pd.to_numeric(params["snr"], errors="coerce")
-    return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, params=params,
+        table["snr"] = pd.to_numeric(table["snr"], errors="coerce")
+    return ShardInfo(path=path, n=n, d=d, chunk_rows=int(chunk_rows), wave=wave_values, table=table,
                      source=source, layout=layout)
 
 
@@ -312,10 +308,11 @@ def read_source(path: str | os.PathLike) -> str | None:
 
 
 def _source_attr(fid) -> str | None:
-    key = SOURCE_ATTR.encode()
-    if not h5py.h5a.exists(fid, key):
+    try:
+        attr = h5py.h5a.open(fid, SOURCE_ATTR.encode())
+    except KeyError:
         return None
-    value = whole_value(h5py.h5a.open(fid, key))[()]
+    value = whole_value(attr)[()]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
