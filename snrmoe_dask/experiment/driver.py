@@ -168,6 +168,9 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
         remove_dead_temp_files(folder)
         test = val = shift = None
         seen = [*files, *_made(folder)]  # every worker must see them, at these (absolute) paths
+        if cfg.evaluation.scaling:  # the curve's points are tasks of the pass: the test set goes in first
+            with timer.phase("test"):  # (before the imports below, which would share the GIL with it)
+                test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
         preload(later)
         with compute_context(cfg.compute.scheduler, cfg.compute.workers, progress, cfg.compute.connect_timeout,
                              seen) as compute:
@@ -176,11 +179,9 @@ def run_experiment(cfg: ExperimentConfig, render: Render | None = None, progress
                 with timer.phase("validation pass"):
                     val = compute(_labelled(bin_statistics(val_ds, **options, shift=shift, cache=cache,
                                                            label="validation"), "validation"))
-            if cfg.evaluation.scaling:  # the curve's points are tasks of the pass: the test set goes in first
+            if cfg.evaluation.scaling:
                 from .scaling import curve_graph  # (its points import the model in their tasks, during the pass)
 
-                with timer.phase("test"):
-                    test = load_test_set(test_ds, partition=cfg.partition, **plan.test_options(cfg))
                 with timer.phase("pass"):
                     train, points = compute(_labelled(curve_graph(
                         train_ds, model=plan.model_options(cfg), test=test, val=val,
