@@ -395,3 +395,14 @@ def test_report_command_redraws_the_figure_from_results_json(split, capsys):
     (out / "results.json").write_text(json.dumps(broken))
     assert main(["report", str(out)]) == 2
     assert "scaling.points" in capsys.readouterr().err
+
+
+def test_the_curve_s_derivatives_are_those_of_finite_differences():
+    from snrmoe_dask.core.extrapolate import _curve, _jacobian
+
+    x = np.geomspace(0.01, 1.0, 9)
+    for params in ([0.8, 0.3, 0.5], [0.02, -0.01, 1.7], [0.1, 2.0, 0.003]):
+        step = 1e-6
+        numeric = np.stack([(_curve(x, *np.add(params, step * e)) - _curve(x, *np.subtract(params, step * e)))
+                            / (2 * step) for e in np.eye(3)], axis=1)
+        np.testing.assert_allclose(_jacobian(x, *params), numeric, rtol=1e-6, atol=1e-9)

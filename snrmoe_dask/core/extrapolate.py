@@ -38,6 +38,13 @@ def _curve(x: np.ndarray, inf: float, a: float, b: float) -> np.ndarray:
     return inf - a * x ** (-b)
 
 
+def _jacobian(x: np.ndarray, inf: float, a: float, b: float) -> np.ndarray:
+    """(P, 3) derivatives of :func:`_curve` by inf, a and b: exact, where scipy's finite differences
+    would call the curve four times a step."""
+    power = x ** (-b)
+    return np.stack([np.ones_like(x), -power, a * power * np.log(x)], axis=1)
+
+
 def _check(n: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     n, y = np.asarray(n, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if n.ndim != 1 or n.shape != y.shape:
@@ -75,7 +82,7 @@ def fit_curve(n: Any, y: Any, upper: float = math.inf) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.optimize.OptimizeWarning)
-            popt, pcov = scipy.optimize.curve_fit(_curve, x, y, p0=p0, bounds=bounds, max_nfev=20000)
+            popt, pcov = scipy.optimize.curve_fit(_curve, x, y, p0=p0, bounds=bounds, jac=_jacobian, max_nfev=20000)
     except (RuntimeError, ValueError) as exc:
         return {**out, "status": "failed", "reason": str(exc).splitlines()[0]}
     dof = len(n) - 3
