@@ -17,8 +17,11 @@ from sklearn.preprocessing import StandardScaler
 
 from snrmoe_dask.core.noise import add_noise
 from snrmoe_dask.core.ridge import (
+    ScaledRidge,
     heldout_r2,
     heldout_sse,
+    scaler_of,
+    solve_once,
     solve_ridge,
 )
 from snrmoe_dask.core.stats import BinStats
@@ -144,6 +147,25 @@ def test_singular_system_falls_back_to_least_squares(data, caplog):
         in caplog.text
     ref = LinearRegression().fit(x.astype(np.float64), y)
     assert rel_diff(ours.predict(x), ref.predict(x.astype(np.float64))) <= 1e-6
+
+
+def test_a_problem_built_in_the_scratch_solves_to_the_same_bits(data, stats, caplog):
+    """solve_once (a fit that keeps nothing) against the kept problem's solve: every bin, own and shared
+    scaler, and a singular system, which falls back to least squares with the same warning."""
+    st = stats[np.float32]
+    work = np.empty((st.d, st.d))
+    for k in range(len(NAMES)):
+        for scaler in (None, scaler_of(st)):
+            ref = ScaledRidge.from_stats(st, k, scaler).model(1e3)
+            got = solve_once(st, 1e3, k, scaler, work)
+            assert np.array_equal(got.coef_, ref.coef_) and got.intercept_ == ref.intercept_
+    x, y, _ = data
+    single = BinStats.zeros(["all"], x[:500, :20].mean(axis=0, dtype=np.float64), float(y.mean()))
+    single.add_block(x[:, :20], y, np.zeros(len(y), int), dtype=np.float64)
+    with caplog.at_level(logging.WARNING, logger="snrmoe_dask.core.ridge"):
+        got = solve_once(single, 0.0, 0, None, np.empty((20, 20)))
+    assert "is not positive definite" in caplog.text
+    assert np.array_equal(got.coef_, solve_ridge(single, 0.0).coef_)
 
 
 def test_a_pixel_far_wider_than_the_others_is_pointed_at(data):

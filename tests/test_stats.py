@@ -302,3 +302,21 @@ def test_packed_upper_round_trips_through_the_tiles(d):
     back = BinStats(stats.names, stats.c, 0.0, stats.n, stats.s, GramTiles.from_packed(packed, d), stats.t,
                     stats.u, stats.q)
     assert np.array_equal(back.S, dense)
+
+
+def test_the_total_read_tile_by_tile_is_the_total_bit_for_bit():
+    """BinStats.total_tiles: what a solver reads of total(), with no summed copy of S (D above a tile)."""
+    x, y, bins = spectra_like(n=400, d=700, seed=5)
+    stats = accumulate(x, y, bins, block=100, dtype=np.float32)
+    stats.mirror()
+    total, view = stats.total(), stats.total_tiles()
+    for f in ("n", "s", "t", "u"):
+        assert np.array_equal(getattr(view, f), getattr(total, f)), f
+    assert np.array_equal(view.gram_diagonal(0), total.gram_diagonal(0))
+    tiles = [(i0, i1, j0, j1, np.vstack([tile[r:r + 50].copy() for r in range(0, i1 - i0, 50)]))
+             for i0, i1, j0, j1, tile in view.upper_tiles("global")]  # read as a solver reads them
+    assert len(tiles) > 1 and [t[:4] for t in tiles] == [t[:4] for t in total.upper_tiles(0)]
+    for (*_, a), (*_, b) in zip(tiles, total.upper_tiles(0)):
+        assert np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="unknown bin"):
+        view.index("H")

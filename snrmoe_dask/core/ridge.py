@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 # Rows per chunk when predicting from float32 spectra: bounds the float64 copy to 128 MiB at D = 4096.
 _PREDICT_CHUNK_ROWS = 4096
-# Rows of the Gram prepared at a time: bounds the outer-product scratch to 16 MiB at D = 4096.
-_ROW_CHUNK = 512
+# Rows of the Gram prepared at a time: bounds the outer-product scratch, and the rows of the global
+# model's summed tiles (stats.SummedBins), to 4 MiB each at D = 4096.
+_ROW_CHUNK = 128
 
 
 @dataclass(eq=False)
@@ -101,7 +102,7 @@ class ScaledRidge:
     n: training spectra (see ``ridge`` module docstring).
     """
 
-    gram: GramTiles
+    gram: GramTiles | None  # None: built into the caller's array (from_stats ``into``)
     rhs: np.ndarray
     mean: np.ndarray
     scale: np.ndarray
@@ -112,12 +113,14 @@ class ScaledRidge:
 
     @classmethod
     def from_stats(cls, stats: BinStats, bin: str | int = 0,
-                   scaler: tuple[np.ndarray, np.ndarray] | None = None) -> "ScaledRidge":
+                   scaler: tuple[np.ndarray, np.ndarray] | None = None, into: np.ndarray | None = None) -> "ScaledRidge":
         """Bin ``bin`` of ``stats``, with its StandardScaler folded in.
 
         scaler: (mean, scale) (D,) of a StandardScaler fitted on other spectra (e.g. all bins, see
         :func:`scaler_of`) to use instead of this bin's own. Ridge still centres the bin's scaled
         features on their own mean (its intercept), so only the scale enters the solve.
+        into: a (D, D) float64 C-ordered array to build A in (its upper triangle) instead of the problem's
+        own tiles: the problem is then for one solve, ``model(alpha, into)`` (see :func:`solve_once`).
         """
         k = stats.index(bin)
         n = int(stats.n[k])
@@ -130,10 +133,10 @@ class ScaledRidge:
             scale = _scale(np.clip((stats.gram_diagonal(k) - s * s_n) / n, 0.0, None), mean, stats.c, n)
         else:
             scale = scaler[1]
-        gram = GramTiles.empty(1, stats.d)
+        gram = GramTiles.empty(1, stats.d) if into is None else None
         scratch = np.empty(min(_ROW_CHUNK, stats.d) * stats.d)
         for index, (i0, i1, j0, j1, tile) in enumerate(stats.upper_tiles(k)):
-            out = gram.tile(0, index)
+            out = gram.tile(0, index) if gram is not None else into[i0:i1, j0:j1]
             # M = S - s s^T / n, then / sigma_i / sigma_j, a few rows at a time (no D x D temporary)
             for r in range(0, i1 - i0, _ROW_CHUNK):
                 part = out[r:r + _ROW_CHUNK]
@@ -148,7 +151,10 @@ class ScaledRidge:
 
     def upper(self, out: np.ndarray | None = None) -> np.ndarray:
         """(D, D) A, C-ordered, in its upper triangle (diagonal included; the lower one is not to be
-        read), in ``out`` or a new array."""
+        read), in ``out`` or a new array (a problem built ``into`` an array: that array, which the caller
+        passes as ``out``)."""
+        if self.gram is None:
+            return out
         d = self.gram.d
         out = small_pages.empty((d, d)) if out is None else out
         for t, (i0, i1, j0, j1) in enumerate(self.gram.tiles):
@@ -177,6 +183,8 @@ class ScaledRidge:
                                              check_finite=False)
             w = scipy.linalg.cho_solve(factor, self.rhs, check_finite=False)
         except np.linalg.LinAlgError as exc:
+            if self.gram is None:  # A was factorised where it was built: solve_once builds it again
+                raise
             log.warning("bin %r: the scaled Gram + alpha I (alpha=%g) is not positive definite%s; "
                         "using a least-squares solution instead", self.name, alpha, self._where_broken(exc))
             upper = self._shifted(alpha)
@@ -201,9 +209,21 @@ class ScaledRidge:
         a[np.diag_indices_from(a)] += alpha
         return a
 
+def solve_once(stats: BinStats, alpha: float, bin: str | int, scaler: tuple[np.ndarray, np.ndarray] | None,
+               work: np.ndarray) -> RidgeModel:
+    """``ScaledRidge.from_stats(stats, bin, scaler).model(alpha, work)``, the same bits, with A built
+    straight into ``work`` ((D, D) float64, C-ordered; overwritten): no problem's own copy of A (D x D / 2
+    float64) besides it, for a fit that keeps nothing for other alphas. A that is not positive definite
+    is built again for :meth:`ScaledRidge.model`'s least-squares way out."""
+    try:
+        return ScaledRidge.from_stats(stats, bin, scaler, into=work).model(alpha, work)
+    except np.linalg.LinAlgError:
+        return ScaledRidge.from_stats(stats, bin, scaler).model(alpha, work)
+
+
 def scaler_of(stats: BinStats) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) (D,) of a StandardScaler fitted on all the spectra of ``stats`` (every bin)."""
-    total = stats.total()
+    total = stats.total_tiles()  # its diagonal is all a scaler reads of S
     n = int(total.n[0])
     if n <= 0:
         raise InputError("the statistics hold no spectra; cannot fit a StandardScaler")

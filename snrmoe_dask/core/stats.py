@@ -499,6 +499,11 @@ class BinStats:
         """One bin named ``name`` holding the sum over all bins: the global model's statistics."""
         return self._combine([name], [range(self.n_bins)])
 
+    def total_tiles(self, name: str = "global") -> "SummedBins":
+        """:meth:`total` as a solver reads it, each tile of S summed when it is read: the same values, bit
+        for bit, without the summed copy of S (D x D / 2 float64)."""
+        return SummedBins(self, name)
+
     def select(self, names: Sequence[str]) -> "BinStats":
         """The bins ``names``, in that order."""
         names = list(names)
@@ -519,3 +524,53 @@ class BinStats:
                 seen[name] = new
             members.append(idx)
         return self._combine(list(groups), members)
+
+
+def _in_order(a: np.ndarray) -> np.ndarray:
+    """(1, ...) the sum of ``a``'s rows added first to last, as :meth:`BinStats.total` adds them."""
+    out = a[:1].copy()
+    for row in a[1:]:
+        out[0] += row
+    return out
+
+
+class SummedBins:
+    """The sum over the bins of a BinStats, with what ``ScaledRidge.from_stats`` reads of one bin (n, s,
+    t, u, c, y0, d, names, index, upper_tiles, gram_diagonal): the values of ``stats.total()``, bit for
+    bit, each tile's rows summed as a solver reads them (:class:`RowSums`), never a summed copy of S."""
+
+    def __init__(self, stats: BinStats, name: str) -> None:
+        self._stats, self.names, self.c, self.y0, self.d = stats, (name,), stats.c, stats.y0, stats.d
+        self.n, self.s, self.t, self.u = (_in_order(a) for a in (stats.n, stats.s, stats.t, stats.u))
+
+    def index(self, bin: str | int) -> int:
+        if bin not in (0, self.names[0]):
+            raise ConfigError(f"unknown bin {bin!r}; expected {self.names[0]!r}")
+        return 0
+
+    def upper_tiles(self, bin: str | int) -> Iterator[tuple[int, int, int, int, "RowSums"]]:
+        self.index(bin)
+        for parts in zip(*(self._stats.upper_tiles(k) for k in range(self._stats.n_bins))):
+            yield (*parts[0][:4], RowSums([tile for *_, tile in parts]))
+
+    def gram_diagonal(self, bin: str | int) -> np.ndarray:
+        self.index(bin)
+        return _in_order(np.stack([self._stats.gram_diagonal(k) for k in range(self._stats.n_bins)]))[0]
+
+
+class RowSums:
+    """A tile of :class:`SummedBins`: ``tile[r0:r1]`` is rows r0:r1 of the bins' tiles added first to
+    last, in a buffer that the next such read reuses."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self._parts, self.shape, self._buffer = parts, parts[0].shape, None
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        first = self._parts[0][rows]
+        if self._buffer is None or self._buffer.size < first.size:
+            self._buffer = np.empty(first.size, first.dtype)
+        out = self._buffer[:first.size].reshape(first.shape)
+        out[...] = first
+        for part in self._parts[1:]:
+            out += part[rows]
+        return out

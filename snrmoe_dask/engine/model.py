@@ -22,7 +22,7 @@ from ..core.alpha import AlphaChoice, alpha_grid, is_selection, select_alpha
 from ..core.block_pass import PassResult, PassSpec
 from ..core.params import Param, check_params
 from ..core.partition import Partition
-from ..core.ridge import RidgeModel, ScaledRidge, scaler_of
+from ..core.ridge import RidgeModel, ScaledRidge, scaler_of, solve_once
 from ..core.routing import oracle_route, route_by_snr
 from ..core.stats import BinStats
 from ..errors import InputError
@@ -211,12 +211,15 @@ class BinnedRidge(RegressorMixin, BaseEstimator):
 
         def solve(name: str, stats, k: int, scaler) -> RidgeModel:
             key = (name, "own" if scaler is None else "shared")
-            problem = self._problems.get(key) or ScaledRidge.from_stats(stats(), k, scaler)
+            problem = self._problems.get(key)
+            if problem is None and not refit:  # nothing to keep: the problem built in the scratch itself
+                return solve_once(stats(), alphas[name], k, scaler, work)
+            problem = problem or ScaledRidge.from_stats(stats(), k, scaler)
             if refit:
                 self._problems[key] = problem
             return problem.model(alphas[name], work)
 
-        self.global_ = solve(GLOBAL, train.total, 0, None)
+        self.global_ = solve(GLOBAL, train.total_tiles, 0, None)  # no summed copy of the bins' sums
         minimum = max(params["min_bin_samples"], 1)
         self.experts_: dict[str, RidgeModel | None] = {}
         for k, name in enumerate(train.names):

@@ -5,7 +5,8 @@ numeric frame in pandas' "fixed" format (what ``DataFrame.to_hdf`` writes by def
 set) is read here through h5py's low-level ids, about a millisecond a file; anything else through
 pandas and PyTables, which cost several times more per file (docs/performance.md). Opening a survey of
 thousands of small shards pays this per file, so every h5py call counts: its high-level objects cost
-tens of microseconds more per read than the low-level ids used here.
+tens of microseconds more per read than the low-level ids used here. ``read_table`` gives the usual table
+(float64 columns in one block) as a :class:`FloatTable`, one array, and makes no DataFrame of it.
 """
 
 from __future__ import annotations

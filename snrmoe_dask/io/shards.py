@@ -348,7 +348,7 @@ def prefetch(paths: Iterable[str | os.PathLike], whole_up_to: int = 0) -> None:
             os.close(fd)
 
 
-# Opening costs about 2.5 ms a file under the GIL: with this many files or more, a forked copy of the
+# Opening costs about 1.6 ms a file under the GIL: with this many files or more, a forked copy of the
 # process shares their opening (io.forked), where that is safe.
 PARALLEL_OPEN_FILES = 128
 
