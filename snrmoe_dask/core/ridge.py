@@ -112,8 +112,8 @@ class ScaledRidge:
     scaler_mean: np.ndarray | None = None  # the scaler's own mean when it was fitted on other spectra
 
     @classmethod
-    def from_stats(cls, stats: BinStats, bin: str | int = 0,
-                   scaler: tuple[np.ndarray, np.ndarray] | None = None, into: np.ndarray | None = None) -> "ScaledRidge":
+    def from_stats(cls, stats: BinStats, bin: str | int = 0, scaler: tuple[np.ndarray, np.ndarray] | None = None,
+                   into: np.ndarray | None = None) -> "ScaledRidge":
         """Bin ``bin`` of ``stats``, with its StandardScaler folded in.
 
         scaler: (mean, scale) (D,) of a StandardScaler fitted on other spectra (e.g. all bins, see
@@ -208,6 +208,7 @@ class ScaledRidge:
         a = self.upper(work)
         a[np.diag_indices_from(a)] += alpha
         return a
+
 
 def solve_once(stats: BinStats, alpha: float, bin: str | int, scaler: tuple[np.ndarray, np.ndarray] | None,
                work: np.ndarray) -> RidgeModel:
