@@ -235,14 +235,15 @@ def test_incompatible_sums_refused(data):
         a + BinStats.zeros(NAMES, a.c[:5], a.y0)
 
 
-def test_an_accumulator_buffer_is_reused_only_when_nobody_can_read_it():
+@pytest.mark.parametrize("d", [8, 1024])  # numpy's own array; a mapping of its own (core.small_pages)
+def test_an_accumulator_buffer_is_reused_only_when_nobody_can_read_it(d):
     import gc
 
     from snrmoe_dask.core import buffers
 
     gc.collect()  # garbage of earlier tests, collected while the pool is open, would fill it
     with buffers.pass_running():
-        first = GramTiles(2, 8)
+        first = GramTiles(2, d)
         first.data[:] = 7.0
         address = first.data.__array_interface__["data"][0]
         kept = first.tile(0, 0)  # a view someone still holds: its buffer must never be handed on
@@ -250,14 +251,14 @@ def test_an_accumulator_buffer_is_reused_only_when_nobody_can_read_it():
         gc.collect()
         assert buffers.pooled() == 0 and (kept == 7.0).all()
         del kept
-        second = GramTiles(2, 8)
+        second = GramTiles(2, d)
         second.data[:] = 5.0
         address = second.data.__array_interface__["data"][0]
         del second
         gc.collect()
         assert buffers.pooled() == 1  # nobody holds it: kept for the next accumulator of its shape
-        assert GramTiles(3, 8).data.__array_interface__["data"][0] != address  # another shape: a new buffer
-        reused = GramTiles(2, 8)
+        assert GramTiles(3, d).data.__array_interface__["data"][0] != address  # another shape: a new buffer
+        reused = GramTiles(2, d)
         assert reused.data.__array_interface__["data"][0] == address and not reused.data.any()  # zeroed
         total = reused + reused  # a sum is new; its operands do not change
         assert total.data is not reused.data and not reused.data.any()

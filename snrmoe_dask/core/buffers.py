@@ -1,7 +1,8 @@
 """Float64 buffers of Gram accumulators, handed on once nobody can read them any more.
 
 A pass makes one (K, D (D + 1) / 2) accumulator per segment and one per sum of two results; a fresh
-one costs the kernel a page fault and a page clear on every page. Here a buffer goes back to a small
+one costs the kernel a page fault and a page clear on every page (in ordinary pages: see
+:mod:`~snrmoe_dask.core.small_pages`). Here a buffer goes back to a small
 pool only when the object that owned it has been garbage-collected and no view of its memory
 survives: a value that a dask task returned is never recycled while another task, a persisted
 result or a client can still read it. The pool keeps buffers only while pass tasks run in this
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
+
+from . import small_pages
 
 _KEEP = 2  # buffers kept per process: enough for the accumulators that end while others start
 _lock = threading.Lock()
@@ -65,7 +68,7 @@ def owned_buffer(owner: object, shape: tuple[int, int], zero: bool) -> np.ndarra
         found = next((i for i, b in enumerate(_pool) if b.shape == shape), None)
         buffer = _pool.pop(found) if found is not None else None
     if buffer is None:
-        buffer = np.empty(shape)
+        buffer = small_pages.empty(shape)
     if zero:
         buffer.fill(0.0)
     weakref.finalize(owner, _give_back, buffer).atexit = False  # at exit there is no next accumulator

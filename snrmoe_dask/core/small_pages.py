@@ -1,12 +1,12 @@
-"""Large arrays in ordinary (4 KiB) pages, for the arrays a solve or a cache load fills once.
+"""Large arrays in ordinary (4 KiB) pages, for the arrays a solve, a cache load or a pass's sums fill.
 
 numpy asks the kernel for transparent huge pages for every array of 4 MiB or more. The first touch
-of such an array can stall while the kernel finds (and, on a VM, the host backs) free 2 MiB pages,
-most of all on a machine whose memory is full of page cache; ordinary pages need no such search, so a
-fresh solve's problem or a loaded cache entry fills faster in them. A pass's accumulators are not made
-here: they are few, recycled, and added to block after block, and the pass ran slower with them in
-ordinary pages. The measurements, and the machine they were taken on, are in docs/performance.md
-("Why 3 s for a re-solve ... were out of reach").
+of such an array can stall while the kernel finds free 2 MiB pages and, on a VM whose host takes
+free memory back (virtio-balloon free page reporting hands it whole free 2 MiB blocks), while the
+host backs them again: 0.4 GB/s against 2-3 GB/s in ordinary pages on the AVX2 VM of
+docs/performance.md. Arrays filled once, or added to block after block in order (a pass's
+accumulators: few, recycled by core.buffers), lose nothing to ordinary pages; arrays that BLAS packs
+column panels from (a block's rows) keep numpy's huge pages.
 """
 
 from __future__ import annotations
@@ -37,4 +37,6 @@ def _mapped(shape, dtype) -> np.ndarray:
         buffer = mmap.mmap(-1, _nbytes(shape, dtype), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     except (AttributeError, TypeError, OSError):  # no anonymous private mappings on this platform
         return np.zeros(shape, dtype)
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    # the array's base is the mapping itself, as np.empty's owns its memory: views of it refer to it
+    # (not to an intermediate array), which core.buffers counts on before reusing it
+    return np.ndarray(shape, dtype=dtype, buffer=buffer)

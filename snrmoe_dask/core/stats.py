@@ -156,8 +156,7 @@ class GramTiles:
     @classmethod
     def empty(cls, k: int, d: int) -> "GramTiles":
         """Tiles to be overwritten whole (a solve's problem, a loaded entry), in ordinary pages (see
-        :mod:`~snrmoe_dask.core.small_pages`). A pass's accumulators stay in numpy's huge pages: the pass
-        ran slower with them in ordinary ones (docs/performance.md)."""
+        :mod:`~snrmoe_dask.core.small_pages`), not taken from the pass's pool of accumulators."""
         return cls(k, d, small_pages.empty((k, int(_tile_offsets(d)[-1]))))
 
     def tile(self, k: int, t: int) -> np.ndarray:
