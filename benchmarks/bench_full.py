@@ -276,7 +276,7 @@ def run_cold(cfg, files: list[Path]) -> dict:
     gc.collect()
     trim_heap()
     base = psutil.Process().memory_info().rss
-    with PeakRSS() as rss:
+    with PeakRSS(children=cfg.compute.scheduler not in ("threads", "sync")) as rss:
         start = time.perf_counter()
         results = run_experiment(cfg, render=renderer("zh"), progress=False)
         wall = time.perf_counter() - start

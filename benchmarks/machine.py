@@ -78,17 +78,23 @@ def bound_s(n: int, d: int, gemm: float, rng: float, cores: int | None = None) -
 
 
 class PeakRSS:
-    """Peak resident memory of this process and its children (bytes) while the ``with`` block runs.
+    """Peak resident memory of this process, and of its children if ``children``, while the ``with``
+    block runs (bytes).
 
-    This process is sampled every 20 ms from /proc/self/statm (one small read); child processes
-    (process schedulers, local clusters) every 2 s through psutil, whose walk over every process of
-    the machine would otherwise take a measurable share of a core from the run it measures.
+    This process's peak is the kernel's own high-water mark (VmHWM, reset on entry through
+    /proc/self/clear_refs): exact, and no sampler thread in the process it measures (a second thread
+    there keeps the run from forking its figures, as a single-threaded command does). Where the mark
+    cannot be reset, or with ``children`` (process schedulers, local clusters), a thread samples
+    /proc/self/statm every 20 ms, and the children every 2 s through psutil, whose walk over every
+    process of the machine would otherwise take a measurable share of a core from the run it measures.
     """
 
-    def __init__(self, interval: float = 0.02, children_every: float = 2.0) -> None:
+    def __init__(self, children: bool = False, interval: float = 0.02, children_every: float = 2.0) -> None:
         self.interval, self.children_every, self.peak = interval, children_every, 0
         self._proc, self._stop = psutil.Process(), threading.Event()
         self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread: threading.Thread | None = None
+        self._sample_children = children
 
     def _own(self) -> int:
         with open("/proc/self/statm") as f:
@@ -107,19 +113,38 @@ class PeakRSS:
         children, next_children = 0, 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_children:
+            if self._sample_children and now >= next_children:
                 children, next_children = self._children(), now + self.children_every
             self.peak = max(self.peak, self._own() + children)
             self._stop.wait(self.interval)
 
+    @staticmethod
+    def _reset_high_water_mark() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _high_water_mark() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
     def __enter__(self) -> "PeakRSS":
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._kernel_mark = self._reset_high_water_mark()
+        if self._sample_children or not self._kernel_mark:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        if self._kernel_mark:
+            self.peak = max(self.peak, self._high_water_mark())
 
 
 def drop_page_cache(paths) -> list[str]:
