@@ -3,10 +3,11 @@
 numpy asks the kernel for transparent huge pages for every array of 4 MiB or more. The first touch
 of such an array can stall while the kernel finds free 2 MiB pages and, on a VM whose host takes
 free memory back (virtio-balloon free page reporting hands it whole free 2 MiB blocks), while the
-host backs them again: 0.4 GB/s against 2-3 GB/s in ordinary pages on the AVX2 VM of
-docs/performance.md. Arrays filled once, or added to block after block in order (a pass's
-accumulators: few, recycled by core.buffers), lose nothing to ordinary pages; arrays that BLAS packs
-column panels from (a block's rows) keep numpy's huge pages.
+host backs them again: several times slower than ordinary pages on the AVX2 VM of
+docs/performance.md ("A pass's sums in ordinary pages"). Arrays filled once, or added to block
+after block in order (a pass's accumulators: few, recycled by core.buffers), lose nothing to
+ordinary pages. The buffers a block is read into keep numpy's huge pages: the kernel pins every
+page of an O_DIRECT read, and the pass ran slower with them in ordinary ones.
 """
 
 from __future__ import annotations
