@@ -2,11 +2,11 @@
 
 A pass makes one (K, D (D + 1) / 2) accumulator per segment and one per sum of two results; a fresh
 one costs the kernel a page fault and a page clear on every page (in ordinary pages: see
-:mod:`~snrmoe_dask.core.small_pages`). Here a buffer goes back to a small
-pool only when the object that owned it has been garbage-collected and no view of its memory
-survives: a value that a dask task returned is never recycled while another task, a persisted
-result or a client can still read it. The pool keeps buffers only while pass tasks run in this
-process (:func:`pass_running`), so nothing is held once a pass is over.
+:mod:`~snrmoe_dask.core.small_pages`). Here a buffer goes back to a small pool only when the object
+that owned it has been garbage-collected and no view of its memory survives: a value that a dask
+task returned is never recycled while another task, a persisted result or a client can still read
+it. The pool keeps buffers only while pass tasks run in this process (:func:`pass_running`), so
+nothing is held once a pass is over.
 """
 
 from __future__ import annotations
